@@ -1,0 +1,52 @@
+//! Command-line parsing and dispatch. Each subcommand lives in its own file.
+
+mod logging;
+mod plugins;
+mod progress;
+mod train;
+
+use clap::{Parser, Subcommand};
+
+pub use logging::init_logging;
+
+#[derive(Debug, Parser)]
+#[command(name = "pretext", version, about = "Self-supervised pretext tasks as plugins, trained with candle")]
+pub struct Cli {
+    /// Print plugin log messages and more detail.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List the task plugins found, with their versions and why any was refused.
+    Plugins(plugins::PluginsArgs),
+    /// Train a pretext task and write a run directory.
+    Train(Box<train::TrainArgs>),
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Plugins(args) => plugins::run(&args),
+        Command::Train(args) => train::run(*args),
+    }
+}
+
+/// An error chain as one sentence: the context, then each cause after a colon, without
+/// repeating a cause that the outer message already quotes.
+pub fn sentence(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}

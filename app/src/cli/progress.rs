@@ -1,0 +1,60 @@
+//! Training progress for people: a bar on a terminal, one line per epoch otherwise (logs,
+//! CI, pipes), so output stays readable wherever it goes.
+
+use std::io::IsTerminal;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use pretext_core::train::Event;
+
+pub struct Progress {
+    bar: Option<ProgressBar>,
+    terminal: bool,
+}
+
+impl Progress {
+    pub fn new() -> Self {
+        Self { bar: None, terminal: std::io::stderr().is_terminal() }
+    }
+
+    pub fn handle(&mut self, event: &Event) {
+        match event {
+            Event::Started { run_dir, plugin, first_epoch, epochs, batches_per_epoch, images } => {
+                eprintln!(
+                    "training {plugin} on {images} images, epochs {first_epoch}..={epochs}, {batches_per_epoch} batches each, into {}",
+                    run_dir.display()
+                );
+                if self.terminal {
+                    let bar = ProgressBar::new(batches_per_epoch * (epochs + 1).saturating_sub(*first_epoch));
+                    let style = ProgressStyle::with_template("{bar:30} {pos}/{len} steps {elapsed_precise} eta {eta} {msg}")
+                        .unwrap_or_else(|_| ProgressStyle::default_bar());
+                    bar.set_style(style);
+                    self.bar = Some(bar);
+                }
+            }
+            Event::Step { epoch, loss, lr, .. } => {
+                if let Some(bar) = &self.bar {
+                    bar.inc(1);
+                    bar.set_message(format!("epoch {epoch} loss {loss:.4} lr {lr:.2e}"));
+                }
+            }
+            Event::Epoch(r) => {
+                let extra: String = r.extra.iter().map(|(k, v)| format!(" {k} {v:.4}")).collect();
+                let line = format!(
+                    "epoch {:>3}  loss {:.4}{extra}  lr {:.2e}  {:.0} images/s  {:.0}s",
+                    r.epoch, r.loss, r.lr, r.images_per_sec, r.elapsed_s
+                );
+                match &self.bar {
+                    Some(bar) => bar.println(line),
+                    None => eprintln!("{line}"),
+                }
+            }
+            Event::Checkpoint { .. } => {}
+        }
+    }
+
+    pub fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! `pretext train`: flags and a `--config` file merged into a `TrainConfig`, then the
+//! trainer, with a progress bar on a terminal and plain lines otherwise.
+//!
+//! Precedence: flags over the config file over defaults. With `--resume`, the run's own
+//! recorded configuration takes the place of the file, so only the flags given change it.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use pretext_core::model::BackboneKind;
+use pretext_core::run::store::RunStore;
+use pretext_core::task::OptimizerKind;
+use pretext_core::train::{TrainConfig, train};
+
+use super::progress::Progress;
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Task plugin: a name from `pretext plugins` or a path to a plugin library.
+    #[arg(long, value_name = "NAME|PATH")]
+    task: Option<String>,
+    /// Dataset: shapes (built in), fashion-mnist, mnist, cifar10, or a path.
+    #[arg(long, value_name = "SPEC")]
+    data: Option<String>,
+    #[arg(long, value_parser = parse_backbone, value_name = "resnet18|convnet")]
+    backbone: Option<BackboneKind>,
+    /// Base channel width of the backbone (resnet18: 64, convnet: 16).
+    #[arg(long, value_name = "N")]
+    width: Option<usize>,
+    #[arg(long, value_name = "N")]
+    epochs: Option<u64>,
+    #[arg(long, value_name = "N")]
+    batch_size: Option<usize>,
+    /// Peak learning rate (after warmup).
+    #[arg(long, value_name = "F")]
+    lr: Option<f64>,
+    #[arg(long, value_parser = parse_optimizer, value_name = "adamw|sgd|lars")]
+    optimizer: Option<OptimizerKind>,
+    #[arg(long, value_name = "F")]
+    weight_decay: Option<f64>,
+    #[arg(long, value_name = "cpu|cuda|cuda:N")]
+    device: Option<String>,
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
+    /// Train on the first N images only.
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
+    /// Run directory (default: runs/<task>-<seed>).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Continue the run in --out from its newest complete checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// A TOML file with any of these settings (snake_case keys) and a [task_config] table.
+    #[arg(long, value_name = "FILE.toml")]
+    config: Option<PathBuf>,
+    /// Write a checkpoint every N epochs.
+    #[arg(long, value_name = "N")]
+    checkpoint_every: Option<u64>,
+    /// Threads preparing batches ahead of the training step.
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+}
+
+fn parse_backbone(s: &str) -> Result<BackboneKind, String> {
+    s.parse().map_err(|_| format!("unknown backbone `{s}` (expected resnet18 or convnet)"))
+}
+
+fn parse_optimizer(s: &str) -> Result<OptimizerKind, String> {
+    s.parse()
+}
+
+fn read_config_file(path: &PathBuf) -> anyhow::Result<TrainConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the config file {}", path.display()))?;
+    toml::from_str(&text).map_err(|e| anyhow::anyhow!("{} is not a valid config file: {}", path.display(), e.message()))
+}
+
+impl TrainArgs {
+    /// Overrides the fields of `base` that were given as flags.
+    fn apply(self, mut c: TrainConfig) -> TrainConfig {
+        macro_rules! set {
+            ($($field:ident),*) => { $( if let Some(v) = self.$field { c.$field = v; } )* };
+        }
+        set!(task, data, backbone, epochs, batch_size, optimizer, device, seed, checkpoint_every, workers);
+        if self.width.is_some() {
+            c.width = self.width;
+        }
+        if self.lr.is_some() {
+            c.lr = self.lr;
+        }
+        if self.weight_decay.is_some() {
+            c.weight_decay = self.weight_decay;
+        }
+        if self.limit.is_some() {
+            c.limit = self.limit;
+        }
+        if self.out.is_some() {
+            c.out = self.out;
+        }
+        c
+    }
+}
+
+pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    let resume = args.resume;
+    let base = if resume {
+        let Some(out) = &args.out else { bail!("--resume needs --out DIR naming the run to continue") };
+        let info = RunStore::open(out).read_info().with_context(|| format!("cannot resume {}", out.display()))?;
+        let mut stored: TrainConfig =
+            serde_json::from_value(info.config).with_context(|| format!("{} records no usable configuration", out.display()))?;
+        // The plugin is found again by name, or by its recorded path if it was given as one.
+        stored.out = Some(out.clone());
+        stored
+    } else if let Some(path) = &args.config {
+        read_config_file(path)?
+    } else {
+        TrainConfig::default()
+    };
+    let config = args.apply(base);
+    config.validate().map_err(|e| anyhow::anyhow!(e))?;
+
+    let stop = AtomicBool::new(false);
+    let mut progress = Progress::new();
+    let summary = train(&config, resume, &stop, &mut |event| progress.handle(&event));
+    progress.finish();
+    let summary = summary?;
+    println!(
+        "{} {} epochs of {} on {}: last loss {:.4}, {:.0} images/s, run in {}",
+        if summary.status == pretext_core::run::RunStatus::Completed { "trained" } else { "stopped after" },
+        summary.epochs_done,
+        config.task,
+        config.data,
+        summary.last_loss,
+        summary.images_per_sec,
+        summary.run_dir.display()
+    );
+    Ok(())
+}

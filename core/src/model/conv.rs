@@ -1,0 +1,163 @@
+//! The one 2-D convolution every backbone goes through.
+//!
+//! Keeping a single type lets a faster custom kernel replace the body of
+//! [`Conv2d::forward`] for all backbones at once; no backbone may call `Tensor::conv2d`
+//! directly. Parameters are named as PyTorch's `nn.Conv2d` (`weight`, `bias`).
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{Init, VarBuilder};
+
+/// A square-kernel convolution with symmetric zero padding, no dilation and one group.
+#[derive(Clone, Debug)]
+pub struct Conv2d {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    stride: usize,
+    padding: usize,
+}
+
+impl Conv2d {
+    /// A `kernel`×`kernel` convolution from `in_c` to `out_c` channels. The weight gets
+    /// torchvision ResNet's init, kaiming-normal with fan-out and ReLU gain
+    /// (std = √(2 / (out_c·k²))); the optional bias gets PyTorch's default
+    /// U(±1/√fan_in).
+    // By value like candle_nn's constructors, so callers can pass `vb.pp(..)` inline.
+    #[allow(clippy::needless_pass_by_value)]
+    pub fn new(
+        in_c: usize,
+        out_c: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        bias: bool,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        if in_c == 0 || out_c == 0 || kernel == 0 || stride == 0 {
+            candle_core::bail!(
+                "conv2d needs positive sizes, got in {in_c}, out {out_c}, kernel {kernel}, stride {stride}"
+            );
+        }
+        let fan_out = (out_c * kernel * kernel) as f64;
+        let stdev = (2.0 / fan_out).sqrt();
+        let weight = vb.get_with_hints(
+            (out_c, in_c, kernel, kernel),
+            "weight",
+            Init::Randn { mean: 0.0, stdev },
+        )?;
+        let bias = if bias {
+            let bound = 1.0 / ((in_c * kernel * kernel) as f64).sqrt();
+            Some(vb.get_with_hints(
+                out_c,
+                "bias",
+                Init::Uniform {
+                    lo: -bound,
+                    up: bound,
+                },
+            )?)
+        } else {
+            None
+        };
+        Ok(Self {
+            weight,
+            bias,
+            stride,
+            padding,
+        })
+    }
+
+    /// Wraps existing parameters: `weight` of shape (out, in, k, k), `bias` of shape (out).
+    pub fn from_parts(
+        weight: Tensor,
+        bias: Option<Tensor>,
+        stride: usize,
+        padding: usize,
+    ) -> Result<Self> {
+        let (out_c, _, kh, kw) = weight.dims4()?;
+        if kh != kw || stride == 0 {
+            candle_core::bail!(
+                "conv2d needs a square kernel and a positive stride, got {kh}×{kw}, stride {stride}"
+            );
+        }
+        if let Some(b) = &bias
+            && b.dims() != [out_c]
+        {
+            candle_core::bail!("conv2d bias has shape {:?}, expected [{out_c}]", b.dims());
+        }
+        Ok(Self {
+            weight,
+            bias,
+            stride,
+            padding,
+        })
+    }
+
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
+    pub fn stride(&self) -> usize {
+        self.stride
+    }
+
+    pub fn padding(&self) -> usize {
+        self.padding
+    }
+
+    /// (N, in, H, W) → (N, out, H', W').
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
+            None => Ok(y),
+        }
+    }
+}
+
+impl Module for Conv2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Conv2d::forward(self, x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use candle_core::{DType, Device};
+    use candle_nn::VarMap;
+
+    use super::*;
+
+    #[test]
+    fn shapes_bias_and_init_scale() {
+        let dev = Device::Cpu;
+        let map = VarMap::new();
+        let vb = VarBuilder::from_varmap(&map, DType::F32, &dev);
+        let conv = Conv2d::new(3, 64, 3, 2, 1, true, vb.pp("c")).unwrap();
+        let x = Tensor::ones((2, 3, 9, 9), DType::F32, &dev).unwrap();
+        assert_eq!(conv.forward(&x).unwrap().dims(), &[2, 64, 5, 5]);
+        let w = conv
+            .weight()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let std = (w.iter().map(|v| v * v).sum::<f32>() / w.len() as f32).sqrt();
+        let want = (2.0f32 / (64.0 * 9.0)).sqrt();
+        assert!((std / want - 1.0).abs() < 0.15, "std {std} want {want}");
+        assert!(map.data().lock().unwrap().contains_key("c.bias"));
+        // A wrong channel count is an error, not a panic.
+        let bad = Tensor::ones((2, 4, 9, 9), DType::F32, &dev).unwrap();
+        assert!(conv.forward(&bad).is_err());
+        // Strided (non-contiguous) inputs are accepted.
+        let t = Tensor::ones((3, 2, 9, 9), DType::F32, &dev)
+            .unwrap()
+            .transpose(0, 1)
+            .unwrap();
+        assert!(!t.is_contiguous());
+        assert_eq!(conv.forward(&t).unwrap().dims(), &[2, 64, 5, 5]);
+    }
+}

@@ -1,0 +1,126 @@
+//! The configuration of a training run: what the CLI flags, a `--config` TOML file and the
+//! GUI's Train view fill in, and what `run.json` records.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::BackboneKind;
+use crate::task::OptimizerKind;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// A plugin name (`simclr`) or a path to a plugin library.
+    pub task: String,
+    /// `shapes`, `fashion-mnist`, `mnist`, `cifar10` or a path.
+    pub data: String,
+    pub backbone: BackboneKind,
+    /// Base channel width; `None` takes the backbone's default.
+    pub width: Option<usize>,
+    pub epochs: u64,
+    pub batch_size: usize,
+    /// Peak learning rate; `None` takes the optimizer's usual value for the batch size.
+    pub lr: Option<f64>,
+    pub optimizer: OptimizerKind,
+    pub weight_decay: Option<f64>,
+    /// Linear warmup length; `None` is a tenth of the run, at most ten epochs.
+    pub warmup_epochs: Option<f64>,
+    pub device: String,
+    pub seed: u64,
+    /// Train on the first N images only.
+    pub limit: Option<usize>,
+    /// The run directory; `None` is `runs/<task>-<seed>`.
+    pub out: Option<PathBuf>,
+    /// Write a checkpoint every N epochs (and always after the last).
+    pub checkpoint_every: u64,
+    /// Append a metrics line every N steps besides the one per epoch (0: per epoch only).
+    pub log_every: u64,
+    /// Threads preparing batches ahead of the training step.
+    pub workers: usize,
+    /// The task's own settings, passed to the plugin (`[task]` in a config file).
+    pub task_config: serde_json::Value,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            task: "simclr".into(),
+            data: "shapes".into(),
+            backbone: BackboneKind::Convnet,
+            width: None,
+            epochs: 5,
+            batch_size: 128,
+            lr: None,
+            optimizer: OptimizerKind::Adamw,
+            weight_decay: None,
+            warmup_epochs: None,
+            device: "cpu".into(),
+            seed: 0,
+            limit: None,
+            out: None,
+            checkpoint_every: 1,
+            log_every: 20,
+            workers: 2,
+            task_config: serde_json::Value::Null,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Checks what can be checked before anything is loaded; one sentence per problem.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.batch_size == 0 {
+            return Err("--batch-size must be at least 1".into());
+        }
+        if self.epochs == 0 {
+            return Err("--epochs must be at least 1".into());
+        }
+        if self.checkpoint_every == 0 {
+            return Err("checkpoint_every must be at least 1".into());
+        }
+        if self.width == Some(0) {
+            return Err("--width must be at least 1".into());
+        }
+        if self.limit == Some(0) {
+            return Err("--limit must be at least 1".into());
+        }
+        if let Some(lr) = self.lr {
+            if !(lr.is_finite() && lr > 0.0) {
+                return Err(format!("--lr must be a positive number, not {lr}"));
+            }
+        }
+        if self.warmup_epochs.is_some_and(|w| !(w.is_finite() && w >= 0.0)) {
+            return Err("warmup_epochs must be zero or positive".into());
+        }
+        Ok(())
+    }
+
+    /// The peak learning rate: the given one, or the optimizer's usual value (SGD and
+    /// LARS scale linearly with the batch size, as in SimCLR).
+    pub fn base_lr(&self) -> f64 {
+        #[allow(clippy::cast_precision_loss)]
+        let scale = self.batch_size as f64 / 256.0;
+        self.lr.unwrap_or(match self.optimizer {
+            OptimizerKind::Adamw => 1e-3,
+            OptimizerKind::Sgd => 0.05 * scale,
+            OptimizerKind::Lars => 0.3 * scale,
+        })
+    }
+
+    pub fn warmup_epochs(&self) -> f64 {
+        #[allow(clippy::cast_precision_loss)]
+        self.warmup_epochs.unwrap_or((self.epochs as f64 / 10.0).min(10.0))
+    }
+
+    /// The run directory this config writes to.
+    pub fn out_dir(&self) -> PathBuf {
+        self.out.clone().unwrap_or_else(|| {
+            let stem = std::path::Path::new(&self.task)
+                .file_stem()
+                .map(|s| s.to_string_lossy().trim_start_matches("libpretext_").to_string())
+                .unwrap_or_else(|| "run".into());
+            PathBuf::from("runs").join(format!("{stem}-{}", self.seed))
+        })
+    }
+}

@@ -1,0 +1,296 @@
+//! The training loop: load the plugin and data, prepare batches ahead on worker threads,
+//! step the plugin, and record metrics and checkpoints in the run directory.
+//!
+//! A run can always be resumed from its newest complete checkpoint: the batch order and
+//! augmentation seeds depend only on (seed, epoch, batch), and `metrics.jsonl` is cut back
+//! to that checkpoint on resume. A non-finite loss stops the run before the weights change,
+//! so the last checkpoint stays good.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use crate::data::{self, Dataset, OpenOptions};
+use crate::data::{Prefetch, batches, epoch_order};
+use crate::host::{self, CallError, Plugin, PluginSession, PreparedBatch};
+use crate::model::BackboneSpec;
+use crate::run::store::{RunStore, now_unix};
+use crate::run::{DatasetInfo, FORMAT_VERSION, MetricRecord, RunInfo, RunStatus, TaskRef, checkpoint_stem};
+use crate::task::{InputSpec, Normalize, OptimizerConfig, SessionConfig};
+
+use super::samples::write_samples;
+use super::{LrSchedule, TrainConfig, TrainError, batch_seed};
+
+/// Progress reports for a CLI progress bar or a GUI.
+#[derive(Clone, Debug)]
+pub enum Event {
+    Started { run_dir: PathBuf, plugin: String, first_epoch: u64, epochs: u64, batches_per_epoch: u64, images: usize },
+    Step { epoch: u64, batch: u64, batches: u64, loss: f64, lr: f64 },
+    Epoch(MetricRecord),
+    Checkpoint { epoch: u64, path: PathBuf },
+}
+
+/// What a finished (or stopped) run reports.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    pub run_dir: PathBuf,
+    pub epochs_done: u64,
+    pub last_loss: f64,
+    pub images_per_sec: f64,
+    pub status: RunStatus,
+}
+
+/// Number of source images whose pretext inputs go to `samples/`.
+const SAMPLE_SOURCES: usize = 8;
+/// Batches prepared ahead of the training step.
+const PREFETCH_DEPTH: usize = 2;
+
+/// Trains `config.task` as configured. With `resume`, continues the run in `config.out_dir()`
+/// from its newest complete checkpoint. `stop` is polled after every step.
+pub fn train(config: &TrainConfig, resume: bool, stop: &AtomicBool, on_event: &mut dyn FnMut(Event)) -> Result<Summary, TrainError> {
+    config.validate().map_err(TrainError::Config)?;
+    let plugin = host::resolve(&config.task)?;
+    let splits = data::open(&config.data, &OpenOptions { limit: config.limit, seed: config.seed })?;
+    let train_set = Arc::new(splits.train);
+    if train_set.is_empty() {
+        return Err(TrainError::Config(format!("the dataset `{}` has no training images", config.data)));
+    }
+    let run_dir = config.out_dir();
+    let store = prepare_run_dir(&run_dir, resume)?;
+
+    let spec = BackboneSpec {
+        kind: config.backbone,
+        width: config.width.unwrap_or_else(|| BackboneSpec::default_width(config.backbone)),
+        in_channels: train_set.channels(),
+    };
+    let (mean, std) = data::channel_stats(&train_set.images, 10_000);
+    let session_config = SessionConfig {
+        task: config.task_config.clone(),
+        backbone: spec.clone(),
+        input: InputSpec { channels: train_set.channels(), height: train_set.height(), width: train_set.width() },
+        optimizer: OptimizerConfig { kind: config.optimizer, weight_decay: config.weight_decay, ..OptimizerConfig::default() },
+        device: config.device.clone(),
+        seed: config.seed,
+        normalize: Normalize { mean, std: std.iter().map(|s| s.max(1e-3)).collect() },
+    };
+    let session = PluginSession::create(&plugin, &session_config)?;
+
+    let mut info = run_info(config, &plugin, &spec, &train_set, splits.test.as_ref().map_or(0, Dataset::len), &run_dir);
+    let mut first_epoch = 1;
+    let mut history = Vec::new();
+    if resume {
+        let (meta, weights) = store.latest_checkpoint()?;
+        session.load_state(&weights)?;
+        first_epoch = meta.epoch + 1;
+        history = store.read_metrics()?;
+        history.retain(|r| r.epoch <= meta.epoch);
+        store.rewrite_metrics(&history)?;
+        if let Ok(old) = store.read_info() {
+            info.created_unix = old.created_unix;
+        }
+        info.epochs_done = meta.epoch;
+    } else {
+        let sources = train_set.images.take(SAMPLE_SOURCES);
+        let samples = session.sample(&sources, batch_seed(config.seed, 0, u64::MAX))?;
+        write_samples(&store.layout.samples(), &sources, &samples)?;
+    }
+    store.write_info(&info)?;
+
+    let result = run_epochs(config, &session, &train_set, &store, first_epoch, &mut info, history, stop, on_event);
+    match result {
+        Ok(summary) => {
+            info.status = summary.status;
+            info.updated_unix = now_unix();
+            store.write_info(&info)?;
+            Ok(summary)
+        }
+        Err(e) => {
+            info.status = RunStatus::Failed;
+            info.message = Some(e.to_string());
+            info.updated_unix = now_unix();
+            // The training error matters more than a failure to record it.
+            let _ = store.write_info(&info);
+            Err(e)
+        }
+    }
+}
+
+fn prepare_run_dir(dir: &std::path::Path, resume: bool) -> Result<RunStore, TrainError> {
+    let layout = crate::run::RunLayout::new(dir);
+    if resume {
+        if !layout.run_json().exists() {
+            return Err(TrainError::Config(format!("{} holds no run to resume", dir.display())));
+        }
+    } else if layout.run_json().exists() {
+        return Err(TrainError::RunExists { dir: dir.to_path_buf() });
+    }
+    Ok(RunStore::create(dir)?)
+}
+
+fn run_info(config: &TrainConfig, plugin: &Plugin, spec: &BackboneSpec, train: &Dataset, test_images: usize, dir: &std::path::Path) -> RunInfo {
+    let now = now_unix();
+    RunInfo {
+        format_version: FORMAT_VERSION,
+        name: dir.file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned()),
+        status: RunStatus::Running,
+        created_unix: now,
+        updated_unix: now,
+        task: TaskRef {
+            name: plugin.name().to_string(),
+            version: plugin.version().to_string(),
+            abi_version: plugin.abi_version,
+            path: plugin.path.display().to_string(),
+        },
+        backbone: spec.clone(),
+        dataset: DatasetInfo {
+            spec: config.data.clone(),
+            name: train.name.clone(),
+            train_images: train.len(),
+            test_images,
+            channels: train.channels(),
+            height: train.height(),
+            width: train.width(),
+            classes: train.classes.clone(),
+        },
+        seed: config.seed,
+        epochs: config.epochs,
+        epochs_done: 0,
+        config: serde_json::to_value(config).unwrap_or(serde_json::Value::Null),
+        message: None,
+    }
+}
+
+/// Running means of the step metrics since the last record.
+#[derive(Default)]
+struct Meter {
+    sums: std::collections::BTreeMap<String, f64>,
+    steps: u64,
+    images: usize,
+    started: Option<Instant>,
+}
+
+impl Meter {
+    fn add(&mut self, metrics: &crate::task::StepMetrics, images: usize) {
+        for (k, v) in metrics {
+            *self.sums.entry(k.clone()).or_default() += v;
+        }
+        self.steps += 1;
+        self.images += images;
+    }
+
+    fn record(&mut self, epoch: u64, step: u64, lr: f64, elapsed: f64, epoch_end: bool) -> MetricRecord {
+        #[allow(clippy::cast_precision_loss)]
+        let n = self.steps.max(1) as f64;
+        let secs = self.started.map_or(0.0, |t| t.elapsed().as_secs_f64());
+        #[allow(clippy::cast_precision_loss)]
+        let ips = if secs > 0.0 { self.images as f64 / secs } else { 0.0 };
+        let mut extra: std::collections::BTreeMap<String, f64> = self.sums.iter().map(|(k, v)| (k.clone(), v / n)).collect();
+        let loss = extra.remove("loss").unwrap_or(f64::NAN);
+        *self = Self { started: Some(Instant::now()), ..Self::default() };
+        MetricRecord { epoch, step, loss, lr, images_per_sec: ips, elapsed_s: elapsed, knn_top1: None, epoch_end, extra }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_epochs(
+    config: &TrainConfig,
+    session: &PluginSession,
+    train_set: &Arc<Dataset>,
+    store: &RunStore,
+    first_epoch: u64,
+    info: &mut RunInfo,
+    history: Vec<MetricRecord>,
+    stop: &AtomicBool,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<Summary, TrainError> {
+    let batch_size = config.batch_size.min(train_set.len());
+    let batches_per_epoch = (train_set.len() / batch_size).max(1) as u64;
+    let total_steps = batches_per_epoch * config.epochs;
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+    let warmup_steps = ((config.warmup_epochs() * batches_per_epoch as f64).round() as u64).min(total_steps / 2);
+    let schedule = LrSchedule { base: config.base_lr(), warmup_steps, total_steps };
+    let started = Instant::now();
+    let elapsed_before = history.last().map_or(0.0, |r| r.elapsed_s);
+    let mut last_epoch_record = history.iter().rev().find(|r| r.epoch_end).cloned();
+    on_event(Event::Started {
+        run_dir: store.layout.root().to_path_buf(),
+        plugin: session.plugin().name().to_string(),
+        first_epoch,
+        epochs: config.epochs,
+        batches_per_epoch,
+        images: train_set.len(),
+    });
+
+    for epoch in first_epoch..=config.epochs {
+        let order = epoch_order(train_set.len(), config.seed, epoch);
+        let jobs = Arc::new(batches(&order, batch_size));
+        let (data, sess, seed) = (Arc::clone(train_set), session.clone(), config.seed);
+        let jobs_for_workers = Arc::clone(&jobs);
+        let prefetch = Prefetch::new(jobs.len(), config.workers.max(1), PREFETCH_DEPTH, move |i: usize| {
+            let images = data.images.gather(&jobs_for_workers[i]);
+            sess.prepare(&images, batch_seed(seed, epoch, i as u64))
+        });
+        let mut epoch_meter = Meter { started: Some(Instant::now()), ..Meter::default() };
+        let mut log_meter = Meter { started: Some(Instant::now()), ..Meter::default() };
+        for (b, prepared) in prefetch.enumerate() {
+            let b = b as u64;
+            let step = (epoch - 1) * batches_per_epoch + b;
+            let lr = schedule.at(step);
+            let metrics = match prepared.and_then(|batch: PreparedBatch| session.train_step(&batch, lr).map(|m| (m, batch.images))) {
+                Ok(m) => m,
+                Err(e @ CallError::NonFinite { .. }) => {
+                    let kept = match store.list_checkpoints().ok().and_then(|c| c.last().map(|m| m.epoch)) {
+                        Some(done) => format!("the last good checkpoint, {}, is kept", checkpoint_stem(done)),
+                        None => "no checkpoint had been written yet".to_string(),
+                    };
+                    return Err(TrainError::NonFinite { epoch, source: e, kept });
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let (metrics, images) = metrics;
+            epoch_meter.add(&metrics, images);
+            log_meter.add(&metrics, images);
+            on_event(Event::Step { epoch, batch: b + 1, batches: batches_per_epoch, loss: metrics.get("loss").copied().unwrap_or(f64::NAN), lr });
+            let elapsed = elapsed_before + started.elapsed().as_secs_f64();
+            if config.log_every > 0 && (b + 1) % config.log_every == 0 && b + 1 < batches_per_epoch {
+                store.append_metric(&log_meter.record(epoch, step + 1, lr, elapsed, false))?;
+            }
+            if stop.load(Ordering::Relaxed) {
+                return Ok(stopped(store, info, last_epoch_record.as_ref(), epoch));
+            }
+        }
+        let elapsed = elapsed_before + started.elapsed().as_secs_f64();
+        let record = epoch_meter.record(epoch, epoch * batches_per_epoch, schedule.at(epoch * batches_per_epoch - 1), elapsed, true);
+        store.append_metric(&record)?;
+        on_event(Event::Epoch(record.clone()));
+        if epoch % config.checkpoint_every == 0 || epoch == config.epochs {
+            let weights = session.save_state()?;
+            store.write_checkpoint(epoch, epoch * batches_per_epoch, &weights, Some(record.clone()))?;
+            on_event(Event::Checkpoint { epoch, path: store.layout.checkpoint_weights(epoch) });
+        }
+        info.epochs_done = epoch;
+        info.updated_unix = now_unix();
+        store.write_info(info)?;
+        last_epoch_record = Some(record);
+    }
+    let last = last_epoch_record.unwrap_or_default();
+    Ok(Summary {
+        run_dir: store.layout.root().to_path_buf(),
+        epochs_done: info.epochs_done,
+        last_loss: last.loss,
+        images_per_sec: last.images_per_sec,
+        status: RunStatus::Completed,
+    })
+}
+
+fn stopped(store: &RunStore, info: &mut RunInfo, last: Option<&MetricRecord>, epoch: u64) -> Summary {
+    info.message = Some(format!("stopped during epoch {epoch}; --resume continues from the last checkpoint"));
+    Summary {
+        run_dir: store.layout.root().to_path_buf(),
+        epochs_done: info.epochs_done,
+        last_loss: last.map_or(f64::NAN, |r| r.loss),
+        images_per_sec: last.map_or(0.0, |r| r.images_per_sec),
+        status: RunStatus::Stopped,
+    }
+}

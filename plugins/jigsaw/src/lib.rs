@@ -1,0 +1,185 @@
+//! Jigsaw puzzles (Noroozi & Favaro 2016) as a Pretext plugin.
+//!
+//! Each image is cut into a 3×3 grid of tiles, each tile cut at a random offset inside its
+//! cell so that a gap separates neighbours and edges do not line up. One permutation from a
+//! fixed, seeded set of permutations far apart in Hamming distance reorders the tiles; every
+//! tile is encoded by the shared backbone on its own, the nine features are concatenated in
+//! tile order, and an MLP predicts the index of the permutation applied. The seed article's
+//! listing instead used the identity order as the label and stacked tiles into one image.
+
+pub mod permutations;
+
+use candle_core::Tensor;
+use candle_nn::{Linear, Module, VarBuilder};
+use pretext_core::augment::{Image, tiles};
+use pretext_core::data::{ByteImages, FloatImages};
+use pretext_core::task::losses::classification;
+use pretext_core::task::{InputSpec, PretextTask, Sample, TaskError, TaskInfo, TaskOutput, Views};
+use rand::Rng;
+use rand::rngs::StdRng;
+use serde::{Deserialize, Serialize};
+
+use permutations::{Permutation, TILES, maximal_hamming_set};
+
+const GRID: usize = 3;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JigsawConfig {
+    /// Size of the permutation set, i.e. the number of classes.
+    pub permutations: usize,
+    /// Seed of the permutation set (kept apart from the run seed so the classes stay fixed).
+    pub permutation_seed: u64,
+    /// Tile side as a fraction of the cell side; the rest is the random gap.
+    pub tile_fraction: f32,
+    /// Hidden size of the classifier over the nine concatenated tile features.
+    pub hidden_dim: usize,
+}
+
+impl Default for JigsawConfig {
+    fn default() -> Self {
+        Self { permutations: 100, permutation_seed: 1, tile_fraction: 0.85, hidden_dim: 512 }
+    }
+}
+
+pub struct Jigsaw {
+    perms: Vec<Permutation>,
+    tile: usize,
+    hidden_dim: usize,
+}
+
+/// Concatenated tile features → Linear → ReLU → Linear → permutation logits.
+pub struct PermutationHead {
+    hidden: Linear,
+    out: Linear,
+}
+
+/// Puts tile `perm[j]` at position `j`.
+pub fn arrange(tiles: &[Image], perm: &Permutation) -> Vec<Image> {
+    perm.iter().map(|&k| tiles[usize::from(k)].clone()).collect()
+}
+
+impl Jigsaw {
+    pub fn permutations(&self) -> &[Permutation] {
+        &self.perms
+    }
+
+    /// The shuffled tiles of image `i` and the index of the permutation applied.
+    pub fn puzzle(&self, batch: &ByteImages, i: usize, rng: &mut StdRng) -> (Vec<Image>, usize) {
+        let cut = tiles(&Image::from_bytes(batch, i), GRID, self.tile, rng);
+        let label = rng.random_range(0..self.perms.len());
+        (arrange(&cut, &self.perms[label]), label)
+    }
+}
+
+impl PretextTask for Jigsaw {
+    type Config = JigsawConfig;
+    type Head = PermutationHead;
+
+    fn info() -> TaskInfo {
+        TaskInfo {
+            name: "jigsaw".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "Jigsaw: predict which permutation shuffled a 3×3 grid of tiles".into(),
+            samples: "the nine shuffled tiles of each image and the permutation applied".into(),
+        }
+    }
+
+    fn new(config: JigsawConfig, input: InputSpec) -> Result<Self, TaskError> {
+        if config.permutations < 2 || config.permutations > 1000 {
+            return Err(TaskError::Config("permutations must be between 2 and 1000".into()));
+        }
+        if !(config.tile_fraction > 0.0 && config.tile_fraction <= 1.0) {
+            return Err(TaskError::Config("tile_fraction must be in (0, 1]".into()));
+        }
+        let cell = input.height.min(input.width) / GRID;
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+        let tile = ((cell as f32 * config.tile_fraction).floor() as usize).max(1);
+        if cell < 2 {
+            return Err(TaskError::Config(format!("{}×{} images are too small for 3×3 tiles", input.height, input.width)));
+        }
+        let perms = maximal_hamming_set(config.permutations, config.permutation_seed);
+        Ok(Self { perms, tile, hidden_dim: config.hidden_dim })
+    }
+
+    fn make_views(&self, batch: &ByteImages, rng: &mut StdRng) -> Result<Views, TaskError> {
+        let mut images = FloatImages::empty(batch.c, self.tile, self.tile);
+        let mut targets = Vec::with_capacity(batch.n);
+        for i in 0..batch.n {
+            let (shuffled, label) = self.puzzle(batch, i, rng);
+            for t in &shuffled {
+                t.push_to(&mut images).map_err(|e| TaskError::Input(e.to_string()))?;
+            }
+            targets.push(u32::try_from(label).unwrap_or(0));
+        }
+        Ok(Views { images, targets })
+    }
+
+    fn build_head(&self, feature_dim: usize, vb: VarBuilder) -> candle_core::Result<PermutationHead> {
+        Ok(PermutationHead {
+            hidden: candle_nn::linear(TILES * feature_dim, self.hidden_dim, vb.pp("0"))?,
+            out: candle_nn::linear(self.hidden_dim, self.perms.len(), vb.pp("2"))?,
+        })
+    }
+
+    fn loss(&self, head: &PermutationHead, features: &Tensor, targets: Option<&Tensor>, _train: bool) -> candle_core::Result<TaskOutput> {
+        let Some(targets) = targets else { candle_core::bail!("jigsaw views come with targets") };
+        let (rows, dim) = features.dims2()?;
+        // Rows are tiles in puzzle order, nine per image: one row of 9·D per image.
+        let per_image = features.reshape((rows / TILES, TILES * dim))?;
+        let logits = head.out.forward(&head.hidden.forward(&per_image)?.relu()?)?;
+        classification(&logits, targets)
+    }
+
+    fn samples(&self, batch: &ByteImages, rng: &mut StdRng) -> Result<Vec<Sample>, TaskError> {
+        let mut out = Vec::new();
+        for i in 0..batch.n {
+            let (shuffled, label) = self.puzzle(batch, i, rng);
+            let perm = self.perms[label];
+            for (pos, t) in shuffled.into_iter().enumerate() {
+                out.push(Sample {
+                    group: i,
+                    caption: format!("permutation {label}: position {pos} holds tile {}", perm[pos]),
+                    image: t.into_batch(),
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+pretext_core::export_plugin!(Jigsaw);
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use rand::SeedableRng;
+
+    use super::*;
+
+    #[test]
+    fn the_label_is_the_index_of_the_permutation_applied() {
+        let task = Jigsaw::new(JigsawConfig::default(), InputSpec { channels: 1, height: 30, width: 30 }).unwrap();
+        // Each 10×10 cell is filled with its own index, so any tile cut from it, wherever
+        // the jitter puts it, shows which cell it came from.
+        let data: Vec<u8> = (0..30 * 30).map(|p| u8::try_from((p / 30 / 10) * 3 + (p % 30) / 10).unwrap() * 20).collect();
+        let batch = ByteImages::new(1, 1, 30, 30, data).unwrap();
+        for seed in 0..20 {
+            let views = task.make_views(&batch, &mut StdRng::seed_from_u64(seed)).unwrap();
+            assert_eq!((views.images.n, views.images.h), (9, 8));
+            let perm = task.permutations()[views.targets[0] as usize];
+            for pos in 0..TILES {
+                let tile = views.images.one(pos).to_bytes();
+                assert!(tile.data.iter().all(|&v| v == perm[pos] * 20), "position {pos} should hold tile {}", perm[pos]);
+            }
+        }
+    }
+
+    #[test]
+    fn tiny_images_and_bad_settings_are_refused() {
+        let input = InputSpec { channels: 1, height: 5, width: 5 };
+        assert!(Jigsaw::new(JigsawConfig::default(), input).is_err());
+        let bad = JigsawConfig { permutations: 1, ..JigsawConfig::default() };
+        assert!(Jigsaw::new(bad, InputSpec { channels: 1, height: 30, width: 30 }).is_err());
+    }
+}
