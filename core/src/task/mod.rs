@@ -12,7 +12,6 @@ pub mod losses;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod export;
 mod optim;
-mod params;
 mod session;
 pub mod wire;
 
@@ -26,7 +25,6 @@ use crate::data::{ByteImages, FloatImages};
 
 pub use error::TaskError;
 pub use optim::{Optimizer, OptimizerConfig, OptimizerKind};
-pub use params::SeededVarMap;
 pub use session::{Description, Normalize, Session, SessionConfig, StepMetrics};
 
 /// What a task tells the host and the viewers about itself.

@@ -8,15 +8,16 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
+use candle_core::Var;
+use candle_nn::VarMap;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
 use super::wire::{Matrix, encode_matrices, encode_samples};
-use super::{InputSpec, Optimizer, OptimizerConfig, PretextTask, SeededVarMap, TaskError, TaskInfo, Views};
+use super::{InputSpec, Optimizer, OptimizerConfig, PretextTask, TaskError, TaskInfo, Views};
 use crate::data::ByteImages;
-use crate::model::{Backbone, BackboneSpec};
+use crate::model::{Backbone, BackboneSpec, seeded_var_builder};
 
 /// Per-channel input normalisation, `(x - mean) / std` on values in `0..1`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -58,7 +59,7 @@ const STEP_KEY: &str = "pretext.step";
 const TASK_KEY: &str = "pretext.task";
 
 struct State<T: PretextTask> {
-    params: SeededVarMap,
+    params: VarMap,
     backbone: Backbone,
     head: T::Head,
     optimizer: Optimizer,
@@ -126,14 +127,11 @@ impl<T: PretextTask> Session<T> {
     }
 
     fn build(task: &T, config: &SessionConfig, device: &Device) -> Result<State<T>, TaskError> {
-        let params = SeededVarMap::new(config.seed);
-        let (backbone, head) = {
-            let vb = VarBuilder::from_backend(Box::new(SeededRef(&params)), DType::F32, device.clone());
-            let backbone = Backbone::new(&config.backbone, vb.pp("backbone"))?;
-            let head = task.build_head(backbone.feature_dim(), vb.pp("head"))?;
-            (backbone, head)
-        };
-        let optimizer = Optimizer::new(config.optimizer.clone(), params.named_vars().into_iter().map(|(n, v)| (n, v)).collect());
+        let params = VarMap::new();
+        let vb = seeded_var_builder(&params, config.seed, DType::F32, device);
+        let backbone = Backbone::new(&config.backbone, vb.pp("backbone"))?;
+        let head = task.build_head(backbone.feature_dim(), vb.pp("head"))?;
+        let optimizer = Optimizer::new(config.optimizer.clone(), named_vars(&params)?);
         let c = config.input.channels;
         let mean = Tensor::from_slice(&config.normalize.mean, (1, c, 1, 1), device)?;
         let std = Tensor::from_slice(&config.normalize.std, (1, c, 1, 1), device)?;
@@ -250,7 +248,7 @@ impl<T: PretextTask> Session<T> {
     pub fn save_state(&self) -> Result<Vec<u8>, TaskError> {
         let state = self.lock()?;
         let mut tensors: Vec<(String, Tensor)> =
-            state.params.named_vars().into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect();
+            named_vars(&state.params)?.into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect();
         tensors.extend(state.optimizer.state());
         let tensors = tensors
             .into_iter()
@@ -278,7 +276,7 @@ impl<T: PretextTask> Session<T> {
         let steps = meta.get(STEP_KEY).and_then(|s| s.parse().ok()).unwrap_or(0);
         let tensors = candle_core::safetensors::load_buffer(bytes, &self.device)?;
         let mut state = self.lock()?;
-        for (name, var) in state.params.named_vars() {
+        for (name, var) in named_vars(&state.params)? {
             let t = tensors.get(&name).ok_or_else(|| TaskError::State(format!("the checkpoint has no `{name}`")))?;
             if t.dims() != var.dims() {
                 return Err(TaskError::State(format!(
@@ -315,24 +313,11 @@ fn merge_defaults<C: PretextConfig>(given: &serde_json::Value) -> Result<C, Task
 trait PretextConfig: Serialize + serde::de::DeserializeOwned + Default {}
 impl<C: Serialize + serde::de::DeserializeOwned + Default> PretextConfig for C {}
 
-/// Lets a `VarBuilder` own a box that borrows the session's parameter store.
-struct SeededRef<'a>(&'a SeededVarMap);
-
-impl candle_nn::var_builder::SimpleBackend for SeededRef<'_> {
-    fn get(
-        &self,
-        s: candle_core::Shape,
-        name: &str,
-        h: candle_nn::Init,
-        dtype: DType,
-        dev: &Device,
-    ) -> candle_core::Result<Tensor> {
-        self.0.get(s, name, h, dtype, dev)
-    }
-    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        self.0.get_unchecked(name, dtype, dev)
-    }
-    fn contains_tensor(&self, name: &str) -> bool {
-        self.0.contains_tensor(name)
-    }
+/// All variables with their names, sorted so that the optimizer's and the checkpoint's
+/// order does not depend on hash-map iteration.
+fn named_vars(map: &VarMap) -> Result<Vec<(String, Var)>, TaskError> {
+    let data = map.data().lock().map_err(|_| TaskError::State("the parameter store is poisoned".into()))?;
+    let mut vars: Vec<(String, Var)> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(vars)
 }
