@@ -48,17 +48,23 @@ pub fn run(args: &PluginsArgs) -> anyhow::Result<()> {
             default_config: Some(p.description.default_config.clone()),
         })
         .collect();
-    rows.extend(found.refused.iter().map(|r| Row {
-        name: r.path.file_stem().map(|s| s.to_string_lossy().trim_start_matches("libpretext_").to_string()).unwrap_or_default(),
-        version: String::new(),
-        abi_version: None,
-        core_version: String::new(),
-        cuda: false,
-        path: r.path.display().to_string(),
-        status: "refused",
-        description: String::new(),
-        reason: Some(r.reason.clone()),
-        default_config: None,
+    rows.extend(found.refused.iter().map(|r| {
+        Row {
+            name: r
+                .path
+                .file_stem()
+                .map(|s| s.to_string_lossy().trim_start_matches("libpretext_").to_string())
+                .unwrap_or_default(),
+            version: String::new(),
+            abi_version: None,
+            core_version: String::new(),
+            cuda: false,
+            path: r.path.display().to_string(),
+            status: "refused",
+            description: String::new(),
+            reason: Some(r.reason.clone()),
+            default_config: None,
+        }
     }));
 
     if args.json {

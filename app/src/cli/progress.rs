@@ -25,8 +25,9 @@ impl Progress {
                 );
                 if self.terminal {
                     let bar = ProgressBar::new(batches_per_epoch * (epochs + 1).saturating_sub(*first_epoch));
-                    let style = ProgressStyle::with_template("{bar:30} {pos}/{len} steps {elapsed_precise} eta {eta} {msg}")
-                        .unwrap_or_else(|_| ProgressStyle::default_bar());
+                    let style =
+                        ProgressStyle::with_template("{bar:30} {pos}/{len} steps {elapsed_precise} eta {eta} {msg}")
+                            .unwrap_or_else(|_| ProgressStyle::default_bar());
                     bar.set_style(style);
                     self.bar = Some(bar);
                 }

@@ -73,7 +73,8 @@ fn parse_optimizer(s: &str) -> Result<OptimizerKind, String> {
 }
 
 fn read_config_file(path: &PathBuf) -> anyhow::Result<TrainConfig> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the config file {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read the config file {}", path.display()))?;
     toml::from_str(&text).map_err(|e| anyhow::anyhow!("{} is not a valid config file: {}", path.display(), e.message()))
 }
 
@@ -108,8 +109,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let base = if resume {
         let Some(out) = &args.out else { bail!("--resume needs --out DIR naming the run to continue") };
         let info = RunStore::open(out).read_info().with_context(|| format!("cannot resume {}", out.display()))?;
-        let mut stored: TrainConfig =
-            serde_json::from_value(info.config).with_context(|| format!("{} records no usable configuration", out.display()))?;
+        let mut stored: TrainConfig = serde_json::from_value(info.config)
+            .with_context(|| format!("{} records no usable configuration", out.display()))?;
         // The plugin is found again by name, or by its recorded path if it was given as one.
         stored.out = Some(out.clone());
         stored

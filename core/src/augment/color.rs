@@ -14,11 +14,7 @@ const LUMA: [f32; 3] = [0.299, 0.587, 0.114];
 
 fn luma_plane(img: &Image) -> Vec<f32> {
     let (r, g, b) = (img.plane(0), img.plane(1), img.plane(2));
-    r.iter()
-        .zip(g)
-        .zip(b)
-        .map(|((r, g), b)| LUMA[0] * r + LUMA[1] * g + LUMA[2] * b)
-        .collect()
+    r.iter().zip(g).zip(b).map(|((r, g), b)| LUMA[0] * r + LUMA[1] * g + LUMA[2] * b).collect()
 }
 
 /// The luma of an RGB image copied into all three channels; images without exactly three
@@ -197,9 +193,7 @@ pub fn gaussian_blur_with_kernel(img: &Image, sigma: f32, ksize: usize) -> Image
         return img.clone();
     }
     let half = (ksize / 2) as isize;
-    let mut kernel: Vec<f32> = (-half..=half)
-        .map(|d| (-((d * d) as f32) / (2.0 * sigma * sigma)).exp())
-        .collect();
+    let mut kernel: Vec<f32> = (-half..=half).map(|d| (-((d * d) as f32) / (2.0 * sigma * sigma)).exp()).collect();
     let total: f32 = kernel.iter().sum();
     for k in &mut kernel {
         *k /= total;
@@ -243,12 +237,7 @@ mod tests {
 
     fn noise(c: usize, h: usize, w: usize, seed: u64) -> Image {
         let mut rng = StdRng::seed_from_u64(seed);
-        Image {
-            c,
-            h,
-            w,
-            data: (0..c * h * w).map(|_| rng.random::<f32>()).collect(),
-        }
+        Image { c, h, w, data: (0..c * h * w).map(|_| rng.random::<f32>()).collect() }
     }
 
     #[test]
@@ -273,23 +262,13 @@ mod tests {
 
     #[test]
     fn hsv_round_trip() {
-        for &(r, g, b) in &[
-            (0.2, 0.4, 0.9),
-            (1.0, 0.0, 0.0),
-            (0.5, 0.5, 0.5),
-            (0.0, 0.3, 0.3),
-        ] {
+        for &(r, g, b) in &[(0.2, 0.4, 0.9), (1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.0, 0.3, 0.3)] {
             let (h, s, v) = rgb_to_hsv(r, g, b);
             let (r2, g2, b2) = hsv_to_rgb(h, s, v);
             assert!((r - r2).abs() < 1e-5 && (g - g2).abs() < 1e-5 && (b - b2).abs() < 1e-5);
         }
         // Pure red shifted by a third of a turn is pure green.
-        let mut img = Image {
-            c: 3,
-            h: 1,
-            w: 1,
-            data: vec![1.0, 0.0, 0.0],
-        };
+        let mut img = Image { c: 3, h: 1, w: 1, data: vec![1.0, 0.0, 0.0] };
         adjust_hue(&mut img, 1.0 / 3.0);
         assert!((img.data[0]).abs() < 1e-5 && (img.data[1] - 1.0).abs() < 1e-5);
     }
@@ -315,23 +294,13 @@ mod tests {
 
     #[test]
     fn blur_keeps_constant_and_mean() {
-        let flat = Image {
-            c: 3,
-            h: 32,
-            w: 32,
-            data: vec![0.37; 3 * 32 * 32],
-        };
+        let flat = Image { c: 3, h: 32, w: 32, data: vec![0.37; 3 * 32 * 32] };
         let b = gaussian_blur(&flat, 1.5);
         assert!(b.data.iter().all(|v| (v - 0.37).abs() < 1e-5));
         let img = noise(3, 40, 40, 3);
         let mean = |i: &Image| i.data.iter().sum::<f32>() / i.data.len() as f32;
         let out = gaussian_blur(&img, 2.0);
-        assert!(
-            (mean(&out) - mean(&img)).abs() < 0.01,
-            "{} vs {}",
-            mean(&out),
-            mean(&img)
-        );
+        assert!((mean(&out) - mean(&img)).abs() < 0.01, "{} vs {}", mean(&out), mean(&img));
         // Blurring noise shrinks its spread.
         let var = |i: &Image| {
             let m = mean(i);

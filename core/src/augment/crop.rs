@@ -111,12 +111,7 @@ pub fn random_resized_crop_params(
         if 0 < cw && cw <= w && 0 < ch && ch <= h {
             let top = rng.random_range(0..=h - ch);
             let left = rng.random_range(0..=w - cw);
-            return CropBox {
-                top,
-                left,
-                height: ch,
-                width: cw,
-            };
+            return CropBox { top, left, height: ch, width: cw };
         }
     }
     let in_ratio = w as f32 / h as f32;
@@ -129,12 +124,7 @@ pub fn random_resized_crop_params(
     } else {
         (h, w)
     };
-    CropBox {
-        top: (h - ch) / 2,
-        left: (w - cw) / 2,
-        height: ch,
-        width: cw,
-    }
+    CropBox { top: (h - ch) / 2, left: (w - cw) / 2, height: ch, width: cw }
 }
 
 /// torchvision's `RandomResizedCrop((out_h, out_w), scale, ratio)` with bilinear resampling.
@@ -159,22 +149,12 @@ mod tests {
 
     fn ramp(c: usize, h: usize, w: usize) -> Image {
         let n = c * h * w;
-        Image {
-            c,
-            h,
-            w,
-            data: (0..n).map(|i| i as f32 / n as f32).collect(),
-        }
+        Image { c, h, w, data: (0..n).map(|i| i as f32 / n as f32).collect() }
     }
 
     #[test]
     fn crop_copies_and_pads() {
-        let img = Image {
-            c: 1,
-            h: 2,
-            w: 3,
-            data: vec![1., 2., 3., 4., 5., 6.],
-        };
+        let img = Image { c: 1, h: 2, w: 3, data: vec![1., 2., 3., 4., 5., 6.] };
         assert_eq!(crop(&img, 0, 1, 2, 2).data, vec![2., 3., 5., 6.]);
         assert_eq!(crop(&img, 1, 2, 2, 2).data, vec![6., 0., 0., 0.]);
     }
@@ -185,12 +165,7 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(1);
         for _ in 0..5 {
             let out = random_resized_crop(&img, 16, 16, (1.0, 1.0), (1.0, 1.0), &mut rng);
-            let diff = out
-                .data
-                .iter()
-                .zip(&img.data)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f32::max);
+            let diff = out.data.iter().zip(&img.data).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
             assert!(diff < 1e-5, "max diff {diff}");
         }
     }
@@ -213,27 +188,14 @@ mod tests {
         // fail and the fallback clamps the ratio.
         let mut rng = StdRng::seed_from_u64(3);
         let b = random_resized_crop_params(1, 10, (0.5, 1.0), (1.0, 1.0), &mut rng);
-        assert_eq!(
-            b,
-            CropBox {
-                top: 0,
-                left: 4,
-                height: 1,
-                width: 1
-            }
-        );
+        assert_eq!(b, CropBox { top: 0, left: 4, height: 1, width: 1 });
     }
 
     #[test]
     fn resize_matches_pytorch_bilinear() {
         // F.interpolate(torch.tensor([[[[0., 1.]]]]), size=(1, 4), mode="bilinear",
         // align_corners=False) == [0, 0.25, 0.75, 1].
-        let img = Image {
-            c: 1,
-            h: 1,
-            w: 2,
-            data: vec![0., 1.],
-        };
+        let img = Image { c: 1, h: 1, w: 2, data: vec![0., 1.] };
         let out = resize_bilinear(&img, 1, 4);
         assert_eq!(out.data, vec![0.0, 0.25, 0.75, 1.0]);
         let down = resize_bilinear(&ramp(1, 4, 4), 2, 2);
@@ -243,22 +205,8 @@ mod tests {
     #[test]
     fn seeded_crops_are_deterministic() {
         let img = ramp(3, 32, 32);
-        let a = random_resized_crop(
-            &img,
-            24,
-            24,
-            (0.2, 1.0),
-            (0.75, 1.33),
-            &mut StdRng::seed_from_u64(9),
-        );
-        let b = random_resized_crop(
-            &img,
-            24,
-            24,
-            (0.2, 1.0),
-            (0.75, 1.33),
-            &mut StdRng::seed_from_u64(9),
-        );
+        let a = random_resized_crop(&img, 24, 24, (0.2, 1.0), (0.75, 1.33), &mut StdRng::seed_from_u64(9));
+        let b = random_resized_crop(&img, 24, 24, (0.2, 1.0), (0.75, 1.33), &mut StdRng::seed_from_u64(9));
         assert_eq!(a, b);
     }
 }

@@ -63,12 +63,7 @@ mod tests {
     use super::*;
 
     fn two_by_three() -> Image {
-        Image {
-            c: 1,
-            h: 2,
-            w: 3,
-            data: vec![1., 2., 3., 4., 5., 6.],
-        }
+        Image { c: 1, h: 2, w: 3, data: vec![1., 2., 3., 4., 5., 6.] }
     }
 
     #[test]
@@ -90,12 +85,7 @@ mod tests {
 
     #[test]
     fn four_rotations_are_identity() {
-        let img = Image {
-            c: 2,
-            h: 3,
-            w: 5,
-            data: (0..30).map(|v| v as f32).collect(),
-        };
+        let img = Image { c: 2, h: 3, w: 5, data: (0..30).map(|v| v as f32).collect() };
         let mut r = img.clone();
         for _ in 0..4 {
             r = rot90(&r, 1);

@@ -21,51 +21,25 @@ impl Image {
     pub fn new(c: usize, h: usize, w: usize, data: Vec<f32>) -> Result<Self, ShapeError> {
         let expected = c * h * w;
         if data.len() != expected {
-            return Err(ShapeError {
-                n: 1,
-                c,
-                h,
-                w,
-                expected,
-                got: data.len(),
-            });
+            return Err(ShapeError { n: 1, c, h, w, expected, got: data.len() });
         }
         Ok(Self { c, h, w, data })
     }
 
     pub fn zeros(c: usize, h: usize, w: usize) -> Self {
-        Self {
-            c,
-            h,
-            w,
-            data: vec![0.0; c * h * w],
-        }
+        Self { c, h, w, data: vec![0.0; c * h * w] }
     }
 
     /// Image `i` of a byte batch, scaled to `0.0..=1.0` (panics if `i >= n`, like
     /// [`crate::data::Images::image`]).
     pub fn from_bytes(batch: &ByteImages, i: usize) -> Self {
-        let data = batch
-            .image(i)
-            .iter()
-            .map(|&v| f32::from(v) / 255.0)
-            .collect();
-        Self {
-            c: batch.c,
-            h: batch.h,
-            w: batch.w,
-            data,
-        }
+        let data = batch.image(i).iter().map(|&v| f32::from(v) / 255.0).collect();
+        Self { c: batch.c, h: batch.h, w: batch.w, data }
     }
 
     /// Image `i` of a float batch, copied as is (panics if `i >= n`).
     pub fn from_floats(batch: &FloatImages, i: usize) -> Self {
-        Self {
-            c: batch.c,
-            h: batch.h,
-            w: batch.w,
-            data: batch.image(i).to_vec(),
-        }
+        Self { c: batch.c, h: batch.h, w: batch.w, data: batch.image(i).to_vec() }
     }
 
     /// Appends this image to `batch`, which must have the same `c`, `h` and `w`.
@@ -85,23 +59,14 @@ impl Image {
 
     /// A one-image float batch.
     pub fn into_batch(self) -> FloatImages {
-        FloatImages {
-            n: 1,
-            c: self.c,
-            h: self.h,
-            w: self.w,
-            data: self.data,
-        }
+        FloatImages { n: 1, c: self.c, h: self.h, w: self.w, data: self.data }
     }
 
     /// Values back to bytes, rounding and clamping.
     pub fn to_bytes(&self) -> Vec<u8> {
         // The clamp keeps the cast in range, so truncation cannot happen.
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        self.data
-            .iter()
-            .map(|&v| (v * 255.0).round().clamp(0.0, 255.0) as u8)
-            .collect()
+        self.data.iter().map(|&v| (v * 255.0).round().clamp(0.0, 255.0) as u8).collect()
     }
 
     /// Number of values in one channel.

@@ -60,22 +60,12 @@ fn chance(rng: &mut impl Rng, p: f32) -> bool {
 impl SimclrAugment {
     /// The defaults with another output size (e.g. 28 for MNIST-sized images).
     pub fn with_size(size: usize) -> Self {
-        Self {
-            size,
-            ..Self::default()
-        }
+        Self { size, ..Self::default() }
     }
 
     /// One random view of `img`.
     pub fn apply(&self, img: &Image, rng: &mut impl Rng) -> Image {
-        let mut out = random_resized_crop(
-            img,
-            self.size,
-            self.size,
-            self.crop_scale,
-            DEFAULT_CROP_RATIO,
-            rng,
-        );
+        let mut out = random_resized_crop(img, self.size, self.size, self.crop_scale, DEFAULT_CROP_RATIO, rng);
         if chance(rng, self.flip_p) {
             out = hflip(&out);
         }
@@ -156,20 +146,12 @@ mod tests {
 
     fn noise(c: usize, h: usize, w: usize, seed: u64) -> Image {
         let mut rng = StdRng::seed_from_u64(seed);
-        Image {
-            c,
-            h,
-            w,
-            data: (0..c * h * w).map(|_| rng.random::<f32>()).collect(),
-        }
+        Image { c, h, w, data: (0..c * h * w).map(|_| rng.random::<f32>()).collect() }
     }
 
     #[test]
     fn simclr_views_have_size_range_and_seed() {
-        let aug = SimclrAugment {
-            blur_p: 0.5,
-            ..SimclrAugment::default()
-        };
+        let aug = SimclrAugment { blur_p: 0.5, ..SimclrAugment::default() };
         let img = noise(3, 32, 32, 0);
         let mut rng = StdRng::seed_from_u64(1);
         let a = aug.apply(&img, &mut rng);
@@ -188,29 +170,13 @@ mod tests {
 
     #[test]
     fn normalize_per_channel() {
-        let mut img = Image {
-            c: 2,
-            h: 1,
-            w: 2,
-            data: vec![0.5, 1.0, 0.5, 1.0],
-        };
+        let mut img = Image { c: 2, h: 1, w: 2, data: vec![0.5, 1.0, 0.5, 1.0] };
         Normalize::new(vec![0.5, 0.0], vec![0.5, 2.0]).apply(&mut img);
         assert_eq!(img.data, vec![0.0, 1.0, 0.25, 0.5]);
-        let mut batch =
-            FloatImages::new(2, 3, 1, 1, vec![0.5; 6]).unwrap_or_else(|e| panic!("{e}"));
+        let mut batch = FloatImages::new(2, 3, 1, 1, vec![0.5; 6]).unwrap_or_else(|e| panic!("{e}"));
         Normalize::mnist().apply_batch(&mut batch);
-        assert!(
-            batch
-                .data
-                .iter()
-                .all(|v| (v - (0.5 - 0.1307) / 0.3081).abs() < 1e-6)
-        );
-        let mut same = Image {
-            c: 1,
-            h: 1,
-            w: 1,
-            data: vec![0.3],
-        };
+        assert!(batch.data.iter().all(|v| (v - (0.5 - 0.1307) / 0.3081).abs() < 1e-6));
+        let mut same = Image { c: 1, h: 1, w: 1, data: vec![0.3] };
         Normalize::new(vec![], vec![]).apply(&mut same);
         assert_eq!(same.data, vec![0.3]);
     }

@@ -43,17 +43,7 @@ pub fn tiles_centered(img: &Image, grid: usize, tile: usize) -> Vec<Image> {
     }
     let (cell_h, cell_w, tile) = cells(img, grid, tile);
     let (dy, dx) = ((cell_h - tile) / 2, (cell_w - tile) / 2);
-    (0..grid * grid)
-        .map(|i| {
-            crop(
-                img,
-                (i / grid) * cell_h + dy,
-                (i % grid) * cell_w + dx,
-                tile,
-                tile,
-            )
-        })
-        .collect()
+    (0..grid * grid).map(|i| crop(img, (i / grid) * cell_h + dy, (i % grid) * cell_w + dx, tile, tile)).collect()
 }
 
 #[cfg(test)]
@@ -64,12 +54,7 @@ mod tests {
     use super::*;
 
     fn ramp(c: usize, h: usize, w: usize) -> Image {
-        Image {
-            c,
-            h,
-            w,
-            data: (0..c * h * w).map(|v| v as f32).collect(),
-        }
+        Image { c, h, w, data: (0..c * h * w).map(|v| v as f32).collect() }
     }
 
     #[test]
@@ -78,10 +63,7 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(0);
         let t = tiles(&img, 3, 9, &mut rng);
         assert_eq!(t.len(), 9);
-        assert!(
-            t.iter()
-                .all(|t| (t.c, t.h, t.w, t.data.len()) == (3, 9, 9, 243))
-        );
+        assert!(t.iter().all(|t| (t.c, t.h, t.w, t.data.len()) == (3, 9, 9, 243)));
         // Every tile lies inside its own 10×10 cell.
         for (i, t) in t.iter().enumerate() {
             let v = t.at(0, 0, 0) as usize;
@@ -91,10 +73,7 @@ mod tests {
         }
         assert!(tiles(&img, 0, 4, &mut rng).is_empty());
         assert_eq!(tiles(&img, 4, 100, &mut rng)[0].h, 8);
-        assert_eq!(
-            tiles_centered(&img, 3, 8)[4].at(0, 0, 0),
-            (11 * 32 + 11) as f32
-        );
+        assert_eq!(tiles_centered(&img, 3, 8)[4].at(0, 0, 0), (11 * 32 + 11) as f32);
     }
 
     #[test]

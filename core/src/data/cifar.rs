@@ -16,18 +16,7 @@ const PIXELS: usize = 3 * SIDE * SIDE;
 /// Bytes in one record: the label, then the pixels.
 pub const RECORD: usize = 1 + PIXELS;
 
-const CLASSES: [&str; 10] = [
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-];
+const CLASSES: [&str; 10] = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
 
 /// The batch files of a CIFAR-10 folder.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,9 +36,7 @@ pub fn find_files(dir: &Path) -> Option<CifarFiles> {
     let mut test = None;
     for entry in entries.flatten() {
         let path = entry.path();
-        let is_bin = path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("bin"));
+        let is_bin = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("bin"));
         if !is_bin || !path.is_file() {
             continue;
         }
@@ -69,10 +56,7 @@ pub fn find_files(dir: &Path) -> Option<CifarFiles> {
 
 /// Sorts `data_batch_10` after `data_batch_9`.
 fn natural_key(path: &Path) -> (String, u64, String) {
-    let name = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let prefix = name.trim_end_matches(|c: char| c.is_ascii_digit());
     let number = name[prefix.len()..].parse().unwrap_or(0);
     (prefix.to_owned(), number, name)
@@ -84,17 +68,9 @@ pub fn read_classes(meta: Option<&Path>) -> Result<Vec<String>, DataError> {
         return Ok(CLASSES.iter().map(|&s| s.to_owned()).collect());
     };
     let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
-    let names: Vec<String> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(str::to_owned)
-        .collect();
+    let names: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
     if names.is_empty() {
-        return Err(DataError::Empty {
-            path: path.to_path_buf(),
-            what: "class names",
-        });
+        return Err(DataError::Empty { path: path.to_path_buf(), what: "class names" });
     }
     Ok(names)
 }
@@ -108,10 +84,7 @@ pub fn read_batch(
 ) -> Result<(), DataError> {
     let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
     if bytes.is_empty() {
-        return Err(DataError::Empty {
-            path: path.to_path_buf(),
-            what: "CIFAR records",
-        });
+        return Err(DataError::Empty { path: path.to_path_buf(), what: "CIFAR records" });
     }
     if bytes.len() % RECORD != 0 {
         return Err(DataError::Truncated {
@@ -144,12 +117,7 @@ fn load_batches(paths: &[PathBuf], classes: &[String], name: &str) -> Result<Dat
     for path in paths {
         read_batch(path, classes.len(), &mut images, &mut labels)?;
     }
-    Ok(Dataset {
-        name: name.to_owned(),
-        images,
-        labels,
-        classes: classes.to_vec(),
-    })
+    Ok(Dataset { name: name.to_owned(), images, labels, classes: classes.to_vec() })
 }
 
 /// Loads the training batches and, when present, `test_batch.bin` as the test split.
@@ -164,10 +132,8 @@ pub fn load_files(files: &CifarFiles, name: &str) -> Result<DataSplits, DataErro
 }
 
 pub fn load_dir(dir: &Path, name: &str) -> Result<DataSplits, DataError> {
-    let files = find_files(dir).ok_or(DataError::Empty {
-        path: dir.to_path_buf(),
-        what: "CIFAR-10 training batches (*.bin)",
-    })?;
+    let files = find_files(dir)
+        .ok_or(DataError::Empty { path: dir.to_path_buf(), what: "CIFAR-10 training batches (*.bin)" })?;
     load_files(&files, name)
 }
 
@@ -200,10 +166,7 @@ pub(crate) mod tests {
         std::fs::write(dir.path().join("data_batch_10.bin"), records(1)).unwrap();
         let splits = load_dir(dir.path(), "cifar10").unwrap();
         let train = &splits.train;
-        assert_eq!(
-            (train.len(), train.channels(), train.height(), train.width()),
-            (6, 3, 32, 32)
-        );
+        assert_eq!((train.len(), train.channels(), train.height(), train.width()), (6, 3, 32, 32));
         assert_eq!(train.labels, vec![0, 1, 2, 0, 1, 0]);
         assert!(train.images.image(2).iter().all(|&v| v == 2));
         assert_eq!(train.classes[9], "truck");
@@ -217,11 +180,7 @@ pub(crate) mod tests {
         std::fs::write(dir.path().join("batches.meta.txt"), "a\nb\nc\n\n").unwrap();
         let e = load_dir(dir.path(), "c").unwrap_err();
         assert!(e.to_string().contains("label 3"), "{e}");
-        std::fs::write(
-            dir.path().join("batches.meta.txt"),
-            "a\nb\nc\nd\ne\nf\ng\nh\ni\nj\n",
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("batches.meta.txt"), "a\nb\nc\nd\ne\nf\ng\nh\ni\nj\n").unwrap();
         assert_eq!(load_dir(dir.path(), "c").unwrap().train.classes[9], "j");
     }
 
@@ -232,23 +191,13 @@ pub(crate) mod tests {
         bytes.pop();
         std::fs::write(dir.path().join("data_batch_1.bin"), bytes).unwrap();
         match load_dir(dir.path(), "c").unwrap_err() {
-            DataError::Truncated {
-                path,
-                expected,
-                actual,
-            } => {
+            DataError::Truncated { path, expected, actual } => {
                 assert!(path.ends_with("data_batch_1.bin"));
-                assert_eq!(
-                    (expected, actual),
-                    (2 * RECORD as u64, 2 * RECORD as u64 - 1)
-                );
+                assert_eq!((expected, actual), (2 * RECORD as u64, 2 * RECORD as u64 - 1));
             }
             e => panic!("{e}"),
         }
         let empty = tempfile::tempdir().unwrap();
-        assert!(matches!(
-            load_dir(empty.path(), "c"),
-            Err(DataError::Empty { .. })
-        ));
+        assert!(matches!(load_dir(empty.path(), "c"), Err(DataError::Empty { .. })));
     }
 }

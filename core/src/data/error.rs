@@ -19,28 +19,16 @@ pub enum DataError {
     // error alone (as the CLI does) already says what went wrong, without repeating it
     // when a chain is printed.
     #[error("could not read {}: {cause}", .path.display())]
-    Io {
-        path: PathBuf,
-        cause: std::io::Error,
-    },
+    Io { path: PathBuf, cause: std::io::Error },
 
     #[error("{} is truncated: expected {expected} bytes, found {actual}", .path.display())]
-    Truncated {
-        path: PathBuf,
-        expected: u64,
-        actual: u64,
-    },
+    Truncated { path: PathBuf, expected: u64, actual: u64 },
 
     #[error(
         "{} is not an IDX {kind} file: its magic number is 0x{found:08x}, expected 0x{expected:08x}",
         .path.display()
     )]
-    BadMagic {
-        path: PathBuf,
-        kind: &'static str,
-        expected: u32,
-        found: u32,
-    },
+    BadMagic { path: PathBuf, kind: &'static str, expected: u32, found: u32 },
 
     #[error("{} is corrupt: {reason}", .path.display())]
     Corrupt { path: PathBuf, reason: String },
@@ -59,12 +47,7 @@ pub enum DataError {
         .images_path.display(),
         .labels_path.display()
     )]
-    CountMismatch {
-        images_path: PathBuf,
-        images: usize,
-        labels_path: PathBuf,
-        labels: usize,
-    },
+    CountMismatch { images_path: PathBuf, images: usize, labels_path: PathBuf, labels: usize },
 
     #[error("could not decode image {}: {reason}", .path.display())]
     Decode { path: PathBuf, reason: String },
@@ -73,11 +56,7 @@ pub enum DataError {
         "dataset '{name}' was not found (looked in {}); {hint}",
         display_paths(.searched)
     )]
-    DatasetNotFound {
-        name: String,
-        searched: Vec<PathBuf>,
-        hint: String,
-    },
+    DatasetNotFound { name: String, searched: Vec<PathBuf>, hint: String },
 
     #[error(
         "unknown dataset '{spec}': use shapes, fashion-mnist, mnist, cifar10 or the path of \
@@ -96,29 +75,18 @@ pub enum DataError {
 impl DataError {
     pub(crate) fn io(path: &Path, cause: std::io::Error) -> Self {
         if cause.kind() == std::io::ErrorKind::NotFound {
-            Self::NotFound {
-                path: path.to_path_buf(),
-            }
+            Self::NotFound { path: path.to_path_buf() }
         } else {
-            Self::Io {
-                path: path.to_path_buf(),
-                cause,
-            }
+            Self::Io { path: path.to_path_buf(), cause }
         }
     }
 
     pub(crate) fn inconsistent(path: &Path, reason: impl Into<String>) -> Self {
-        Self::Inconsistent {
-            path: path.to_path_buf(),
-            reason: reason.into(),
-        }
+        Self::Inconsistent { path: path.to_path_buf(), reason: reason.into() }
     }
 
     pub(crate) fn unsupported(path: &Path, reason: impl Into<String>) -> Self {
-        Self::Unsupported {
-            path: path.to_path_buf(),
-            reason: reason.into(),
-        }
+        Self::Unsupported { path: path.to_path_buf(), reason: reason.into() }
     }
 }
 
@@ -126,11 +94,7 @@ fn display_paths(paths: &[PathBuf]) -> String {
     if paths.is_empty() {
         return "nowhere".to_owned();
     }
-    paths
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
+    paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
 }
 
 #[cfg(test)]
@@ -139,35 +103,17 @@ mod tests {
 
     #[test]
     fn messages_are_one_sentence_naming_the_path() {
-        let e = DataError::Truncated {
-            path: "/d/x.gz".into(),
-            expected: 10,
-            actual: 4,
-        };
-        assert_eq!(
-            e.to_string(),
-            "/d/x.gz is truncated: expected 10 bytes, found 4"
-        );
-        let e = DataError::BadMagic {
-            path: "f".into(),
-            kind: "images",
-            expected: 0x803,
-            found: 0x801,
-        };
+        let e = DataError::Truncated { path: "/d/x.gz".into(), expected: 10, actual: 4 };
+        assert_eq!(e.to_string(), "/d/x.gz is truncated: expected 10 bytes, found 4");
+        let e = DataError::BadMagic { path: "f".into(), kind: "images", expected: 0x803, found: 0x801 };
         assert!(e.to_string().contains("0x00000801"));
         let e = DataError::DatasetNotFound {
             name: "mnist".into(),
             searched: vec!["/a".into(), "/b".into()],
             hint: "set PRETEXT_DATA".into(),
         };
-        assert_eq!(
-            e.to_string(),
-            "dataset 'mnist' was not found (looked in /a, /b); set PRETEXT_DATA"
-        );
-        let e = DataError::io(
-            Path::new("/nope"),
-            std::io::Error::from(std::io::ErrorKind::NotFound),
-        );
+        assert_eq!(e.to_string(), "dataset 'mnist' was not found (looked in /a, /b); set PRETEXT_DATA");
+        let e = DataError::io(Path::new("/nope"), std::io::Error::from(std::io::ErrorKind::NotFound));
         assert!(matches!(e, DataError::NotFound { .. }));
     }
 }

@@ -21,9 +21,7 @@ use super::images::ByteImages;
 const EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
 
 fn is_image(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+    path.extension().and_then(|e| e.to_str()).is_some_and(|e| EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
 }
 
 /// Visible sub-folders or files of `dir`, sorted by name.
@@ -32,9 +30,7 @@ fn entries(dir: &Path, want_dirs: bool) -> Result<Vec<PathBuf>, DataError> {
     let mut out = Vec::new();
     for entry in read {
         let path = entry.map_err(|e| DataError::io(dir, e))?.path();
-        let hidden = path
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+        let hidden = path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
         if !hidden && path.is_dir() == want_dirs {
             out.push(path);
         }
@@ -44,31 +40,20 @@ fn entries(dir: &Path, want_dirs: bool) -> Result<Vec<PathBuf>, DataError> {
 }
 
 fn class_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 /// The class folders of `root` and the image files of each.
 fn list_classes(root: &Path) -> Result<Vec<(String, Vec<PathBuf>)>, DataError> {
     let dirs = entries(root, true)?;
     if dirs.is_empty() {
-        return Err(DataError::Empty {
-            path: root.to_path_buf(),
-            what: "class folders",
-        });
+        return Err(DataError::Empty { path: root.to_path_buf(), what: "class folders" });
     }
     dirs.into_iter()
         .map(|dir| {
-            let files: Vec<PathBuf> = entries(&dir, false)?
-                .into_iter()
-                .filter(|p| is_image(p))
-                .collect();
+            let files: Vec<PathBuf> = entries(&dir, false)?.into_iter().filter(|p| is_image(p)).collect();
             if files.is_empty() {
-                return Err(DataError::Empty {
-                    path: dir,
-                    what: "PNG or JPEG images",
-                });
+                return Err(DataError::Empty { path: dir, what: "PNG or JPEG images" });
             }
             Ok((class_name(&dir), files))
         })
@@ -78,15 +63,9 @@ fn list_classes(root: &Path) -> Result<Vec<(String, Vec<PathBuf>)>, DataError> {
 /// Whether `root` looks like an ImageFolder tree: a sub-folder (of `root`, or of
 /// `root/train`) holding at least one image file.
 pub fn looks_like_folder(root: &Path) -> bool {
-    let base = if root.join("train").is_dir() {
-        root.join("train")
-    } else {
-        root.to_path_buf()
-    };
-    entries(&base, true).is_ok_and(|dirs| {
-        dirs.iter()
-            .any(|d| entries(d, false).is_ok_and(|files| files.iter().any(|f| is_image(f))))
-    })
+    let base = if root.join("train").is_dir() { root.join("train") } else { root.to_path_buf() };
+    entries(&base, true)
+        .is_ok_and(|dirs| dirs.iter().any(|d| entries(d, false).is_ok_and(|files| files.iter().any(|f| is_image(f)))))
 }
 
 /// Loads `root`. With a `train` sub-folder, that is the training split and `test` (else
@@ -94,9 +73,7 @@ pub fn looks_like_folder(root: &Path) -> bool {
 /// split. `limit` caps the training images before any is decoded.
 pub fn load(root: &Path, name: &str, limit: Option<usize>) -> Result<DataSplits, DataError> {
     if !root.is_dir() {
-        return Err(DataError::NotFound {
-            path: root.to_path_buf(),
-        });
+        return Err(DataError::NotFound { path: root.to_path_buf() });
     }
     let train_dir = root.join("train");
     if !train_dir.is_dir() {
@@ -104,10 +81,7 @@ pub fn load(root: &Path, name: &str, limit: Option<usize>) -> Result<DataSplits,
         return Ok(DataSplits { train, test: None });
     }
     let train = load_tree(&train_dir, name, limit, None)?;
-    let test_dir = ["test", "val"]
-        .iter()
-        .map(|d| root.join(d))
-        .find(|d| d.is_dir());
+    let test_dir = ["test", "val"].iter().map(|d| root.join(d)).find(|d| d.is_dir());
     let test = match test_dir {
         Some(dir) => Some(load_tree(&dir, name, None, Some(&train))?),
         None => None,
@@ -117,12 +91,7 @@ pub fn load(root: &Path, name: &str, limit: Option<usize>) -> Result<DataSplits,
 
 /// Loads one class tree. A test tree (`like` is the training set) takes the training
 /// classes and image size, and may not add a class of its own.
-fn load_tree(
-    dir: &Path,
-    name: &str,
-    limit: Option<usize>,
-    like: Option<&Dataset>,
-) -> Result<Dataset, DataError> {
+fn load_tree(dir: &Path, name: &str, limit: Option<usize>, like: Option<&Dataset>) -> Result<Dataset, DataError> {
     let listed = list_classes(dir)?;
     let classes: Vec<String> = match like {
         Some(train) => train.classes.clone(),
@@ -143,12 +112,7 @@ fn load_tree(
         order.truncate(limit);
     }
     let Some(&(_, first)) = order.first() else {
-        return Ok(Dataset {
-            name: name.to_owned(),
-            images: ByteImages::empty(3, 0, 0),
-            labels: Vec::new(),
-            classes,
-        });
+        return Ok(Dataset { name: name.to_owned(), images: ByteImages::empty(3, 0, 0), labels: Vec::new(), classes });
     };
     let (w, h) = match like {
         Some(train) => (train.width() as u32, train.height() as u32),
@@ -157,34 +121,21 @@ fn load_tree(
             (img.width(), img.height())
         }
     };
-    let pixels: Vec<Vec<u8>> = order
-        .par_iter()
-        .map(|&(_, path)| decode_resized(path, w, h))
-        .collect::<Result<_, _>>()?;
+    let pixels: Vec<Vec<u8>> =
+        order.par_iter().map(|&(_, path)| decode_resized(path, w, h)).collect::<Result<_, _>>()?;
     let mut images = ByteImages::empty(3, h as usize, w as usize);
     images.data.reserve(pixels.len() * images.image_len());
     for p in &pixels {
         images.data.extend_from_slice(p);
     }
     images.n = pixels.len();
-    Ok(Dataset {
-        name: name.to_owned(),
-        images,
-        labels: order.iter().map(|&(l, _)| l).collect(),
-        classes,
-    })
+    Ok(Dataset { name: name.to_owned(), images, labels: order.iter().map(|&(l, _)| l).collect(), classes })
 }
 
 /// Class-by-class round robin over the files of each class.
 fn interleave(per_class: &[(u32, Vec<PathBuf>)]) -> Vec<(u32, &Path)> {
     let longest = per_class.iter().map(|(_, f)| f.len()).max().unwrap_or(0);
-    (0..longest)
-        .flat_map(|i| {
-            per_class
-                .iter()
-                .filter_map(move |(l, f)| f.get(i).map(|p| (*l, p.as_path())))
-        })
-        .collect()
+    (0..longest).flat_map(|i| per_class.iter().filter_map(move |(l, f)| f.get(i).map(|p| (*l, p.as_path())))).collect()
 }
 
 fn decode(path: &Path) -> Result<image::RgbImage, DataError> {
@@ -192,15 +143,9 @@ fn decode(path: &Path) -> Result<image::RgbImage, DataError> {
         .map_err(|e| DataError::io(path, e))?
         .with_guessed_format()
         .map_err(|e| DataError::io(path, e))?;
-    let img = reader.decode().map_err(|e| DataError::Decode {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
+    let img = reader.decode().map_err(|e| DataError::Decode { path: path.to_path_buf(), reason: e.to_string() })?;
     if img.width() == 0 || img.height() == 0 {
-        return Err(DataError::Decode {
-            path: path.to_path_buf(),
-            reason: "it has no pixels".to_owned(),
-        });
+        return Err(DataError::Decode { path: path.to_path_buf(), reason: "it has no pixels".to_owned() });
     }
     Ok(img.to_rgb8())
 }
@@ -228,9 +173,7 @@ pub(crate) mod tests {
 
     fn save(path: &Path, w: u32, h: u32, value: u8) {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        image::RgbImage::from_pixel(w, h, image::Rgb([value, value / 2, 255 - value]))
-            .save(path)
-            .unwrap();
+        image::RgbImage::from_pixel(w, h, image::Rgb([value, value / 2, 255 - value])).save(path).unwrap();
     }
 
     /// `cats` (3 images, one of them a different size) and `dogs` (2 images) under `root`.
@@ -279,28 +222,18 @@ pub(crate) mod tests {
     #[test]
     fn bad_trees_are_errors() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(matches!(
-            load(dir.path(), "x", None),
-            Err(DataError::Empty { .. })
-        ));
+        assert!(matches!(load(dir.path(), "x", None), Err(DataError::Empty { .. })));
         assert!(!looks_like_folder(dir.path()));
         std::fs::create_dir(dir.path().join("empty")).unwrap();
         let e = load(dir.path(), "x", None).unwrap_err();
         assert!(e.to_string().contains("empty"), "{e}");
         write_tree(dir.path());
         std::fs::remove_dir(dir.path().join("empty")).unwrap();
-        std::fs::write(
-            dir.path().join("dogs/broken.png"),
-            b"\x89PNG\r\n\x1a\nnot really",
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("dogs/broken.png"), b"\x89PNG\r\n\x1a\nnot really").unwrap();
         match load(dir.path(), "x", None).unwrap_err() {
             DataError::Decode { path, .. } => assert!(path.ends_with("broken.png")),
             e => panic!("{e}"),
         }
-        assert!(matches!(
-            load(&dir.path().join("nope"), "x", None),
-            Err(DataError::NotFound { .. })
-        ));
+        assert!(matches!(load(&dir.path().join("nope"), "x", None), Err(DataError::NotFound { .. })));
     }
 }

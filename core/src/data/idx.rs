@@ -17,18 +17,8 @@ pub const IMAGES_MAGIC: u32 = 0x0000_0803;
 /// Magic number of an IDX file of unsigned bytes with one dimension (labels).
 pub const LABELS_MAGIC: u32 = 0x0000_0801;
 
-const FASHION_CLASSES: [&str; 10] = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-];
+const FASHION_CLASSES: [&str; 10] =
+    ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
 
 /// The four files of an MNIST-style folder; the test pair is optional.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,48 +42,29 @@ pub(crate) fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
         .map_or(0, |t| u32::from_le_bytes(t) as usize)
         .min(1 << 30);
     let mut out = Vec::with_capacity(hint);
-    flate2::read::MultiGzDecoder::new(raw.as_slice())
-        .read_to_end(&mut out)
-        .map_err(|e| {
-            let reason = if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                "the gzip stream ends early, so the file is probably truncated".to_owned()
-            } else {
-                format!("it is not valid gzip ({e})")
-            };
-            DataError::Corrupt {
-                path: path.to_path_buf(),
-                reason,
-            }
-        })?;
+    flate2::read::MultiGzDecoder::new(raw.as_slice()).read_to_end(&mut out).map_err(|e| {
+        let reason = if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            "the gzip stream ends early, so the file is probably truncated".to_owned()
+        } else {
+            format!("it is not valid gzip ({e})")
+        };
+        DataError::Corrupt { path: path.to_path_buf(), reason }
+    })?;
     Ok(out)
 }
 
 /// Checks the header of IDX `bytes` against `magic` and returns its dimensions and the
 /// header length, having checked that the data has exactly the bytes they call for.
-fn parse_header(
-    path: &Path,
-    bytes: &[u8],
-    magic: u32,
-    kind: &'static str,
-) -> Result<(Vec<usize>, usize), DataError> {
+fn parse_header(path: &Path, bytes: &[u8], magic: u32, kind: &'static str) -> Result<(Vec<usize>, usize), DataError> {
     let actual = bytes.len() as u64;
-    let truncated = |expected: u64| DataError::Truncated {
-        path: path.to_path_buf(),
-        expected,
-        actual,
-    };
+    let truncated = |expected: u64| DataError::Truncated { path: path.to_path_buf(), expected, actual };
     let word = |i: usize| -> Option<u32> {
         let b = bytes.get(4 * i..4 * i + 4)?;
         Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     };
     let found = word(0).ok_or_else(|| truncated(4))?;
     if found != magic {
-        return Err(DataError::BadMagic {
-            path: path.to_path_buf(),
-            kind,
-            expected: magic,
-            found,
-        });
+        return Err(DataError::BadMagic { path: path.to_path_buf(), kind, expected: magic, found });
     }
     let ndims = (magic & 0xff) as usize;
     let header = 4 + 4 * ndims;
@@ -102,22 +73,16 @@ fn parse_header(
         .collect::<Option<_>>()
         .ok_or_else(|| truncated(header as u64))?;
     let body = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
-    let expected = body.and_then(|b| b.checked_add(header)).ok_or_else(|| {
-        DataError::inconsistent(
-            path,
-            format!("its dimensions {dims:?} are too large to be real"),
-        )
-    })?;
+    let expected = body
+        .and_then(|b| b.checked_add(header))
+        .ok_or_else(|| DataError::inconsistent(path, format!("its dimensions {dims:?} are too large to be real")))?;
     if bytes.len() < expected {
         return Err(truncated(expected as u64));
     }
     if bytes.len() > expected {
         return Err(DataError::inconsistent(
             path,
-            format!(
-                "its dimensions {dims:?} call for {expected} bytes but it has {}",
-                bytes.len()
-            ),
+            format!("its dimensions {dims:?} call for {expected} bytes but it has {}", bytes.len()),
         ));
     }
     Ok((dims, header))
@@ -129,19 +94,10 @@ pub fn read_images(path: &Path) -> Result<ByteImages, DataError> {
     let (dims, header) = parse_header(path, &bytes, IMAGES_MAGIC, "images")?;
     let (n, h, w) = (dims[0], dims[1], dims[2]);
     if n > 0 && (h == 0 || w == 0) {
-        return Err(DataError::inconsistent(
-            path,
-            format!("its images are {h}×{w} pixels"),
-        ));
+        return Err(DataError::inconsistent(path, format!("its images are {h}×{w} pixels")));
     }
     bytes.drain(..header);
-    Ok(ByteImages {
-        n,
-        c: 1,
-        h,
-        w,
-        data: bytes,
-    })
+    Ok(ByteImages { n, c: 1, h, w, data: bytes })
 }
 
 /// Reads an IDX labels file (one byte per image).
@@ -177,20 +133,12 @@ pub fn load_pair(images_path: &Path, labels_path: &Path, name: &str) -> Result<D
     }
     let count = labels.iter().max().map_or(0, |&m| m as usize + 1);
     let hint = format!("{name} {}", images_path.display());
-    Ok(Dataset {
-        name: name.to_owned(),
-        images,
-        labels,
-        classes: class_names(&hint, count),
-    })
+    Ok(Dataset { name: name.to_owned(), images, labels, classes: class_names(&hint, count) })
 }
 
 /// The first of `stems` (each tried plain and with `.gz`) that exists in `dir`.
 fn find_file(dir: &Path, stems: &[&str]) -> Option<PathBuf> {
-    stems
-        .iter()
-        .flat_map(|stem| [dir.join(stem), dir.join(format!("{stem}.gz"))])
-        .find(|p| p.is_file())
+    stems.iter().flat_map(|stem| [dir.join(stem), dir.join(format!("{stem}.gz"))]).find(|p| p.is_file())
 }
 
 /// The MNIST-style files in `dir`, if it has at least the training pair.
@@ -200,22 +148,12 @@ fn find_file(dir: &Path, stems: &[&str]) -> Option<PathBuf> {
 /// of some mirrors is accepted.
 pub fn find_files(dir: &Path) -> Option<IdxFiles> {
     let pick = |split: &str, what: &str, dims: &str| {
-        find_file(
-            dir,
-            &[
-                &format!("{split}-{what}-{dims}-ubyte"),
-                &format!("{split}-{what}.{dims}-ubyte"),
-            ],
-        )
+        find_file(dir, &[&format!("{split}-{what}-{dims}-ubyte"), &format!("{split}-{what}.{dims}-ubyte")])
     };
     let train_images = pick("train", "images", "idx3")?;
     let train_labels = pick("train", "labels", "idx1")?;
     let test = pick("t10k", "images", "idx3").zip(pick("t10k", "labels", "idx1"));
-    Some(IdxFiles {
-        train_images,
-        train_labels,
-        test,
-    })
+    Some(IdxFiles { train_images, train_labels, test })
 }
 
 /// Loads an MNIST-style folder: the training pair, and the `t10k` pair as the test split
@@ -250,10 +188,7 @@ fn check_compatible(train: &Dataset, test: &Dataset, test_path: &Path) -> Result
     if (a.c, a.h, a.w) != (b.c, b.h, b.w) {
         return Err(DataError::inconsistent(
             test_path,
-            format!(
-                "its images are {}×{} but the training images are {}×{}",
-                b.h, b.w, a.h, a.w
-            ),
+            format!("its images are {}×{} but the training images are {}×{}", b.h, b.w, a.h, a.w),
         ));
     }
     Ok(())
@@ -262,8 +197,7 @@ fn check_compatible(train: &Dataset, test: &Dataset, test_path: &Path) -> Result
 /// Whether `path` is a file that starts like an IDX images or labels file.
 pub fn looks_like_idx(path: &Path) -> bool {
     let head = read_head(path, 4);
-    head.as_deref()
-        .is_some_and(|h| h == IMAGES_MAGIC.to_be_bytes() || h == LABELS_MAGIC.to_be_bytes())
+    head.as_deref().is_some_and(|h| h == IMAGES_MAGIC.to_be_bytes() || h == LABELS_MAGIC.to_be_bytes())
 }
 
 /// The first `n` bytes of a file, inflated if it is gzip; `None` if it cannot be read.
@@ -274,9 +208,7 @@ fn read_head(path: &Path, n: usize) -> Option<Vec<u8>> {
     file.read_to_end(&mut raw).ok()?;
     let mut out = Vec::with_capacity(n);
     let reader: Box<dyn Read> = if raw == [0x1f, 0x8b] {
-        Box::new(flate2::read::MultiGzDecoder::new(
-            std::fs::File::open(path).ok()?,
-        ))
+        Box::new(flate2::read::MultiGzDecoder::new(std::fs::File::open(path).ok()?))
     } else {
         Box::new(std::fs::File::open(path).ok()?)
     };
@@ -288,21 +220,12 @@ fn read_head(path: &Path, n: usize) -> Option<Vec<u8>> {
 /// the other one being found next to it by swapping `images`/`labels` and `idx3`/`idx1`
 /// in its name.
 pub fn load_single(path: &Path, name: &str) -> Result<DataSplits, DataError> {
-    let file_name = path
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let file_name = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
     let stem = file_name.strip_suffix(".gz").unwrap_or(&file_name);
     let (images_stem, labels_stem) = if stem.contains("images") {
-        (
-            stem.to_owned(),
-            stem.replace("images", "labels").replace("idx3", "idx1"),
-        )
+        (stem.to_owned(), stem.replace("images", "labels").replace("idx3", "idx1"))
     } else if stem.contains("labels") {
-        (
-            stem.replace("labels", "images").replace("idx1", "idx3"),
-            stem.to_owned(),
-        )
+        (stem.replace("labels", "images").replace("idx1", "idx3"), stem.to_owned())
     } else {
         return Err(DataError::unsupported(
             path,
@@ -310,12 +233,8 @@ pub fn load_single(path: &Path, name: &str) -> Result<DataSplits, DataError> {
         ));
     };
     let dir = path.parent().unwrap_or(Path::new("."));
-    let images = find_file(dir, &[&images_stem]).ok_or_else(|| DataError::NotFound {
-        path: dir.join(&images_stem),
-    })?;
-    let labels = find_file(dir, &[&labels_stem]).ok_or_else(|| DataError::NotFound {
-        path: dir.join(&labels_stem),
-    })?;
+    let images = find_file(dir, &[&images_stem]).ok_or_else(|| DataError::NotFound { path: dir.join(&images_stem) })?;
+    let labels = find_file(dir, &[&labels_stem]).ok_or_else(|| DataError::NotFound { path: dir.join(&labels_stem) })?;
     let train = load_pair(&images, &labels, name)?;
     Ok(DataSplits { train, test: None })
 }
@@ -345,30 +264,14 @@ pub(crate) mod tests {
     /// Writes a tiny MNIST-style folder: 3 train and 2 test images of 2×3 pixels.
     pub(crate) fn write_mnist_dir(dir: &Path, compress: bool) {
         let write = |name: &str, bytes: Vec<u8>| {
-            let (name, bytes) = if compress {
-                (format!("{name}.gz"), gz(&bytes))
-            } else {
-                (name.to_owned(), bytes)
-            };
+            let (name, bytes) = if compress { (format!("{name}.gz"), gz(&bytes)) } else { (name.to_owned(), bytes) };
             std::fs::write(dir.join(name), bytes).unwrap();
         };
         let body: Vec<u8> = (0..18).collect();
-        write(
-            "train-images-idx3-ubyte",
-            idx_bytes(IMAGES_MAGIC, &[3, 2, 3], &body),
-        );
-        write(
-            "train-labels-idx1-ubyte",
-            idx_bytes(LABELS_MAGIC, &[3], &[4, 0, 9]),
-        );
-        write(
-            "t10k-images-idx3-ubyte",
-            idx_bytes(IMAGES_MAGIC, &[2, 2, 3], &body[..12]),
-        );
-        write(
-            "t10k-labels-idx1-ubyte",
-            idx_bytes(LABELS_MAGIC, &[2], &[1, 2]),
-        );
+        write("train-images-idx3-ubyte", idx_bytes(IMAGES_MAGIC, &[3, 2, 3], &body));
+        write("train-labels-idx1-ubyte", idx_bytes(LABELS_MAGIC, &[3], &[4, 0, 9]));
+        write("t10k-images-idx3-ubyte", idx_bytes(IMAGES_MAGIC, &[2, 2, 3], &body[..12]));
+        write("t10k-labels-idx1-ubyte", idx_bytes(LABELS_MAGIC, &[2], &[1, 2]));
     }
 
     #[test]
@@ -378,10 +281,7 @@ pub(crate) mod tests {
             write_mnist_dir(dir.path(), compress);
             let splits = load_dir(dir.path(), "mnist").unwrap();
             let train = &splits.train;
-            assert_eq!(
-                (train.len(), train.channels(), train.height(), train.width()),
-                (3, 1, 2, 3)
-            );
+            assert_eq!((train.len(), train.channels(), train.height(), train.width()), (3, 1, 2, 3));
             assert_eq!(train.labels, vec![4, 0, 9]);
             assert_eq!(train.images.image(1), &[6, 7, 8, 9, 10, 11]);
             assert_eq!(train.classes[3], "3");
@@ -413,21 +313,13 @@ pub(crate) mod tests {
 
         std::fs::write(p("short"), &good[..good.len() - 3]).unwrap();
         match read_images(&p("short")).unwrap_err() {
-            DataError::Truncated {
-                expected, actual, ..
-            } => assert_eq!((expected, actual), (24, 21)),
+            DataError::Truncated { expected, actual, .. } => assert_eq!((expected, actual), (24, 21)),
             e => panic!("{e}"),
         }
         std::fs::write(p("tiny"), [0, 0]).unwrap();
-        assert!(matches!(
-            read_images(&p("tiny")),
-            Err(DataError::Truncated { expected: 4, .. })
-        ));
+        assert!(matches!(read_images(&p("tiny")), Err(DataError::Truncated { expected: 4, .. })));
         std::fs::write(p("head"), &good[..10]).unwrap();
-        assert!(matches!(
-            read_images(&p("head")),
-            Err(DataError::Truncated { expected: 16, .. })
-        ));
+        assert!(matches!(read_images(&p("head")), Err(DataError::Truncated { expected: 16, .. })));
 
         let gz_short = gz(&good);
         std::fs::write(p("short.gz"), &gz_short[..gz_short.len() / 2]).unwrap();
@@ -437,53 +329,21 @@ pub(crate) mod tests {
 
         std::fs::write(p("labels"), idx_bytes(LABELS_MAGIC, &[2], &[0, 1])).unwrap();
         let e = read_images(&p("labels")).unwrap_err();
-        assert!(
-            matches!(
-                e,
-                DataError::BadMagic {
-                    found: LABELS_MAGIC,
-                    ..
-                }
-            ),
-            "{e}"
-        );
+        assert!(matches!(e, DataError::BadMagic { found: LABELS_MAGIC, .. }), "{e}");
 
         std::fs::write(p("long"), [good.as_slice(), &[1]].concat()).unwrap();
-        assert!(matches!(
-            read_images(&p("long")),
-            Err(DataError::Inconsistent { .. })
-        ));
+        assert!(matches!(read_images(&p("long")), Err(DataError::Inconsistent { .. })));
 
-        std::fs::write(
-            p("huge"),
-            idx_bytes(IMAGES_MAGIC, &[u32::MAX, u32::MAX, u32::MAX], &[]),
-        )
-        .unwrap();
+        std::fs::write(p("huge"), idx_bytes(IMAGES_MAGIC, &[u32::MAX, u32::MAX, u32::MAX], &[])).unwrap();
         assert!(read_images(&p("huge")).is_err());
 
         std::fs::write(p("images"), &good).unwrap();
         std::fs::write(p("three"), idx_bytes(LABELS_MAGIC, &[3], &[0, 1, 2])).unwrap();
         let e = load_pair(&p("images"), &p("three"), "m").unwrap_err();
-        assert!(
-            matches!(
-                e,
-                DataError::CountMismatch {
-                    images: 2,
-                    labels: 3,
-                    ..
-                }
-            ),
-            "{e}"
-        );
+        assert!(matches!(e, DataError::CountMismatch { images: 2, labels: 3, .. }), "{e}");
 
-        assert!(matches!(
-            read_images(&p("missing")),
-            Err(DataError::NotFound { .. })
-        ));
-        assert!(matches!(
-            load_dir(dir.path(), "m"),
-            Err(DataError::Empty { .. })
-        ));
+        assert!(matches!(read_images(&p("missing")), Err(DataError::NotFound { .. })));
+        assert!(matches!(load_dir(dir.path(), "m"), Err(DataError::Empty { .. })));
     }
 
     /// Loads Debian's `dataset-fashion-mnist` when it is installed.
@@ -491,23 +351,13 @@ pub(crate) mod tests {
     fn debian_fashion_mnist() {
         let dir = Path::new("/usr/share/datasets/fashion-mnist");
         if !dir.is_dir() {
-            eprintln!(
-                "skipped: {} is absent (apt-get install dataset-fashion-mnist)",
-                dir.display()
-            );
+            eprintln!("skipped: {} is absent (apt-get install dataset-fashion-mnist)", dir.display());
             return;
         }
         let t = std::time::Instant::now();
         let splits = load_dir(dir, "fashion-mnist").unwrap();
         eprintln!("loaded Fashion-MNIST in {:?}", t.elapsed());
-        assert_eq!(
-            (
-                splits.train.len(),
-                splits.train.height(),
-                splits.train.width()
-            ),
-            (60_000, 28, 28)
-        );
+        assert_eq!((splits.train.len(), splits.train.height(), splits.train.width()), (60_000, 28, 28));
         assert_eq!(splits.test.as_ref().map(Dataset::len), Some(10_000));
         assert_eq!(splits.train.classes[0], "T-shirt/top");
         assert!(splits.train.class_counts().iter().all(|&c| c == 6000));

@@ -61,10 +61,7 @@ pub fn batches(order: &[usize], batch_size: usize) -> Vec<Vec<usize>> {
     if order.len() < batch_size {
         return vec![order.to_vec()];
     }
-    order
-        .chunks_exact(batch_size)
-        .map(<[usize]>::to_vec)
-        .collect()
+    order.chunks_exact(batch_size).map(<[usize]>::to_vec).collect()
 }
 
 /// One worker's share of the jobs: worker `k` of `W` runs jobs `k, k + W, k + 2W, …`.
@@ -113,10 +110,7 @@ impl<R: Send + 'static> Prefetch<R> {
                     .name(format!("pretext-loader-{k}"))
                     .spawn(move || work(k, workers, count, &*job, &tx, &stop));
                 match spawned {
-                    Ok(handle) => Slot::Thread {
-                        results: rx,
-                        handle: Some(handle),
-                    },
+                    Ok(handle) => Slot::Thread { results: rx, handle: Some(handle) },
                     Err(e) => {
                         log::warn!("could not start loader thread {k} ({e}); its jobs run inline");
                         Slot::Inline
@@ -124,26 +118,13 @@ impl<R: Send + 'static> Prefetch<R> {
                 }
             })
             .collect();
-        Self {
-            job,
-            slots,
-            next: 0,
-            count,
-            stop,
-        }
+        Self { job, slots, next: 0, count, stop }
     }
 }
 
 /// A worker's loop: run its jobs in order and queue each result, until the jobs run out,
 /// the consumer is gone or `stop` is set.
-fn work<R>(
-    k: usize,
-    workers: usize,
-    count: usize,
-    job: &Job<R>,
-    tx: &SyncSender<R>,
-    stop: &AtomicBool,
-) {
+fn work<R>(k: usize, workers: usize, count: usize, job: &Job<R>, tx: &SyncSender<R>, stop: &AtomicBool) {
     for i in (k..count).step_by(workers) {
         if stop.load(Ordering::Relaxed) {
             return;
@@ -253,11 +234,7 @@ mod tests {
                 i * i
             })
             .collect();
-            assert_eq!(
-                out,
-                (0..50).map(|i| i * i).collect::<Vec<_>>(),
-                "workers={workers}"
-            );
+            assert_eq!(out, (0..50).map(|i| i * i).collect::<Vec<_>>(), "workers={workers}");
         }
     }
 
@@ -274,17 +251,10 @@ mod tests {
         std::thread::sleep(Duration::from_millis(100));
         // Queued (2 per worker) plus one held by each worker, past the 3 consumed.
         let ahead = started.load(Ordering::SeqCst);
-        assert!(
-            ahead <= 3 + 4 * 2 + 4 + 4,
-            "ran {ahead} jobs for 3 consumed"
-        );
+        assert!(ahead <= 3 + 4 * 2 + 4 + 4, "ran {ahead} jobs for 3 consumed");
         let t = Instant::now();
         drop(p);
-        assert!(
-            t.elapsed() < Duration::from_secs(2),
-            "drop took {:?}",
-            t.elapsed()
-        );
+        assert!(t.elapsed() < Duration::from_secs(2), "drop took {:?}", t.elapsed());
         let after = started.load(Ordering::SeqCst);
         std::thread::sleep(Duration::from_millis(20));
         assert_eq!(started.load(Ordering::SeqCst), after, "workers stopped");

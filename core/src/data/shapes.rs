@@ -17,9 +17,7 @@ use super::images::ByteImages;
 pub const SIZE: usize = 32;
 
 /// Class names, in label order.
-pub const CLASSES: [&str; 8] = [
-    "circle", "square", "triangle", "cross", "ring", "star", "crescent", "bars",
-];
+pub const CLASSES: [&str; 8] = ["circle", "square", "triangle", "cross", "ring", "star", "crescent", "bars"];
 
 /// `n` images with labels cycling through the classes (so any prefix is balanced).
 pub fn generate(n: usize, seed: u64) -> Dataset {
@@ -34,13 +32,7 @@ pub fn generate(n: usize, seed: u64) -> Dataset {
     }
     Dataset {
         name: "shapes".to_owned(),
-        images: ByteImages {
-            n,
-            c: 3,
-            h: SIZE,
-            w: SIZE,
-            data,
-        },
+        images: ByteImages { n, c: 3, h: SIZE, w: SIZE, data },
         labels,
         classes: CLASSES.iter().map(|&s| s.to_owned()).collect(),
     }
@@ -71,9 +63,7 @@ fn distance(label: usize, q: V2, r: f32, poly: &[V2]) -> f32 {
         3 => sd_box(q, [r, 0.3 * r]).min(sd_box(q, [0.3 * r, r])),
         4 => (len(q) - 0.72 * r).abs() - 0.28 * r,
         6 => (len(q) - r).max(-(len([q[0] - 0.55 * r, q[1]]) - 0.8 * r)),
-        _ => (-1..=1)
-            .map(|k| sd_box([q[0], q[1] - k as f32 * 0.66 * r], [r, 0.17 * r]))
-            .fold(f32::INFINITY, f32::min),
+        _ => (-1..=1).map(|k| sd_box([q[0], q[1] - k as f32 * 0.66 * r], [r, 0.17 * r])).fold(f32::INFINITY, f32::min),
     }
 }
 
@@ -154,11 +144,7 @@ fn draw(label: usize, rng: &mut StdRng, out: &mut [u8]) {
         fg = colour(rng);
     }
     if (luminance(fg) - bg_mean).abs() < 60.0 {
-        fg = if bg_mean > 127.5 {
-            [20.0; 3]
-        } else {
-            [235.0; 3]
-        };
+        fg = if bg_mean > 127.5 { [20.0; 3] } else { [235.0; 3] };
     }
     let grad_angle: f32 = rng.random_range(0.0..std::f32::consts::TAU);
     let (gy, gx) = grad_angle.sin_cos();
@@ -201,15 +187,8 @@ mod tests {
         let a = generate(40, 7);
         assert_eq!(a, generate(40, 7));
         assert_ne!(a.images, generate(40, 8).images);
-        assert_eq!(
-            generate(10, 7).images.data[..],
-            a.images.data[..10 * 3 * SIZE * SIZE],
-            "prefix"
-        );
-        assert_eq!(
-            (a.len(), a.channels(), a.height(), a.width()),
-            (40, 3, 32, 32)
-        );
+        assert_eq!(generate(10, 7).images.data[..], a.images.data[..10 * 3 * SIZE * SIZE], "prefix");
+        assert_eq!((a.len(), a.channels(), a.height(), a.width()), (40, 3, 32, 32));
     }
 
     #[test]
@@ -233,9 +212,7 @@ mod tests {
                 .image(i)
                 .chunks_exact(plane)
                 .map(|ch| {
-                    let (lo, hi) = ch
-                        .iter()
-                        .fold((255u8, 0u8), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+                    let (lo, hi) = ch.iter().fold((255u8, 0u8), |(lo, hi), &v| (lo.min(v), hi.max(v)));
                     hi - lo
                 })
                 .max()
@@ -253,13 +230,7 @@ mod tests {
         assert!(sd_polygon([0.0, 0.0], &tri) < 0.0);
         assert!(sd_polygon([20.0, 20.0], &tri) > 0.0);
         let star = polygon(5, 10.0);
-        assert!(
-            sd_polygon([0.0, -9.0], &star) < 0.0,
-            "a star point is inside"
-        );
-        assert!(
-            sd_polygon([0.0, 9.0], &star) > 0.0,
-            "between two lower points is outside"
-        );
+        assert!(sd_polygon([0.0, -9.0], &star) < 0.0, "a star point is inside");
+        assert!(sd_polygon([0.0, 9.0], &star) > 0.0, "between two lower points is outside");
     }
 }

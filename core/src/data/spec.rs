@@ -82,9 +82,7 @@ pub fn open(spec: &str, opts: &OpenOptions) -> Result<DataSplits, DataError> {
             test: Some(shapes::generate(SHAPES_TEST, test_seed(opts.seed))),
         }
     } else if let Some(known) = find_known(spec) {
-        let env = std::env::var_os(DATA_ENV)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from);
+        let env = std::env::var_os(DATA_ENV).filter(|v| !v.is_empty()).map(PathBuf::from);
         let dir = locate(known, env.as_deref(), Path::new(SYSTEM_DATA))?;
         log::info!("dataset {} found in {}", known.name, dir.display());
         load_format(known.format, &dir, known.name)?
@@ -94,13 +92,9 @@ pub fn open(spec: &str, opts: &OpenOptions) -> Result<DataSplits, DataError> {
             // A bare word is more likely a misspelt dataset name than a missing file.
             let looks_like_name = !spec.contains(['/', '\\', '.']);
             return Err(if looks_like_name {
-                DataError::UnknownSpec {
-                    spec: spec.to_owned(),
-                }
+                DataError::UnknownSpec { spec: spec.to_owned() }
             } else {
-                DataError::NotFound {
-                    path: path.to_path_buf(),
-                }
+                DataError::NotFound { path: path.to_path_buf() }
             });
         }
         open_path(path, opts.limit)?
@@ -117,9 +111,7 @@ fn test_seed(seed: u64) -> u64 {
 }
 
 fn find_known(spec: &str) -> Option<&'static Known> {
-    KNOWN
-        .iter()
-        .find(|k| k.aliases.iter().any(|a| a.eq_ignore_ascii_case(spec)))
+    KNOWN.iter().find(|k| k.aliases.iter().any(|a| a.eq_ignore_ascii_case(spec)))
 }
 
 /// Whether `dir` holds `format`'s files.
@@ -152,16 +144,8 @@ fn locate(known: &Known, env: Option<&Path>, system: &Path) -> Result<PathBuf, D
         }
         searched.push(dir);
     }
-    let hint = if env.is_none() {
-        format!("{} ({DATA_ENV} is not set)", known.hint)
-    } else {
-        known.hint.to_owned()
-    };
-    Err(DataError::DatasetNotFound {
-        name: known.name.to_owned(),
-        searched,
-        hint,
-    })
+    let hint = if env.is_none() { format!("{} ({DATA_ENV} is not set)", known.hint) } else { known.hint.to_owned() };
+    Err(DataError::DatasetNotFound { name: known.name.to_owned(), searched, hint })
 }
 
 fn load_format(format: Format, dir: &Path, name: &str) -> Result<DataSplits, DataError> {
@@ -173,11 +157,7 @@ fn load_format(format: Format, dir: &Path, name: &str) -> Result<DataSplits, Dat
 
 /// A short name for a dataset at `path`: its folder's name.
 fn name_of(path: &Path) -> String {
-    let dir = if path.is_file() {
-        path.parent().unwrap_or(path)
-    } else {
-        path
-    };
+    let dir = if path.is_file() { path.parent().unwrap_or(path) } else { path };
     dir.canonicalize()
         .ok()
         .as_deref()
@@ -194,20 +174,11 @@ fn open_path(path: &Path, limit: Option<usize>) -> Result<DataSplits, DataError>
         if idx::looks_like_idx(path) {
             return idx::load_single(path, &name);
         }
-        if path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("bin"))
-        {
-            let files = cifar::CifarFiles {
-                train: vec![path.to_path_buf()],
-                test: None,
-                meta: None,
-            };
+        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("bin")) {
+            let files = cifar::CifarFiles { train: vec![path.to_path_buf()], test: None, meta: None };
             return cifar::load_files(&files, &name);
         }
-        return Err(DataError::Undetected {
-            path: path.to_path_buf(),
-        });
+        return Err(DataError::Undetected { path: path.to_path_buf() });
     }
     if let Some(files) = idx::find_files(path) {
         return idx::load_files(&files, &name);
@@ -220,19 +191,11 @@ fn open_path(path: &Path, limit: Option<usize>) -> Result<DataSplits, DataError>
     if folder::looks_like_folder(path) {
         return folder::load(path, &name, limit);
     }
-    let is_empty = std::fs::read_dir(path)
-        .map_err(|e| DataError::io(path, e))?
-        .next()
-        .is_none();
+    let is_empty = std::fs::read_dir(path).map_err(|e| DataError::io(path, e))?.next().is_none();
     Err(if is_empty {
-        DataError::Empty {
-            path: path.to_path_buf(),
-            what: "files",
-        }
+        DataError::Empty { path: path.to_path_buf(), what: "files" }
     } else {
-        DataError::Undetected {
-            path: path.to_path_buf(),
-        }
+        DataError::Undetected { path: path.to_path_buf() }
     })
 }
 
@@ -244,33 +207,18 @@ mod tests {
 
     #[test]
     fn shapes_splits_and_limit() {
-        let s = open(
-            "shapes",
-            &OpenOptions {
-                limit: Some(50),
-                seed: 3,
-            },
-        )
-        .unwrap();
+        let s = open("shapes", &OpenOptions { limit: Some(50), seed: 3 }).unwrap();
         assert_eq!(s.train.len(), 50);
         let test = s.test.unwrap();
         assert_eq!(test.len(), SHAPES_TEST);
-        assert_ne!(
-            test.images.image(0),
-            s.train.images.image(0),
-            "test comes from another seed"
-        );
+        assert_ne!(test.images.image(0), s.train.images.image(0), "test comes from another seed");
         assert_eq!(s.train, shapes::generate(50, 3));
     }
 
     #[test]
     fn detects_formats_from_paths() {
         let dir = tempfile::tempdir().unwrap();
-        let (m, c, f) = (
-            dir.path().join("m"),
-            dir.path().join("c"),
-            dir.path().join("f"),
-        );
+        let (m, c, f) = (dir.path().join("m"), dir.path().join("c"), dir.path().join("f"));
         for d in [&m, &c, &f] {
             std::fs::create_dir(d).unwrap();
         }
@@ -282,21 +230,10 @@ mod tests {
         let s = open(m.to_str().unwrap(), &opts).unwrap();
         assert_eq!((s.train.len(), s.train.name.as_str()), (3, "m"));
         assert_eq!(s.test.unwrap().len(), 2);
-        let s = open(
-            m.join("train-images-idx3-ubyte.gz").to_str().unwrap(),
-            &opts,
-        )
-        .unwrap();
+        let s = open(m.join("train-images-idx3-ubyte.gz").to_str().unwrap(), &opts).unwrap();
         assert_eq!(s.train.len(), 3);
 
-        let s = open(
-            c.to_str().unwrap(),
-            &OpenOptions {
-                limit: Some(4),
-                seed: 0,
-            },
-        )
-        .unwrap();
+        let s = open(c.to_str().unwrap(), &OpenOptions { limit: Some(4), seed: 0 }).unwrap();
         assert_eq!((s.train.len(), s.train.channels()), (4, 3));
         assert_eq!(s.test.unwrap().len(), 4);
 
@@ -306,23 +243,11 @@ mod tests {
 
         let empty = dir.path().join("e");
         std::fs::create_dir(&empty).unwrap();
-        assert!(matches!(
-            open(empty.to_str().unwrap(), &opts),
-            Err(DataError::Empty { .. })
-        ));
+        assert!(matches!(open(empty.to_str().unwrap(), &opts), Err(DataError::Empty { .. })));
         std::fs::write(empty.join("readme.txt"), "hi").unwrap();
-        assert!(matches!(
-            open(empty.to_str().unwrap(), &opts),
-            Err(DataError::Undetected { .. })
-        ));
-        assert!(matches!(
-            open("no-such-set", &opts),
-            Err(DataError::UnknownSpec { .. })
-        ));
-        assert!(matches!(
-            open("./no/such/dir", &opts),
-            Err(DataError::NotFound { .. })
-        ));
+        assert!(matches!(open(empty.to_str().unwrap(), &opts), Err(DataError::Undetected { .. })));
+        assert!(matches!(open("no-such-set", &opts), Err(DataError::UnknownSpec { .. })));
+        assert!(matches!(open("./no/such/dir", &opts), Err(DataError::NotFound { .. })));
     }
 
     #[test]
@@ -332,66 +257,36 @@ mod tests {
         let fashion = find_known("Fashion-MNIST").unwrap();
         let e = locate(fashion, Some(root.path()), system.path()).unwrap_err();
         let msg = e.to_string();
-        assert!(
-            msg.contains("apt-get install dataset-fashion-mnist"),
-            "{msg}"
-        );
-        assert!(
-            msg.contains(&root.path().join("fashion-mnist").display().to_string()),
-            "{msg}"
-        );
-        assert!(
-            msg.contains(&system.path().join("fashion-mnist").display().to_string()),
-            "{msg}"
-        );
+        assert!(msg.contains("apt-get install dataset-fashion-mnist"), "{msg}");
+        assert!(msg.contains(&root.path().join("fashion-mnist").display().to_string()), "{msg}");
+        assert!(msg.contains(&system.path().join("fashion-mnist").display().to_string()), "{msg}");
 
         let sys_dir = system.path().join("fashion-mnist");
         std::fs::create_dir(&sys_dir).unwrap();
         idx::tests::write_mnist_dir(&sys_dir, true);
-        assert_eq!(
-            locate(fashion, Some(root.path()), system.path()).unwrap(),
-            sys_dir
-        );
+        assert_eq!(locate(fashion, Some(root.path()), system.path()).unwrap(), sys_dir);
         // $PRETEXT_DATA itself wins over the system folder.
         idx::tests::write_mnist_dir(root.path(), false);
-        assert_eq!(
-            locate(fashion, Some(root.path()), system.path()).unwrap(),
-            root.path()
-        );
+        assert_eq!(locate(fashion, Some(root.path()), system.path()).unwrap(), root.path());
 
         let cifar_known = find_known("cifar10").unwrap();
         let inner = root.path().join("cifar10/cifar-10-batches-bin");
         std::fs::create_dir_all(&inner).unwrap();
         cifar::tests::write_cifar_dir(&inner);
-        assert_eq!(
-            locate(cifar_known, Some(root.path()), system.path()).unwrap(),
-            inner
-        );
+        assert_eq!(locate(cifar_known, Some(root.path()), system.path()).unwrap(), inner);
     }
 
     /// Opens Debian's `dataset-fashion-mnist` by name when it is installed.
     #[test]
     fn opens_debian_fashion_mnist_by_name() {
-        if !Path::new(SYSTEM_DATA).join("fashion-mnist").is_dir()
-            || std::env::var_os(DATA_ENV).is_some()
-        {
+        if !Path::new(SYSTEM_DATA).join("fashion-mnist").is_dir() || std::env::var_os(DATA_ENV).is_some() {
             eprintln!(
                 "skipped: needs {SYSTEM_DATA}/fashion-mnist (apt-get install dataset-fashion-mnist) and no {DATA_ENV}"
             );
             return;
         }
-        let s = open(
-            "fashion-mnist",
-            &OpenOptions {
-                limit: Some(1000),
-                seed: 0,
-            },
-        )
-        .unwrap();
-        assert_eq!(
-            (s.train.len(), s.train.height(), s.train.classes[9].as_str()),
-            (1000, 28, "Ankle boot")
-        );
+        let s = open("fashion-mnist", &OpenOptions { limit: Some(1000), seed: 0 }).unwrap();
+        assert_eq!((s.train.len(), s.train.height(), s.train.classes[9].as_str()), (1000, 28, "Ankle boot"));
         assert_eq!(s.test.map(|t| t.len()), Some(10_000));
     }
 }

@@ -51,7 +51,8 @@ pub fn discover(dirs: &[PathBuf]) -> Discovery {
     let mut seen_files = HashSet::new();
     for dir in dirs {
         let Ok(entries) = std::fs::read_dir(dir) else { continue };
-        let mut files: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| is_plugin_file(p)).collect();
+        let mut files: Vec<PathBuf> =
+            entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| is_plugin_file(p)).collect();
         files.sort();
         for path in files {
             let canonical = path.canonicalize().unwrap_or_else(|_| path.clone());
@@ -60,10 +61,9 @@ pub fn discover(dirs: &[PathBuf]) -> Discovery {
             }
             match load(&path) {
                 Ok(plugin) if names.insert(plugin.name().to_string()) => found.plugins.push(plugin),
-                Ok(plugin) => found.refused.push(Refusal {
-                    reason: format!("shadowed by an earlier plugin named `{}`", plugin.name()),
-                    path,
-                }),
+                Ok(plugin) => found
+                    .refused
+                    .push(Refusal { reason: format!("shadowed by an earlier plugin named `{}`", plugin.name()), path }),
                 Err(e) => found.refused.push(Refusal { path, reason: e.to_string() }),
             }
         }
@@ -88,9 +88,11 @@ pub fn resolve(task: &str) -> Result<Plugin, LoadError> {
     }
     // A library named for the task that failed to load explains more than "not found".
     let wanted = format!("{PREFIX}{task}.");
-    if let Some(r) = found.refused.into_iter().find(|r| {
-        r.path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&wanted))
-    }) {
+    if let Some(r) = found
+        .refused
+        .into_iter()
+        .find(|r| r.path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&wanted)))
+    {
         return Err(LoadError::Refused { name: task.to_string(), path: r.path, reason: r.reason });
     }
     let searched = dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ");

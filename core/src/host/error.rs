@@ -12,9 +12,13 @@ pub enum LoadError {
     NoEntryPoint { path: PathBuf, symbol: &'static str },
     #[error("{path} is not a Pretext plugin: its declaration has the wrong magic number")]
     BadMagic { path: PathBuf },
-    #[error("{path} uses plugin ABI version {found}, but this pretext uses version {expected}; rebuild the plugin against this pretext-core")]
+    #[error(
+        "{path} uses plugin ABI version {found}, but this pretext uses version {expected}; rebuild the plugin against this pretext-core"
+    )]
     AbiMismatch { path: PathBuf, found: u32, expected: u32 },
-    #[error("{path} was built against pretext-core {found}, but this pretext is {expected}; rebuild the plugin against pretext-core {expected}")]
+    #[error(
+        "{path} was built against pretext-core {found}, but this pretext is {expected}; rebuild the plugin against pretext-core {expected}"
+    )]
     CoreMismatch { path: PathBuf, found: String, expected: String },
     #[error("{path} does not describe itself: {reason}")]
     Describe { path: PathBuf, reason: String },

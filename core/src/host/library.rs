@@ -2,8 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::task::abi::{self, EntryFn, OwnedBuf, PluginDecl};
 use crate::task::Description;
+use crate::task::abi::{self, EntryFn, OwnedBuf, PluginDecl};
 
 use super::LoadError;
 

@@ -102,7 +102,11 @@ impl PluginSession {
     }
 
     /// Runs one fallible call that fills an output buffer.
-    fn call(&self, action: &'static str, f: impl FnOnce(*mut OwnedBuf, *mut OwnedBuf) -> i32) -> Result<Vec<u8>, CallError> {
+    fn call(
+        &self,
+        action: &'static str,
+        f: impl FnOnce(*mut OwnedBuf, *mut OwnedBuf) -> i32,
+    ) -> Result<Vec<u8>, CallError> {
         let mut out = OwnedBuf::EMPTY;
         let mut err = OwnedBuf::EMPTY;
         let code = f(&raw mut out, &raw mut err);

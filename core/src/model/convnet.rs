@@ -33,17 +33,10 @@ impl ConvNet {
                 let vl = vb.pp(format!("layer{}", l + 1));
                 (vl.pp("conv"), vl.pp("bn"))
             };
-            blocks.push((
-                Conv2d::new(in_c, out_c, 3, stride, 1, false, vc)?,
-                BatchNorm2d::new(out_c, vn)?,
-            ));
+            blocks.push((Conv2d::new(in_c, out_c, 3, stride, 1, false, vc)?, BatchNorm2d::new(out_c, vn)?));
             in_c = out_c;
         }
-        Ok(Self {
-            blocks,
-            width,
-            in_channels,
-        })
+        Ok(Self { blocks, width, in_channels })
     }
 
     pub fn feature_dim(&self) -> usize {

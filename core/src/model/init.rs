@@ -34,23 +34,13 @@ fn std_normal(rng: &mut StdRng) -> f64 {
 
 fn sample(init: Init, shape: &Shape, rng: &mut StdRng) -> Vec<f64> {
     let n = shape.elem_count();
-    let normal = |rng: &mut StdRng, mean: f64, std: f64| {
-        (0..n).map(|_| mean + std * std_normal(rng)).collect()
-    };
-    let uniform = |rng: &mut StdRng, lo: f64, up: f64| {
-        (0..n)
-            .map(|_| lo + (up - lo) * rng.random::<f64>())
-            .collect()
-    };
+    let normal = |rng: &mut StdRng, mean: f64, std: f64| (0..n).map(|_| mean + std * std_normal(rng)).collect();
+    let uniform = |rng: &mut StdRng, lo: f64, up: f64| (0..n).map(|_| lo + (up - lo) * rng.random::<f64>()).collect();
     match init {
         Init::Const(v) => vec![v; n],
         Init::Uniform { lo, up } => uniform(rng, lo, up),
         Init::Randn { mean, stdev } => normal(rng, mean, stdev),
-        Init::Kaiming {
-            dist,
-            fan,
-            non_linearity,
-        } => {
+        Init::Kaiming { dist, fan, non_linearity } => {
             let std = non_linearity.gain() / (fan.for_shape(shape) as f64).sqrt();
             match dist {
                 NormalOrUniform::Normal => normal(rng, 0.0, std),
@@ -84,9 +74,7 @@ impl SimpleBackend for SeededBackend {
     }
 
     fn get_unchecked(&self, _name: &str, _dtype: DType, _dev: &Device) -> Result<Tensor> {
-        candle_core::bail!(
-            "the seeded initialiser needs shapes; use `get` rather than `get_unchecked`"
-        )
+        candle_core::bail!("the seeded initialiser needs shapes; use `get` rather than `get_unchecked`")
     }
 
     fn contains_tensor(&self, name: &str) -> bool {
@@ -97,15 +85,7 @@ impl SimpleBackend for SeededBackend {
 /// A `VarBuilder` that creates missing variables in `map` from an RNG seeded with `seed`
 /// (existing ones are returned as they are). Building the same modules in the same order
 /// with the same seed gives identical weights.
-pub fn seeded_var_builder(
-    map: &VarMap,
-    seed: u64,
-    dtype: DType,
-    device: &Device,
-) -> VarBuilder<'static> {
-    let backend = SeededBackend {
-        map: map.clone(),
-        rng: Mutex::new(StdRng::seed_from_u64(seed)),
-    };
+pub fn seeded_var_builder(map: &VarMap, seed: u64, dtype: DType, device: &Device) -> VarBuilder<'static> {
+    let backend = SeededBackend { map: map.clone(), rng: Mutex::new(StdRng::seed_from_u64(seed)) };
     VarBuilder::from_backend(Box::new(backend), dtype, device.clone())
 }

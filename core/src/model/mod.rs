@@ -88,11 +88,7 @@ impl BackboneSpec {
 
     /// The spec with the default width of `kind`.
     pub fn new(kind: BackboneKind, in_channels: usize) -> Self {
-        Self {
-            kind,
-            width: Self::default_width(kind),
-            in_channels,
-        }
+        Self { kind, width: Self::default_width(kind), in_channels }
     }
 
     /// Width of the features `forward_t` returns.
@@ -124,9 +120,7 @@ impl Backbone {
             );
         }
         Ok(match spec.kind {
-            BackboneKind::Resnet18 => {
-                Self::Resnet18(ResNet18::new(spec.in_channels, spec.width, vb)?)
-            }
+            BackboneKind::Resnet18 => Self::Resnet18(ResNet18::new(spec.in_channels, spec.width, vb)?),
             BackboneKind::Convnet => Self::Convnet(ConvNet::new(spec.in_channels, spec.width, vb)?),
         })
     }
@@ -155,11 +149,7 @@ impl Backbone {
     fn check_input(&self, x: &Tensor) -> Result<()> {
         let (_, c, h, w) = x.dims4()?;
         if c != self.in_channels() || h == 0 || w == 0 {
-            candle_core::bail!(
-                "the backbone takes (N, {}, H, W) images, got {:?}",
-                self.in_channels(),
-                x.dims()
-            );
+            candle_core::bail!("the backbone takes (N, {}, H, W) images, got {:?}", self.in_channels(), x.dims());
         }
         Ok(())
     }

@@ -21,15 +21,8 @@ impl BatchNorm2d {
     pub const MOMENTUM: f64 = 0.1;
 
     pub fn new(num_features: usize, vb: VarBuilder) -> Result<Self> {
-        let config = BatchNormConfig {
-            eps: Self::EPS,
-            remove_mean: true,
-            affine: true,
-            momentum: Self::MOMENTUM,
-        };
-        Ok(Self {
-            inner: candle_nn::batch_norm(num_features, config, vb)?,
-        })
+        let config = BatchNormConfig { eps: Self::EPS, remove_mean: true, affine: true, momentum: Self::MOMENTUM };
+        Ok(Self { inner: candle_nn::batch_norm(num_features, config, vb)? })
     }
 
     pub fn running_mean(&self) -> &Tensor {
@@ -45,12 +38,7 @@ impl BatchNorm2d {
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         if train {
             let dims = x.dims();
-            let per_channel: usize = dims
-                .iter()
-                .enumerate()
-                .filter(|&(i, _)| i != 1)
-                .map(|(_, d)| d)
-                .product();
+            let per_channel: usize = dims.iter().enumerate().filter(|&(i, _)| i != 1).map(|(_, d)| d).product();
             if dims.len() < 2 || per_channel < 2 {
                 candle_core::bail!(
                     "batch norm in training mode needs more than one value per channel, got input {dims:?}"
@@ -76,32 +64,22 @@ mod tests {
     use super::*;
 
     fn stored(map: &VarMap, name: &str) -> Vec<f32> {
-        map.data().lock().unwrap()[name]
-            .as_tensor()
-            .to_vec1::<f32>()
-            .unwrap()
+        map.data().lock().unwrap()[name].as_tensor().to_vec1::<f32>().unwrap()
     }
 
     #[test]
     fn running_stats_update_in_the_varmap() {
         let dev = Device::Cpu;
         let map = VarMap::new();
-        let bn =
-            BatchNorm2d::new(2, VarBuilder::from_varmap(&map, DType::F32, &dev).pp("bn")).unwrap();
+        let bn = BatchNorm2d::new(2, VarBuilder::from_varmap(&map, DType::F32, &dev).pp("bn")).unwrap();
         // Channel 0 holds 1..=4, channel 1 holds 10 everywhere: batch means 2.5 and 10,
         // unbiased variances 5/3 and 0.
         let x = Tensor::new(&[[[[1f32, 2.], [3., 4.]], [[10., 10.], [10., 10.]]]], &dev).unwrap();
         let y = bn.forward_t(&x, true).unwrap();
         let mean = stored(&map, "bn.running_mean");
         let var = stored(&map, "bn.running_var");
-        assert!(
-            (mean[0] - 0.25).abs() < 1e-6 && (mean[1] - 1.0).abs() < 1e-6,
-            "{mean:?}"
-        );
-        assert!(
-            (var[0] - (0.9 + 0.1 * 5.0 / 3.0)).abs() < 1e-5 && (var[1] - 0.9).abs() < 1e-6,
-            "{var:?}"
-        );
+        assert!((mean[0] - 0.25).abs() < 1e-6 && (mean[1] - 1.0).abs() < 1e-6, "{mean:?}");
+        assert!((var[0] - (0.9 + 0.1 * 5.0 / 3.0)).abs() < 1e-5 && (var[1] - 0.9).abs() < 1e-6, "{var:?}");
         assert_eq!(bn.running_mean().to_vec1::<f32>().unwrap(), mean);
         // Training output is normalised with the batch statistics.
         let y0 = y.flatten_all().unwrap().to_vec1::<f32>().unwrap();
@@ -109,26 +87,12 @@ mod tests {
         assert!((y0[0] - want).abs() < 1e-4, "{y0:?}");
 
         // Eval mode uses the running statistics and leaves them alone.
-        let rm = Var::from_tensor(
-            &map.data().lock().unwrap()["bn.running_mean"]
-                .as_tensor()
-                .clone(),
-        )
-        .unwrap();
+        let rm = Var::from_tensor(&map.data().lock().unwrap()["bn.running_mean"].as_tensor().clone()).unwrap();
         rm.set(&Tensor::new(&[1f32, 2.], &dev).unwrap()).unwrap();
         let rv = map.data().lock().unwrap()["bn.running_var"].clone();
         rv.set(&Tensor::new(&[4f32, 1.], &dev).unwrap()).unwrap();
-        let e = bn
-            .forward_t(&x, false)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        assert!(
-            (e[0] - 0.0).abs() < 1e-5 && (e[3] - 1.5).abs() < 1e-4 && (e[4] - 8.0).abs() < 1e-3,
-            "{e:?}"
-        );
+        let e = bn.forward_t(&x, false).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!((e[0] - 0.0).abs() < 1e-5 && (e[3] - 1.5).abs() < 1e-4 && (e[4] - 8.0).abs() < 1e-3, "{e:?}");
         assert_eq!(stored(&map, "bn.running_mean"), vec![1.0, 2.0]);
     }
 

@@ -29,10 +29,7 @@ impl BasicBlock {
     fn new(in_c: usize, out_c: usize, stride: usize, vb: &VarBuilder) -> Result<Self> {
         let downsample = if stride != 1 || in_c != out_c {
             let vd = vb.pp("downsample");
-            Some((
-                Conv2d::new(in_c, out_c, 1, stride, 0, false, vd.pp("0"))?,
-                BatchNorm2d::new(out_c, vd.pp("1"))?,
-            ))
+            Some((Conv2d::new(in_c, out_c, 1, stride, 0, false, vd.pp("0"))?, BatchNorm2d::new(out_c, vd.pp("1"))?))
         } else {
             None
         };
@@ -85,13 +82,7 @@ impl ResNet18 {
             layers.push(blocks);
             in_c = out_c;
         }
-        Ok(Self {
-            conv1,
-            bn1,
-            layers,
-            width,
-            in_channels,
-        })
+        Ok(Self { conv1, bn1, layers, width, in_channels })
     }
 
     pub fn feature_dim(&self) -> usize {

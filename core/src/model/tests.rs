@@ -15,12 +15,7 @@ fn build(spec: &BackboneSpec) -> (VarMap, Backbone) {
 }
 
 fn shapes(map: &VarMap) -> BTreeMap<String, Vec<usize>> {
-    map.data()
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.dims().to_vec()))
-        .collect()
+    map.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.dims().to_vec())).collect()
 }
 
 /// torchvision `resnet18().state_dict()`, minus `fc.*` and `num_batches_tracked`, with the
@@ -78,11 +73,8 @@ fn resnet18_names_and_shapes_match_torchvision() {
     assert_eq!(shapes(&map), want);
     assert!(want.contains_key(FIRST_CONV));
     assert_eq!(backbone.feature_dim(), 512);
-    let params: usize = want
-        .iter()
-        .filter(|(k, _)| !k.contains("running"))
-        .map(|(_, s)| s.iter().product::<usize>())
-        .sum();
+    let params: usize =
+        want.iter().filter(|(k, _)| !k.contains("running")).map(|(_, s)| s.iter().product::<usize>()).sum();
     // torchvision's 11,689,512 minus fc (513,000) and the 7×7 stem's extra 64·3·40 weights.
     assert_eq!(params, 11_689_512 - 513_000 - 64 * 3 * 40);
 }
@@ -105,11 +97,7 @@ fn output_shapes() {
     for kind in BackboneKind::ALL {
         for c in [1, 3] {
             // Small widths keep the ResNet quick; names and strides do not depend on width.
-            let spec = BackboneSpec {
-                kind,
-                width: 4,
-                in_channels: c,
-            };
+            let spec = BackboneSpec { kind, width: 4, in_channels: c };
             let (_, backbone) = build(&spec);
             for size in [28, 32] {
                 let x = Tensor::rand(0f32, 1., (2, c, size, size), &dev).unwrap();
@@ -128,14 +116,7 @@ fn output_shapes() {
             let x = Tensor::rand(0f32, 1., (2, c, 32, 32), &dev).unwrap();
             let y = backbone.forward_t(&x, false).unwrap();
             let last = backbone.stage_features_t(&x, false).unwrap().pop().unwrap();
-            let diff = (y - last)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let diff = (y - last).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
             assert!(diff < 1e-6);
         }
     }
@@ -147,17 +128,8 @@ fn output_shapes() {
 #[test]
 fn training_forward_updates_running_stats_and_eval_does_not() {
     let dev = Device::Cpu;
-    let (map, backbone) = build(&BackboneSpec {
-        kind: BackboneKind::Resnet18,
-        width: 4,
-        in_channels: 3,
-    });
-    let read = |name: &str| {
-        map.data().lock().unwrap()[name]
-            .as_tensor()
-            .to_vec1::<f32>()
-            .unwrap()
-    };
+    let (map, backbone) = build(&BackboneSpec { kind: BackboneKind::Resnet18, width: 4, in_channels: 3 });
+    let read = |name: &str| map.data().lock().unwrap()[name].as_tensor().to_vec1::<f32>().unwrap();
     let x = (Tensor::rand(0f32, 1., (4, 3, 16, 16), &dev).unwrap() + 0.5).unwrap();
     let before = read("layer3.1.bn2.running_mean");
     backbone.forward_t(&x, false).unwrap();
@@ -172,19 +144,9 @@ fn training_forward_updates_running_stats_and_eval_does_not() {
 fn gradients_reach_every_parameter() {
     let dev = Device::Cpu;
     for kind in BackboneKind::ALL {
-        let (map, backbone) = build(&BackboneSpec {
-            kind,
-            width: 4,
-            in_channels: 3,
-        });
+        let (map, backbone) = build(&BackboneSpec { kind, width: 4, in_channels: 3 });
         let x = Tensor::rand(0f32, 1., (2, 3, 16, 16), &dev).unwrap();
-        let loss = backbone
-            .forward_t(&x, true)
-            .unwrap()
-            .sqr()
-            .unwrap()
-            .sum_all()
-            .unwrap();
+        let loss = backbone.forward_t(&x, true).unwrap().sqr().unwrap().sum_all().unwrap();
         let grads = loss.backward().unwrap();
         for (name, var) in map.data().lock().unwrap().iter() {
             let has = grads.get(var.as_tensor()).is_some();
@@ -196,26 +158,14 @@ fn gradients_reach_every_parameter() {
 #[test]
 fn cpu_rng_cannot_be_seeded_but_seeded_builder_is_deterministic() {
     assert!(Device::Cpu.set_seed(0).is_err());
-    let spec = BackboneSpec {
-        kind: BackboneKind::Convnet,
-        width: 4,
-        in_channels: 3,
-    };
+    let spec = BackboneSpec { kind: BackboneKind::Convnet, width: 4, in_channels: 3 };
     let weights = |seed: u64| {
         let map = VarMap::new();
         let vb = seeded_var_builder(&map, seed, DType::F32, &Device::Cpu);
         Backbone::new(&spec, vb.pp("backbone")).unwrap();
         let data = map.data().lock().unwrap();
-        let w = data["backbone.layer3.conv.weight"]
-            .as_tensor()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        let bn = data["backbone.bn1.running_var"]
-            .as_tensor()
-            .to_vec1::<f32>()
-            .unwrap();
+        let w = data["backbone.layer3.conv.weight"].as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let bn = data["backbone.bn1.running_var"].as_tensor().to_vec1::<f32>().unwrap();
         assert!(data["backbone.conv1.weight"].as_tensor().is_variable());
         (w, bn)
     };
@@ -230,14 +180,8 @@ fn cpu_rng_cannot_be_seeded_but_seeded_builder_is_deterministic() {
 
 #[test]
 fn spec_parsing_and_serde() {
-    assert_eq!(
-        "resnet18".parse::<BackboneKind>().unwrap(),
-        BackboneKind::Resnet18
-    );
-    assert_eq!(
-        " ConvNet ".parse::<BackboneKind>().unwrap(),
-        BackboneKind::Convnet
-    );
+    assert_eq!("resnet18".parse::<BackboneKind>().unwrap(), BackboneKind::Resnet18);
+    assert_eq!(" ConvNet ".parse::<BackboneKind>().unwrap(), BackboneKind::Convnet);
     assert!("vgg".parse::<BackboneKind>().is_err());
     assert_eq!(BackboneKind::Convnet.to_string(), "convnet");
     let spec = BackboneSpec::new(BackboneKind::Resnet18, 3);
@@ -245,17 +189,7 @@ fn spec_parsing_and_serde() {
     assert_eq!(json, r#"{"kind":"resnet18","width":64,"in_channels":3}"#);
     assert_eq!(serde_json::from_str::<BackboneSpec>(&json).unwrap(), spec);
     assert_eq!(BackboneSpec::default_width(BackboneKind::Convnet), 16);
-    let bad = BackboneSpec {
-        kind: BackboneKind::Convnet,
-        width: 0,
-        in_channels: 3,
-    };
+    let bad = BackboneSpec { kind: BackboneKind::Convnet, width: 0, in_channels: 3 };
     let map = VarMap::new();
-    assert!(
-        Backbone::new(
-            &bad,
-            VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu)
-        )
-        .is_err()
-    );
+    assert!(Backbone::new(&bad, VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu)).is_err());
 }

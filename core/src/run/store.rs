@@ -170,11 +170,8 @@ impl RunStore {
             metrics,
         };
         write_json(&self.layout.checkpoint_meta(epoch), &meta)?;
-        let latest = Latest {
-            format_version: FORMAT_VERSION,
-            epoch,
-            checkpoint: format!("{}.json", checkpoint_stem(epoch)),
-        };
+        let latest =
+            Latest { format_version: FORMAT_VERSION, epoch, checkpoint: format!("{}.json", checkpoint_stem(epoch)) };
         write_json(&self.layout.latest(), &latest)?;
         Ok(meta)
     }

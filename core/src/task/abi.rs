@@ -70,19 +70,36 @@ pub struct VTable {
     /// JSON `Description`: name, version, description, default config, core version, CUDA.
     pub describe: unsafe extern "C" fn(out: *mut OwnedBuf, err: *mut OwnedBuf) -> i32,
     /// Creates a session from a JSON `SessionConfig`.
-    pub create: unsafe extern "C" fn(config: Bytes, log: Option<LogFn>, out: *mut SessionPtr, err: *mut OwnedBuf) -> i32,
+    pub create:
+        unsafe extern "C" fn(config: Bytes, log: Option<LogFn>, out: *mut SessionPtr, err: *mut OwnedBuf) -> i32,
     /// Makes the pretext inputs of a batch; thread-safe, may run during `train_step`.
-    pub prepare:
-        unsafe extern "C" fn(session: SessionPtr, images: ImagesRef, seed: u64, out: *mut PreparedPtr, err: *mut OwnedBuf) -> i32,
+    pub prepare: unsafe extern "C" fn(
+        session: SessionPtr,
+        images: ImagesRef,
+        seed: u64,
+        out: *mut PreparedPtr,
+        err: *mut OwnedBuf,
+    ) -> i32,
     pub free_prepared: unsafe extern "C" fn(prepared: PreparedPtr),
     /// One optimisation step on prepared inputs; fills `out` with JSON metrics.
-    pub train_step:
-        unsafe extern "C" fn(session: SessionPtr, prepared: PreparedPtr, lr: f64, out: *mut OwnedBuf, err: *mut OwnedBuf) -> i32,
+    pub train_step: unsafe extern "C" fn(
+        session: SessionPtr,
+        prepared: PreparedPtr,
+        lr: f64,
+        out: *mut OwnedBuf,
+        err: *mut OwnedBuf,
+    ) -> i32,
     /// Backbone features of a batch as safetensors bytes of f32 matrices.
-    pub embed: unsafe extern "C" fn(session: SessionPtr, images: ImagesRef, out: *mut OwnedBuf, err: *mut OwnedBuf) -> i32,
+    pub embed:
+        unsafe extern "C" fn(session: SessionPtr, images: ImagesRef, out: *mut OwnedBuf, err: *mut OwnedBuf) -> i32,
     /// The task's pretext inputs of a batch as safetensors bytes of u8 images.
-    pub sample:
-        unsafe extern "C" fn(session: SessionPtr, images: ImagesRef, seed: u64, out: *mut OwnedBuf, err: *mut OwnedBuf) -> i32,
+    pub sample: unsafe extern "C" fn(
+        session: SessionPtr,
+        images: ImagesRef,
+        seed: u64,
+        out: *mut OwnedBuf,
+        err: *mut OwnedBuf,
+    ) -> i32,
     pub save_state: unsafe extern "C" fn(session: SessionPtr, out: *mut OwnedBuf, err: *mut OwnedBuf) -> i32,
     pub load_state: unsafe extern "C" fn(session: SessionPtr, state: Bytes, err: *mut OwnedBuf) -> i32,
     pub destroy: unsafe extern "C" fn(session: SessionPtr),

@@ -141,12 +141,17 @@ unsafe extern "C" fn describe<T: PretextTask>(out: *mut OwnedBuf, err: *mut Owne
     }
 }
 
-unsafe extern "C" fn create<T: PretextTask>(config: Bytes, log: Option<LogFn>, out: *mut SessionPtr, err: *mut OwnedBuf) -> i32 {
+unsafe extern "C" fn create<T: PretextTask>(
+    config: Bytes,
+    log: Option<LogFn>,
+    out: *mut SessionPtr,
+    err: *mut OwnedBuf,
+) -> i32 {
     install_panic_hook();
-    if let Some(log_fn) = log {
-        if log::set_boxed_logger(Box::new(HostLogger(log_fn))).is_ok() {
-            log::set_max_level(log::LevelFilter::Info);
-        }
+    if let Some(log_fn) = log
+        && log::set_boxed_logger(Box::new(HostLogger(log_fn))).is_ok()
+    {
+        log::set_max_level(log::LevelFilter::Info);
     }
     // SAFETY: the host passes a readable config and writable outputs.
     unsafe {
@@ -201,7 +206,8 @@ unsafe extern "C" fn train_step<T: PretextTask>(
     // and writable outputs.
     unsafe {
         guard(err, || {
-            let views = prepared.cast::<Views>().as_ref().ok_or_else(|| TaskError::Input("null prepared batch".into()))?;
+            let views =
+                prepared.cast::<Views>().as_ref().ok_or_else(|| TaskError::Input("null prepared batch".into()))?;
             let metrics = session::<T>(s)?.train_step(views, lr)?;
             put(out, serde_json::to_vec(&metrics).map_err(|e| TaskError::State(e.to_string()))?);
             Ok(())
@@ -209,7 +215,12 @@ unsafe extern "C" fn train_step<T: PretextTask>(
     }
 }
 
-unsafe extern "C" fn embed<T: PretextTask>(s: SessionPtr, batch: ImagesRef, out: *mut OwnedBuf, err: *mut OwnedBuf) -> i32 {
+unsafe extern "C" fn embed<T: PretextTask>(
+    s: SessionPtr,
+    batch: ImagesRef,
+    out: *mut OwnedBuf,
+    err: *mut OwnedBuf,
+) -> i32 {
     // SAFETY: as for `prepare`.
     unsafe {
         guard(err, || {

@@ -8,9 +8,9 @@
 
 pub mod abi;
 mod error;
-pub mod losses;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod export;
+pub mod losses;
 mod optim;
 mod session;
 pub mod wire;
@@ -94,7 +94,13 @@ pub trait PretextTask: Sized + Send + Sync + 'static {
 
     /// The loss from the backbone's features of `views.images` (one row per view image) and
     /// the targets as a `u32` tensor when the views had any.
-    fn loss(&self, head: &Self::Head, features: &Tensor, targets: Option<&Tensor>, train: bool) -> candle_core::Result<TaskOutput>;
+    fn loss(
+        &self,
+        head: &Self::Head,
+        features: &Tensor,
+        targets: Option<&Tensor>,
+        train: bool,
+    ) -> candle_core::Result<TaskOutput>;
 
     /// The pretext inputs of a few images, captioned, for `samples/`. The default shows each
     /// view image with its target.

@@ -49,7 +49,15 @@ pub struct OptimizerConfig {
 
 impl Default for OptimizerConfig {
     fn default() -> Self {
-        Self { kind: OptimizerKind::Adamw, weight_decay: None, momentum: 0.9, beta1: 0.9, beta2: 0.999, eps: 1e-8, eta: 0.001 }
+        Self {
+            kind: OptimizerKind::Adamw,
+            weight_decay: None,
+            momentum: 0.9,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            eta: 0.001,
+        }
     }
 }
 

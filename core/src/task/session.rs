@@ -7,8 +7,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
-use candle_core::{DType, Device, Tensor};
 use candle_core::Var;
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -91,7 +91,9 @@ pub fn open_device(spec: &str) -> Result<Device, TaskError> {
     if cfg!(feature = "cuda") {
         Device::new_cuda(ordinal).map_err(|e| TaskError::Device(format!("cannot open cuda:{ordinal}: {e}")))
     } else {
-        Err(TaskError::Device("this build has no CUDA support; rebuild with `--features cuda` (see scripts/cuda-build.sh)".into()))
+        Err(TaskError::Device(
+            "this build has no CUDA support; rebuild with `--features cuda` (see scripts/cuda-build.sh)".into(),
+        ))
     }
 }
 
@@ -263,8 +265,8 @@ impl<T: PretextTask> Session<T> {
     /// Restores what [`Session::save_state`] wrote; every model tensor must be present
     /// with the same shape, so a checkpoint of another task or backbone is refused.
     pub fn load_state(&self, bytes: &[u8]) -> Result<(), TaskError> {
-        let (_, header) =
-            safetensors::SafeTensors::read_metadata(bytes).map_err(|e| TaskError::State(format!("not a checkpoint: {e}")))?;
+        let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
+            .map_err(|e| TaskError::State(format!("not a checkpoint: {e}")))?;
         let meta = header.metadata().clone().unwrap_or_default();
         let task = T::info().name;
         if meta.get(TASK_KEY).is_some_and(|t| *t != task) {

@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 
-use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
+use safetensors::tensor::{Dtype, TensorView};
 use serde::{Deserialize, Serialize};
 
 use super::Sample;
@@ -73,7 +73,8 @@ pub fn encode_samples(samples: &[Sample]) -> Result<Vec<u8>, String> {
         let name = format!("sample.{i:04}");
         let m = SampleMeta { group: s.group, caption: s.caption.clone() };
         meta.insert(name.clone(), serde_json::to_string(&m).map_err(|e| e.to_string())?);
-        views.push((name, TensorView::new(Dtype::U8, vec![img.c, img.h, img.w], &img.data).map_err(|e| e.to_string())?));
+        views
+            .push((name, TensorView::new(Dtype::U8, vec![img.c, img.h, img.w], &img.data).map_err(|e| e.to_string())?));
     }
     safetensors::serialize(views, Some(meta)).map_err(|e| e.to_string())
 }

@@ -85,10 +85,10 @@ impl TrainConfig {
         if self.limit == Some(0) {
             return Err("--limit must be at least 1".into());
         }
-        if let Some(lr) = self.lr {
-            if !(lr.is_finite() && lr > 0.0) {
-                return Err(format!("--lr must be a positive number, not {lr}"));
-            }
+        if let Some(lr) = self.lr
+            && !(lr.is_finite() && lr > 0.0)
+        {
+            return Err(format!("--lr must be a positive number, not {lr}"));
         }
         if self.warmup_epochs.is_some_and(|w| !(w.is_finite() && w >= 0.0)) {
             return Err("warmup_epochs must be zero or positive".into());

@@ -48,7 +48,12 @@ const PREFETCH_DEPTH: usize = 2;
 
 /// Trains `config.task` as configured. With `resume`, continues the run in `config.out_dir()`
 /// from its newest complete checkpoint. `stop` is polled after every step.
-pub fn train(config: &TrainConfig, resume: bool, stop: &AtomicBool, on_event: &mut dyn FnMut(Event)) -> Result<Summary, TrainError> {
+pub fn train(
+    config: &TrainConfig,
+    resume: bool,
+    stop: &AtomicBool,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<Summary, TrainError> {
     config.validate().map_err(TrainError::Config)?;
     let plugin = host::resolve(&config.task)?;
     let splits = data::open(&config.data, &OpenOptions { limit: config.limit, seed: config.seed })?;
@@ -69,7 +74,11 @@ pub fn train(config: &TrainConfig, resume: bool, stop: &AtomicBool, on_event: &m
         task: config.task_config.clone(),
         backbone: spec.clone(),
         input: InputSpec { channels: train_set.channels(), height: train_set.height(), width: train_set.width() },
-        optimizer: OptimizerConfig { kind: config.optimizer, weight_decay: config.weight_decay, ..OptimizerConfig::default() },
+        optimizer: OptimizerConfig {
+            kind: config.optimizer,
+            weight_decay: config.weight_decay,
+            ..OptimizerConfig::default()
+        },
         device: config.device.clone(),
         seed: config.seed,
         normalize: Normalize { mean, std: std.iter().map(|s| s.max(1e-3)).collect() },
@@ -97,7 +106,7 @@ pub fn train(config: &TrainConfig, resume: bool, stop: &AtomicBool, on_event: &m
     }
     store.write_info(&info)?;
 
-    let result = run_epochs(config, &session, &train_set, &store, first_epoch, &mut info, history, stop, on_event);
+    let result = run_epochs(config, &session, &train_set, &store, first_epoch, &mut info, &history, stop, on_event);
     match result {
         Ok(summary) => {
             info.status = summary.status;
@@ -128,7 +137,14 @@ fn prepare_run_dir(dir: &std::path::Path, resume: bool) -> Result<RunStore, Trai
     Ok(RunStore::create(dir)?)
 }
 
-fn run_info(config: &TrainConfig, plugin: &Plugin, spec: &BackboneSpec, train: &Dataset, test_images: usize, dir: &std::path::Path) -> RunInfo {
+fn run_info(
+    config: &TrainConfig,
+    plugin: &Plugin,
+    spec: &BackboneSpec,
+    train: &Dataset,
+    test_images: usize,
+    dir: &std::path::Path,
+) -> RunInfo {
     let now = now_unix();
     RunInfo {
         format_version: FORMAT_VERSION,
@@ -185,10 +201,21 @@ impl Meter {
         let secs = self.started.map_or(0.0, |t| t.elapsed().as_secs_f64());
         #[allow(clippy::cast_precision_loss)]
         let ips = if secs > 0.0 { self.images as f64 / secs } else { 0.0 };
-        let mut extra: std::collections::BTreeMap<String, f64> = self.sums.iter().map(|(k, v)| (k.clone(), v / n)).collect();
+        let mut extra: std::collections::BTreeMap<String, f64> =
+            self.sums.iter().map(|(k, v)| (k.clone(), v / n)).collect();
         let loss = extra.remove("loss").unwrap_or(f64::NAN);
         *self = Self { started: Some(Instant::now()), ..Self::default() };
-        MetricRecord { epoch, step, loss, lr, images_per_sec: ips, elapsed_s: elapsed, knn_top1: None, epoch_end, extra }
+        MetricRecord {
+            epoch,
+            step,
+            loss,
+            lr,
+            images_per_sec: ips,
+            elapsed_s: elapsed,
+            knn_top1: None,
+            epoch_end,
+            extra,
+        }
     }
 }
 
@@ -200,7 +227,7 @@ fn run_epochs(
     store: &RunStore,
     first_epoch: u64,
     info: &mut RunInfo,
-    history: Vec<MetricRecord>,
+    history: &[MetricRecord],
     stop: &AtomicBool,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<Summary, TrainError> {
@@ -237,7 +264,9 @@ fn run_epochs(
             let b = b as u64;
             let step = (epoch - 1) * batches_per_epoch + b;
             let lr = schedule.at(step);
-            let metrics = match prepared.and_then(|batch: PreparedBatch| session.train_step(&batch, lr).map(|m| (m, batch.images))) {
+            let metrics = match prepared
+                .and_then(|batch: PreparedBatch| session.train_step(&batch, lr).map(|m| (m, batch.images)))
+            {
                 Ok(m) => m,
                 Err(e @ CallError::NonFinite { .. }) => {
                     let kept = match store.list_checkpoints().ok().and_then(|c| c.last().map(|m| m.epoch)) {
@@ -251,9 +280,15 @@ fn run_epochs(
             let (metrics, images) = metrics;
             epoch_meter.add(&metrics, images);
             log_meter.add(&metrics, images);
-            on_event(Event::Step { epoch, batch: b + 1, batches: batches_per_epoch, loss: metrics.get("loss").copied().unwrap_or(f64::NAN), lr });
+            on_event(Event::Step {
+                epoch,
+                batch: b + 1,
+                batches: batches_per_epoch,
+                loss: metrics.get("loss").copied().unwrap_or(f64::NAN),
+                lr,
+            });
             let elapsed = elapsed_before + started.elapsed().as_secs_f64();
-            if config.log_every > 0 && (b + 1) % config.log_every == 0 && b + 1 < batches_per_epoch {
+            if config.log_every > 0 && (b + 1).is_multiple_of(config.log_every) && b + 1 < batches_per_epoch {
                 store.append_metric(&log_meter.record(epoch, step + 1, lr, elapsed, false))?;
             }
             if stop.load(Ordering::Relaxed) {
@@ -261,7 +296,13 @@ fn run_epochs(
             }
         }
         let elapsed = elapsed_before + started.elapsed().as_secs_f64();
-        let record = epoch_meter.record(epoch, epoch * batches_per_epoch, schedule.at(epoch * batches_per_epoch - 1), elapsed, true);
+        let record = epoch_meter.record(
+            epoch,
+            epoch * batches_per_epoch,
+            schedule.at(epoch * batches_per_epoch - 1),
+            elapsed,
+            true,
+        );
         store.append_metric(&record)?;
         on_event(Event::Epoch(record.clone()));
         if epoch % config.checkpoint_every == 0 || epoch == config.epochs {

@@ -96,7 +96,10 @@ impl PretextTask for Jigsaw {
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
         let tile = ((cell as f32 * config.tile_fraction).floor() as usize).max(1);
         if cell < 2 {
-            return Err(TaskError::Config(format!("{}×{} images are too small for 3×3 tiles", input.height, input.width)));
+            return Err(TaskError::Config(format!(
+                "{}×{} images are too small for 3×3 tiles",
+                input.height, input.width
+            )));
         }
         let perms = maximal_hamming_set(config.permutations, config.permutation_seed);
         Ok(Self { perms, tile, hidden_dim: config.hidden_dim })
@@ -122,7 +125,13 @@ impl PretextTask for Jigsaw {
         })
     }
 
-    fn loss(&self, head: &PermutationHead, features: &Tensor, targets: Option<&Tensor>, _train: bool) -> candle_core::Result<TaskOutput> {
+    fn loss(
+        &self,
+        head: &PermutationHead,
+        features: &Tensor,
+        targets: Option<&Tensor>,
+        _train: bool,
+    ) -> candle_core::Result<TaskOutput> {
         let Some(targets) = targets else { candle_core::bail!("jigsaw views come with targets") };
         let (rows, dim) = features.dims2()?;
         // Rows are tiles in puzzle order, nine per image: one row of 9·D per image.
@@ -162,15 +171,16 @@ mod tests {
         let task = Jigsaw::new(JigsawConfig::default(), InputSpec { channels: 1, height: 30, width: 30 }).unwrap();
         // Each 10×10 cell is filled with its own index, so any tile cut from it, wherever
         // the jitter puts it, shows which cell it came from.
-        let data: Vec<u8> = (0..30 * 30).map(|p| u8::try_from((p / 30 / 10) * 3 + (p % 30) / 10).unwrap() * 20).collect();
+        let data: Vec<u8> =
+            (0..30 * 30).map(|p| u8::try_from((p / 30 / 10) * 3 + (p % 30) / 10).unwrap() * 20).collect();
         let batch = ByteImages::new(1, 1, 30, 30, data).unwrap();
         for seed in 0..20 {
             let views = task.make_views(&batch, &mut StdRng::seed_from_u64(seed)).unwrap();
             assert_eq!((views.images.n, views.images.h), (9, 8));
             let perm = task.permutations()[views.targets[0] as usize];
-            for pos in 0..TILES {
+            for (pos, &cell) in perm.iter().enumerate() {
                 let tile = views.images.one(pos).to_bytes();
-                assert!(tile.data.iter().all(|&v| v == perm[pos] * 20), "position {pos} should hold tile {}", perm[pos]);
+                assert!(tile.data.iter().all(|&v| v == cell * 20), "position {pos} should hold tile {cell}");
             }
         }
     }

@@ -84,7 +84,13 @@ impl PretextTask for Rotation {
         candle_nn::linear(feature_dim, ROTATIONS.len(), vb.pp("fc"))
     }
 
-    fn loss(&self, head: &Linear, features: &Tensor, targets: Option<&Tensor>, _train: bool) -> candle_core::Result<TaskOutput> {
+    fn loss(
+        &self,
+        head: &Linear,
+        features: &Tensor,
+        targets: Option<&Tensor>,
+        _train: bool,
+    ) -> candle_core::Result<TaskOutput> {
         let Some(targets) = targets else { candle_core::bail!("rotation views come with targets") };
         classification(&head.forward(features)?, targets)
     }
@@ -111,7 +117,8 @@ mod tests {
 
     #[test]
     fn four_views_per_image_labelled_by_quarter_turns() {
-        let task = Rotation::new(RotationConfig { flip_p: 0.0 }, InputSpec { channels: 1, height: 2, width: 2 }).unwrap();
+        let task =
+            Rotation::new(RotationConfig { flip_p: 0.0 }, InputSpec { channels: 1, height: 2, width: 2 }).unwrap();
         // One 2×2 image [[10, 20], [30, 40]]; counter-clockwise quarter turn: [[20, 40], [10, 30]].
         let batch = ByteImages::new(1, 1, 2, 2, vec![10, 20, 30, 40]).unwrap();
         let views = task.make_views(&batch, &mut StdRng::seed_from_u64(0)).unwrap();

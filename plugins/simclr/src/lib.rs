@@ -150,7 +150,13 @@ impl PretextTask for Simclr {
         })
     }
 
-    fn loss(&self, head: &Projector, features: &Tensor, _: Option<&Tensor>, _train: bool) -> candle_core::Result<TaskOutput> {
+    fn loss(
+        &self,
+        head: &Projector,
+        features: &Tensor,
+        _: Option<&Tensor>,
+        _train: bool,
+    ) -> candle_core::Result<TaskOutput> {
         let (loss, acc) = nt_xent(&head.forward(features)?, self.config.temperature)?;
         Ok(TaskOutput { loss, metrics: vec![("pretext_acc".into(), acc)] })
     }
@@ -159,7 +165,11 @@ impl PretextTask for Simclr {
         let mut out = Vec::new();
         for i in 0..batch.n {
             for v in 1..=2 {
-                out.push(Sample { group: i, caption: format!("view {v}"), image: self.view(batch, i, rng).into_batch() });
+                out.push(Sample {
+                    group: i,
+                    caption: format!("view {v}"),
+                    image: self.view(batch, i, rng).into_batch(),
+                });
             }
         }
         Ok(out)

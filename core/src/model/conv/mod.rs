@@ -39,56 +39,28 @@ impl Conv2d {
         }
         let fan_out = (out_c * kernel * kernel) as f64;
         let stdev = (2.0 / fan_out).sqrt();
-        let weight = vb.get_with_hints(
-            (out_c, in_c, kernel, kernel),
-            "weight",
-            Init::Randn { mean: 0.0, stdev },
-        )?;
+        let weight = vb.get_with_hints((out_c, in_c, kernel, kernel), "weight", Init::Randn { mean: 0.0, stdev })?;
         let bias = if bias {
             let bound = 1.0 / ((in_c * kernel * kernel) as f64).sqrt();
-            Some(vb.get_with_hints(
-                out_c,
-                "bias",
-                Init::Uniform {
-                    lo: -bound,
-                    up: bound,
-                },
-            )?)
+            Some(vb.get_with_hints(out_c, "bias", Init::Uniform { lo: -bound, up: bound })?)
         } else {
             None
         };
-        Ok(Self {
-            weight,
-            bias,
-            stride,
-            padding,
-        })
+        Ok(Self { weight, bias, stride, padding })
     }
 
     /// Wraps existing parameters: `weight` of shape (out, in, k, k), `bias` of shape (out).
-    pub fn from_parts(
-        weight: Tensor,
-        bias: Option<Tensor>,
-        stride: usize,
-        padding: usize,
-    ) -> Result<Self> {
+    pub fn from_parts(weight: Tensor, bias: Option<Tensor>, stride: usize, padding: usize) -> Result<Self> {
         let (out_c, _, kh, kw) = weight.dims4()?;
         if kh != kw || stride == 0 {
-            candle_core::bail!(
-                "conv2d needs a square kernel and a positive stride, got {kh}×{kw}, stride {stride}"
-            );
+            candle_core::bail!("conv2d needs a square kernel and a positive stride, got {kh}×{kw}, stride {stride}");
         }
         if let Some(b) = &bias
             && b.dims() != [out_c]
         {
             candle_core::bail!("conv2d bias has shape {:?}, expected [{out_c}]", b.dims());
         }
-        Ok(Self {
-            weight,
-            bias,
-            stride,
-            padding,
-        })
+        Ok(Self { weight, bias, stride, padding })
     }
 
     pub fn weight(&self) -> &Tensor {
@@ -139,12 +111,7 @@ mod tests {
         let conv = Conv2d::new(3, 64, 3, 2, 1, true, vb.pp("c")).unwrap();
         let x = Tensor::ones((2, 3, 9, 9), DType::F32, &dev).unwrap();
         assert_eq!(conv.forward(&x).unwrap().dims(), &[2, 64, 5, 5]);
-        let w = conv
-            .weight()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let w = conv.weight().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let std = (w.iter().map(|v| v * v).sum::<f32>() / w.len() as f32).sqrt();
         let want = (2.0f32 / (64.0 * 9.0)).sqrt();
         assert!((std / want - 1.0).abs() < 0.15, "std {std} want {want}");
@@ -153,10 +120,7 @@ mod tests {
         let bad = Tensor::ones((2, 4, 9, 9), DType::F32, &dev).unwrap();
         assert!(conv.forward(&bad).is_err());
         // Strided (non-contiguous) inputs are accepted.
-        let t = Tensor::ones((3, 2, 9, 9), DType::F32, &dev)
-            .unwrap()
-            .transpose(0, 1)
-            .unwrap();
+        let t = Tensor::ones((3, 2, 9, 9), DType::F32, &dev).unwrap().transpose(0, 1).unwrap();
         assert!(!t.is_contiguous());
         assert_eq!(conv.forward(&t).unwrap().dims(), &[2, 64, 5, 5]);
     }
