@@ -10,6 +10,9 @@
 
 pub mod augment;
 pub mod data;
+pub mod eval;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod export;
 pub mod model;
 pub mod run;
 pub mod task;

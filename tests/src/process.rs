@@ -93,6 +93,31 @@ impl Output {
         self
     }
 
+    /// Asserts the error contract of a failure after training started: exit code 1 (not a
+    /// signal, not an abort), no panic or backtrace text, and exactly one `error:` line, the
+    /// last on stderr (progress lines may come before it), mentioning each of `needles`.
+    pub fn assert_error_after_progress(&self, needles: &[&str]) -> String {
+        assert_eq!(self.code(), Some(1), "expected exit code 1, got {:?}\n--- stderr\n{}", self.status, self.stderr);
+        assert_no_panic_text(&self.stderr);
+        let lines = self.stderr_lines();
+        let errors: Vec<&&str> = lines.iter().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(errors.len(), 1, "expected one error line, got:\n{}", self.stderr);
+        assert_eq!(lines.last(), errors.first().copied(), "the error must be the last line:\n{}", self.stderr);
+        for line in &lines[..lines.len() - 1] {
+            assert!(
+                line.starts_with("training ") || line.starts_with("epoch "),
+                "unexpected line before the error: {line}\n{}",
+                self.stderr
+            );
+        }
+        let line = *errors[0];
+        let lower = line.to_lowercase();
+        for needle in needles {
+            assert!(lower.contains(&needle.to_lowercase()), "the error does not mention `{needle}`: {line}");
+        }
+        line.to_string()
+    }
+
     /// Asserts the user-facing error contract: exit code 1 (not a signal, not an abort),
     /// exactly one line on stderr starting with `error:`, no panic or backtrace text, and
     /// the line mentions each of `needles` (case-insensitive). Returns the line.

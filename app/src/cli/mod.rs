@@ -1,9 +1,13 @@
 //! Command-line parsing and dispatch. Each subcommand lives in its own file.
 
+mod embed;
+mod eval;
+mod export;
 mod logging;
 mod plugins;
 mod progress;
 mod train;
+mod weights;
 
 use clap::{Parser, Subcommand};
 
@@ -25,12 +29,21 @@ pub enum Command {
     Plugins(plugins::PluginsArgs),
     /// Train a pretext task and write a run directory.
     Train(Box<train::TrainArgs>),
+    /// Measure a run's features: kNN, linear probe, or fine-tuning on labelled data.
+    Eval(Box<eval::EvalArgs>),
+    /// Write a run's 2-D feature embedding, neighbours and thumbnails for the viewers.
+    Embed(embed::EmbedArgs),
+    /// Write a run's backbone with torchvision resnet18 names.
+    Export(export::ExportArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Plugins(args) => plugins::run(&args),
         Command::Train(args) => train::run(*args),
+        Command::Eval(args) => eval::run(&args),
+        Command::Embed(args) => embed::run(&args),
+        Command::Export(args) => export::run(&args),
     }
 }
 

@@ -39,7 +39,10 @@ impl Progress {
                 }
             }
             Event::Epoch(r) => {
-                let extra: String = r.extra.iter().map(|(k, v)| format!(" {k} {v:.4}")).collect();
+                let mut extra: String = r.extra.iter().map(|(k, v)| format!(" {k} {v:.4}")).collect();
+                if let Some(knn) = r.knn_top1 {
+                    extra.push_str(&format!("  kNN {:.2}%", knn * 100.0));
+                }
                 let line = format!(
                     "epoch {:>3}  loss {:.4}{extra}  lr {:.2e}  {:.0} images/s  {:.0}s",
                     r.epoch, r.loss, r.lr, r.images_per_sec, r.elapsed_s

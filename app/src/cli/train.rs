@@ -62,6 +62,9 @@ pub struct TrainArgs {
     /// Threads preparing batches ahead of the training step.
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
+    /// Measure kNN accuracy on held-out test images every N epochs.
+    #[arg(long, value_name = "N")]
+    knn_every: Option<u64>,
 }
 
 fn parse_backbone(s: &str) -> Result<BackboneKind, String> {
@@ -84,7 +87,7 @@ impl TrainArgs {
         macro_rules! set {
             ($($field:ident),*) => { $( if let Some(v) = self.$field { c.$field = v; } )* };
         }
-        set!(task, data, backbone, epochs, batch_size, optimizer, device, seed, checkpoint_every, workers);
+        set!(task, data, backbone, epochs, batch_size, optimizer, device, seed, checkpoint_every, workers, knn_every);
         if self.width.is_some() {
             c.width = self.width;
         }

@@ -20,6 +20,10 @@ pub enum LoadError {
         "{path} was built against pretext-core {found}, but this pretext is {expected}; rebuild the plugin against pretext-core {expected}"
     )]
     CoreMismatch { path: PathBuf, found: String, expected: String },
+    #[error(
+        "{path} was built {plugin} CUDA support but this pretext was built {host} it; build both with the same `--features`"
+    )]
+    Capability { path: PathBuf, plugin: &'static str, host: &'static str },
     #[error("{path} does not describe itself: {reason}")]
     Describe { path: PathBuf, reason: String },
     #[error("no plugin named `{name}` was found (looked in: {searched}); `pretext plugins` lists what is available")]
@@ -32,7 +36,7 @@ pub enum LoadError {
 pub enum CallError {
     #[error("plugin `{plugin}` failed to {action}: {message}")]
     Failed { plugin: String, action: &'static str, message: String },
-    #[error("plugin `{plugin}` panicked during {action}: {message}")]
+    #[error("plugin `{plugin}` panicked while trying to {action}: {message}")]
     Panicked { plugin: String, action: &'static str, message: String },
     #[error("plugin `{plugin}`: {message}")]
     NonFinite { plugin: String, message: String },

@@ -88,6 +88,11 @@ pub fn load(path: &Path) -> Result<Plugin, LoadError> {
     if core != crate::CORE_VERSION {
         return Err(LoadError::CoreMismatch { path, found: core, expected: crate::CORE_VERSION.to_string() });
     }
+    let plugin_cuda = decl.capabilities & abi::CAP_CUDA != 0;
+    if plugin_cuda != cfg!(feature = "cuda") {
+        let with = |yes: bool| if yes { "with" } else { "without" };
+        return Err(LoadError::Capability { path, plugin: with(plugin_cuda), host: with(!plugin_cuda) });
+    }
     let mut out = OwnedBuf::EMPTY;
     let mut err = OwnedBuf::EMPTY;
     // SAFETY: `describe` takes two writable buffers, which these are.

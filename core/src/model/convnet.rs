@@ -56,7 +56,7 @@ impl ConvNet {
         let mut h = x.clone();
         let mut maps = Vec::with_capacity(self.blocks.len());
         for (conv, bn) in &self.blocks {
-            h = bn.forward_t(&conv.forward(&h)?, train)?.relu()?;
+            h = bn.forward_relu_t(&conv.forward(&h)?, train)?;
             maps.push(h.clone());
         }
         Ok(maps)
@@ -66,7 +66,7 @@ impl ConvNet {
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut h = x.clone();
         for (conv, bn) in &self.blocks {
-            h = bn.forward_t(&conv.forward(&h)?, train)?.relu()?;
+            h = bn.forward_relu_t(&conv.forward(&h)?, train)?;
         }
         global_avg_pool(&h)
     }

@@ -4,12 +4,15 @@
 //! average pool (no classifier). Parameter names follow torchvision's `resnet18` state dict;
 //! the caller places them under `backbone.` with `vb.pp("backbone")`. Every convolution goes
 //! through [`Conv2d`] so a faster kernel can be dropped in at one place. This module compiles
-//! for wasm32 (the browser viewer runs backbones), so it must not use threads or files.
+//! for wasm32 (the browser viewer runs backbones), so it must not use threads or files there:
+//! the multi-threaded CPU convolution kernels are compiled only off wasm32.
 
 mod conv;
 mod convnet;
 mod init;
 mod norm;
+#[cfg(not(target_arch = "wasm32"))]
+mod norm_op;
 mod resnet;
 
 use std::fmt;
@@ -19,7 +22,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-pub use conv::Conv2d;
+pub use conv::{Conv2d, ConvImpl, conv_impl, conv2d, set_conv_impl};
 pub use convnet::ConvNet;
 pub use init::seeded_var_builder;
 pub use norm::BatchNorm2d;

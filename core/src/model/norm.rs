@@ -5,6 +5,10 @@
 //! whose unbiased variance would write `inf` into the running variance. It must not keep
 //! statistics of its own: the running mean and variance live in the `VarBuilder`'s store
 //! (`running_mean`, `running_var`) so that checkpoints carry them.
+//!
+//! Training on the CPU in f32 runs the fused kernels of `norm_op.rs` (optionally with the
+//! following ReLU folded in, see [`BatchNorm2d::forward_relu_t`]); everything else, and
+//! everything under `PRETEXT_CONV=stock` / [`super::ConvImpl::Stock`], uses candle-nn's.
 
 use candle_core::{Result, Tensor};
 use candle_nn::{BatchNormConfig, ModuleT, VarBuilder};
@@ -36,6 +40,15 @@ impl BatchNorm2d {
     /// Training mode normalises with the batch statistics and updates the running ones in
     /// place; eval mode uses the running statistics.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_maybe_relu(x, train, false)
+    }
+
+    /// `relu(forward_t(x, train))`, fused into one pass where the fast kernels apply.
+    pub fn forward_relu_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_maybe_relu(x, train, true)
+    }
+
+    fn forward_maybe_relu(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
         if train {
             let dims = x.dims();
             let per_channel: usize = dims.iter().enumerate().filter(|&(i, _)| i != 1).map(|(_, d)| d).product();
@@ -44,8 +57,37 @@ impl BatchNorm2d {
                     "batch norm in training mode needs more than one value per channel, got input {dims:?}"
                 );
             }
+            #[cfg(not(target_arch = "wasm32"))]
+            if super::conv_impl() == super::ConvImpl::Fast
+                && x.device().is_cpu()
+                && x.dtype() == candle_core::DType::F32
+                && dims.len() == 4
+                && dims[1] == self.running_mean().elem_count()
+                && let Some((weight, bias)) = self.inner.weight_and_bias()
+            {
+                return self.fused_train(x, weight, bias, relu, per_channel);
+            }
         }
-        self.inner.forward_t(x, train)
+        let y = self.inner.forward_t(x, train)?;
+        if relu { y.relu() } else { Ok(y) }
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    fn fused_train(&self, x: &Tensor, weight: &Tensor, bias: &Tensor, relu: bool, count: usize) -> Result<Tensor> {
+        use super::norm_op::{BatchNormTrain, ChannelStats};
+        let x = x.contiguous()?;
+        let stats = x.apply_op1_no_bwd(&ChannelStats)?;
+        let m = Self::MOMENTUM;
+        // candle-nn's update, PyTorch's too: the running variance takes the unbiased estimate.
+        let unbias = count as f64 / (count as f64 - 1.0);
+        let update = |running: &Tensor, batch: Tensor, mul: f64| -> Result<()> {
+            let new = ((running * (1.0 - m))? + (batch * (m * mul))?)?;
+            candle_core::Var::from_tensor(running)?.set(&new)
+        };
+        update(self.running_mean(), stats.get(0)?, 1.0)?;
+        update(self.running_var(), stats.get(1)?, unbias)?;
+        let wb = Tensor::stack(&[weight, bias], 0)?;
+        x.apply_op3(&stats, &wb, BatchNormTrain { eps: Self::EPS, relu })
     }
 }
 
@@ -104,5 +146,59 @@ mod tests {
         let x = Tensor::ones((1, 3, 1, 1), DType::F32, &dev).unwrap();
         assert!(bn.forward_t(&x, true).is_err());
         assert!(bn.forward_t(&x, false).is_ok());
+    }
+
+    /// The fused training path against candle-nn's: output, gradients of the input, weight
+    /// and bias, and the running statistics, with and without the ReLU.
+    #[cfg(not(target_arch = "wasm32"))]
+    #[test]
+    fn fused_training_matches_candle_nn() {
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+        let dev = Device::Cpu;
+        let mut rng = StdRng::seed_from_u64(1);
+        let mut random = |dims: &[usize], lo: f32, hi: f32| {
+            let len = dims.iter().product::<usize>();
+            Tensor::from_vec((0..len).map(|_| rng.random_range(lo..hi)).collect::<Vec<f32>>(), dims, &dev).unwrap()
+        };
+        for (relu, dims) in [(false, [3usize, 4, 5, 6]), (true, [5, 3, 2, 2]), (true, [2, 6, 7, 3])] {
+            let x0 = (random(&dims, -2.0, 2.0) + 0.7).unwrap();
+            let r = random(&dims, -1.0, 1.0);
+            let c = dims[1];
+            let w0 = random(&[c], 0.5, 1.5);
+            let b0 = random(&[c], -0.5, 0.5);
+            let mut results = Vec::new();
+            for fused in [false, true] {
+                let map = VarMap::new();
+                let bn = BatchNorm2d::new(c, VarBuilder::from_varmap(&map, DType::F32, &dev).pp("bn")).unwrap();
+                map.data().lock().unwrap()["bn.weight"].set(&w0).unwrap();
+                map.data().lock().unwrap()["bn.bias"].set(&b0).unwrap();
+                let x = Var::from_tensor(&x0).unwrap();
+                let y = if fused {
+                    bn.forward_maybe_relu(x.as_tensor(), true, relu).unwrap()
+                } else {
+                    let y = bn.inner.forward_t(x.as_tensor(), true).unwrap();
+                    if relu { y.relu().unwrap() } else { y }
+                };
+                let grads = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                let get = |t: &Tensor| grads.get(t).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let weight = map.data().lock().unwrap()["bn.weight"].as_tensor().clone();
+                let bias = map.data().lock().unwrap()["bn.bias"].as_tensor().clone();
+                results.push([
+                    y.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                    get(x.as_tensor()),
+                    get(&weight),
+                    get(&bias),
+                    stored(&map, "bn.running_mean"),
+                    stored(&map, "bn.running_var"),
+                ]);
+            }
+            let names = ["output", "input grad", "weight grad", "bias grad", "running mean", "running var"];
+            for ((name, a), b) in names.iter().zip(&results[0]).zip(&results[1]) {
+                let scale = a.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+                let diff = a.iter().zip(b).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+                assert!(diff / scale < 1e-4, "{name} differs by {diff} (scale {scale}) for {dims:?}, relu {relu}");
+            }
+        }
     }
 }

@@ -43,7 +43,7 @@ impl BasicBlock {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let out = self.bn1.forward_t(&self.conv1.forward(x)?, train)?.relu()?;
+        let out = self.bn1.forward_relu_t(&self.conv1.forward(x)?, train)?;
         let out = self.bn2.forward_t(&self.conv2.forward(&out)?, train)?;
         let identity = match &self.downsample {
             Some((conv, bn)) => bn.forward_t(&conv.forward(x)?, train)?,
@@ -99,7 +99,7 @@ impl ResNet18 {
 
     /// The (N, C, H, W) output of each of the four stages.
     pub fn stage_maps_t(&self, x: &Tensor, train: bool) -> Result<Vec<Tensor>> {
-        let mut h = self.bn1.forward_t(&self.conv1.forward(x)?, train)?.relu()?;
+        let mut h = self.bn1.forward_relu_t(&self.conv1.forward(x)?, train)?;
         let mut maps = Vec::with_capacity(self.layers.len());
         for blocks in &self.layers {
             for block in blocks {

@@ -51,6 +51,15 @@ impl RunLayout {
         self.root.join("embeddings")
     }
 
+    /// The embedding written for `epoch`'s checkpoint, and its thumbnail atlas.
+    pub fn embedding(&self, epoch: u64) -> PathBuf {
+        self.embeddings().join(format!("{}.json", checkpoint_stem(epoch)))
+    }
+
+    pub fn embedding_atlas(&self, epoch: u64) -> PathBuf {
+        self.embeddings().join(format!("{}-atlas.png", checkpoint_stem(epoch)))
+    }
+
     pub fn samples(&self) -> PathBuf {
         self.root.join("samples")
     }

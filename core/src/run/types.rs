@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::model::BackboneSpec;
+use crate::task::Normalize;
 
 /// Version of every JSON file in a run directory. Bump it when a field changes meaning.
 pub const FORMAT_VERSION: u32 = 1;
@@ -56,6 +57,8 @@ pub struct RunInfo {
     pub backbone: BackboneSpec,
     pub dataset: DatasetInfo,
     pub seed: u64,
+    /// Per-channel input normalisation the backbone was trained with; evaluation reuses it.
+    pub normalize: Normalize,
     pub epochs: u64,
     pub epochs_done: u64,
     /// The whole training configuration, as the trainer saw it.
@@ -124,6 +127,40 @@ pub struct SampleIndex {
     /// The source images the samples were made from, one PNG each.
     pub sources: Vec<String>,
     pub samples: Vec<SampleEntry>,
+}
+
+/// The atlas of thumbnails that goes with an embedding: image `i` sits at column
+/// `i % columns`, row `i / columns`, each `size`×`size` pixels.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Atlas {
+    /// File name relative to `embeddings/`.
+    pub file: String,
+    pub size: usize,
+    pub columns: usize,
+}
+
+/// `embeddings/epoch-NNNN.json`: a labelled evaluation set seen through one checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EmbeddingFile {
+    pub format_version: u32,
+    pub epoch: u64,
+    /// The checkpoint's JSON file name, relative to `checkpoints/`.
+    pub checkpoint: String,
+    /// The `--data` spec and split the points come from.
+    pub data: String,
+    /// Which backbone output was projected (`features` is the last stage).
+    pub stage: String,
+    pub classes: Vec<String>,
+    pub labels: Vec<u32>,
+    pub pca: Vec<[f32; 2]>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tsne: Option<Vec<[f32; 2]>>,
+    /// For each point, its nearest other points by cosine similarity of the features.
+    pub neighbours: Vec<Vec<u32>>,
+    pub atlas: Atlas,
+    /// kNN top-1 of these points against the training set, when measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub knn_top1: Option<f64>,
 }
 
 /// Parses `metrics.jsonl`, skipping blank lines and a torn last line (a crash while

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::{ByteImages, FloatImages};
 
 pub use error::TaskError;
-pub use optim::{Optimizer, OptimizerConfig, OptimizerKind};
+pub use optim::{Optimizer, OptimizerConfig, OptimizerKind, named_vars};
 pub use session::{Description, Normalize, Session, SessionConfig, StepMetrics};
 
 /// What a task tells the host and the viewers about itself.

@@ -71,6 +71,15 @@ impl OptimizerConfig {
     }
 }
 
+/// Every variable of `map` with its name, sorted by name so that optimizer and checkpoint
+/// order do not depend on hash-map iteration.
+pub fn named_vars(map: &candle_nn::VarMap) -> candle_core::Result<Vec<(String, Var)>> {
+    let data = map.data().lock().map_err(|_| candle_core::Error::Msg("the parameter store is poisoned".into()))?;
+    let mut vars: Vec<(String, Var)> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(vars)
+}
+
 struct Param {
     name: String,
     var: Var,

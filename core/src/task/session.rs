@@ -7,16 +7,16 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
-use candle_core::Var;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
-use super::wire::{Matrix, encode_matrices, encode_samples};
-use super::{InputSpec, Optimizer, OptimizerConfig, PretextTask, TaskError, TaskInfo, Views};
+use super::wire::{encode_matrices, encode_samples};
+use super::{InputSpec, Optimizer, OptimizerConfig, PretextTask, TaskError, TaskInfo, Views, named_vars};
 use crate::data::ByteImages;
+use crate::eval::{InputNorm, stage_matrices};
 use crate::model::{Backbone, BackboneSpec, seeded_var_builder};
 
 /// Per-channel input normalisation, `(x - mean) / std` on values in `0..1`.
@@ -63,8 +63,7 @@ struct State<T: PretextTask> {
     backbone: Backbone,
     head: T::Head,
     optimizer: Optimizer,
-    mean: Tensor,
-    std: Tensor,
+    norm: InputNorm,
 }
 
 pub struct Session<T: PretextTask> {
@@ -134,10 +133,8 @@ impl<T: PretextTask> Session<T> {
         let backbone = Backbone::new(&config.backbone, vb.pp("backbone"))?;
         let head = task.build_head(backbone.feature_dim(), vb.pp("head"))?;
         let optimizer = Optimizer::new(config.optimizer.clone(), named_vars(&params)?);
-        let c = config.input.channels;
-        let mean = Tensor::from_slice(&config.normalize.mean, (1, c, 1, 1), device)?;
-        let std = Tensor::from_slice(&config.normalize.std, (1, c, 1, 1), device)?;
-        Ok(State { params, backbone, head, optimizer, mean, std })
+        let norm = InputNorm::new(&config.normalize, device)?;
+        Ok(State { params, backbone, head, optimizer, norm })
     }
 
     pub fn config(&self) -> &SessionConfig {
@@ -177,15 +174,10 @@ impl<T: PretextTask> Session<T> {
         Ok(views)
     }
 
-    fn input_tensor(&self, state: &State<T>, images: &crate::data::FloatImages) -> Result<Tensor, TaskError> {
-        let x = Tensor::from_slice(&images.data, (images.n, images.c, images.h, images.w), &self.device)?;
-        Ok(x.broadcast_sub(&state.mean)?.broadcast_div(&state.std)?)
-    }
-
     /// One optimisation step. A non-finite loss is reported before any weight changes.
     pub fn train_step(&self, views: &Views, lr: f64) -> Result<StepMetrics, TaskError> {
         let mut state = self.lock()?;
-        let x = self.input_tensor(&state, &views.images)?;
+        let x = state.norm.apply(&views.images)?;
         let features = state.backbone.forward_t(&x, true)?;
         let targets = if views.targets.is_empty() {
             None
@@ -212,30 +204,7 @@ impl<T: PretextTask> Session<T> {
     pub fn embed(&self, images: &ByteImages) -> Result<Vec<u8>, TaskError> {
         self.check_batch(images)?;
         let state = self.lock()?;
-        let mut stages: Vec<Vec<Tensor>> = Vec::new();
-        // Chunks bound the activation memory of a large evaluation set.
-        for start in (0..images.n).step_by(256) {
-            let idx: Vec<usize> = (start..(start + 256).min(images.n)).collect();
-            let x = self.input_tensor(&state, &images.gather(&idx).to_unit_float())?;
-            let outs = state.backbone.stage_features_t(&x, false)?;
-            if stages.is_empty() {
-                stages = vec![Vec::new(); outs.len()];
-            }
-            for (acc, t) in stages.iter_mut().zip(outs) {
-                acc.push(t);
-            }
-        }
-        let mut matrices = Vec::new();
-        let last = stages.len();
-        for (k, parts) in stages.into_iter().enumerate() {
-            let t = Tensor::cat(&parts, 0)?.to_dtype(DType::F32)?;
-            let (rows, cols) = t.dims2()?;
-            let data = t.flatten_all()?.to_vec1::<f32>()?;
-            if k + 1 == last {
-                matrices.push(Matrix { name: "features".into(), rows, cols, data: data.clone() });
-            }
-            matrices.push(Matrix { name: format!("stage{}", k + 1), rows, cols, data });
-        }
+        let matrices = stage_matrices(&state.backbone, images, |batch| state.norm.apply(batch))?;
         encode_matrices(&matrices).map_err(TaskError::State)
     }
 
@@ -314,12 +283,3 @@ fn merge_defaults<C: PretextConfig>(given: &serde_json::Value) -> Result<C, Task
 
 trait PretextConfig: Serialize + serde::de::DeserializeOwned + Default {}
 impl<C: Serialize + serde::de::DeserializeOwned + Default> PretextConfig for C {}
-
-/// All variables with their names, sorted so that the optimizer's and the checkpoint's
-/// order does not depend on hash-map iteration.
-fn named_vars(map: &VarMap) -> Result<Vec<(String, Var)>, TaskError> {
-    let data = map.data().lock().map_err(|_| TaskError::State("the parameter store is poisoned".into()))?;
-    let mut vars: Vec<(String, Var)> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    vars.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(vars)
-}

@@ -38,6 +38,8 @@ pub struct TrainConfig {
     pub log_every: u64,
     /// Threads preparing batches ahead of the training step.
     pub workers: usize,
+    /// Measure kNN accuracy every N epochs on held-out labelled images (0: never).
+    pub knn_every: u64,
     /// The task's own settings, passed to the plugin (`[task]` in a config file).
     pub task_config: serde_json::Value,
 }
@@ -62,6 +64,7 @@ impl Default for TrainConfig {
             checkpoint_every: 1,
             log_every: 20,
             workers: 2,
+            knn_every: 0,
             task_config: serde_json::Value::Null,
         }
     }

@@ -13,6 +13,7 @@ mod trainer;
 
 pub use config::TrainConfig;
 pub use error::TrainError;
+pub use samples::encode_png;
 pub use schedule::LrSchedule;
 pub use seeds::batch_seed;
 pub use trainer::{Event, Summary, train};

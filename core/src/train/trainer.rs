@@ -13,10 +13,12 @@ use std::time::Instant;
 
 use crate::data::{self, Dataset, OpenOptions};
 use crate::data::{Prefetch, batches, epoch_order};
+use crate::eval::{KnnConfig, knn_top1};
 use crate::host::{self, CallError, Plugin, PluginSession, PreparedBatch};
 use crate::model::BackboneSpec;
 use crate::run::store::{RunStore, now_unix};
 use crate::run::{DatasetInfo, FORMAT_VERSION, MetricRecord, RunInfo, RunStatus, TaskRef, checkpoint_stem};
+use crate::task::wire::Matrix;
 use crate::task::{InputSpec, Normalize, OptimizerConfig, SessionConfig};
 
 use super::samples::write_samples;
@@ -39,6 +41,45 @@ pub struct Summary {
     pub last_loss: f64,
     pub images_per_sec: f64,
     pub status: RunStatus,
+}
+
+/// Sizes of the kNN monitor's bank (training images) and queries (test images).
+const MONITOR_BANK: usize = 5_000;
+const MONITOR_QUERIES: usize = 2_000;
+
+/// Labelled images the kNN monitor embeds at the end of an epoch.
+struct Monitor {
+    bank: Dataset,
+    queries: Dataset,
+    classes: usize,
+}
+
+impl Monitor {
+    fn new(config: &TrainConfig, train: &Dataset, test: Option<&Dataset>) -> Result<Option<Self>, TrainError> {
+        if config.knn_every == 0 {
+            return Ok(None);
+        }
+        let test = test.ok_or_else(|| {
+            TrainError::Config(format!(
+                "--knn-every needs labelled test images, and `{}` has no test split",
+                config.data
+            ))
+        })?;
+        let (bank, queries) = (train.take(MONITOR_BANK), test.take(MONITOR_QUERIES));
+        let classes = bank.num_classes().max(queries.num_classes());
+        Ok(Some(Self { bank, queries, classes }))
+    }
+
+    fn measure(&self, session: &PluginSession) -> Result<f64, TrainError> {
+        let last = |m: Vec<Matrix>| m.into_iter().find(|m| m.name == "features");
+        let (Some(bank), Some(queries)) =
+            (last(session.embed(&self.bank.images)?), last(session.embed(&self.queries.images)?))
+        else {
+            return Err(TrainError::Config("the plugin's embedding has no `features`".into()));
+        };
+        knn_top1(&bank, &self.bank.labels, &queries, &self.queries.labels, self.classes, KnnConfig::default())
+            .map_err(|e| TrainError::Config(format!("kNN monitor: {e}")))
+    }
 }
 
 /// Number of source images whose pretext inputs go to `samples/`.
@@ -85,7 +126,8 @@ pub fn train(
     };
     let session = PluginSession::create(&plugin, &session_config)?;
 
-    let mut info = run_info(config, &plugin, &spec, &train_set, splits.test.as_ref().map_or(0, Dataset::len), &run_dir);
+    let test_images = splits.test.as_ref().map_or(0, Dataset::len);
+    let mut info = run_info(config, &plugin, &session_config, &train_set, test_images, &run_dir);
     let mut first_epoch = 1;
     let mut history = Vec::new();
     if resume {
@@ -106,7 +148,9 @@ pub fn train(
     }
     store.write_info(&info)?;
 
-    let result = run_epochs(config, &session, &train_set, &store, first_epoch, &mut info, &history, stop, on_event);
+    let monitor = Monitor::new(config, &train_set, splits.test.as_ref())?;
+    let ctx = Context { config, session: &session, train_set: &train_set, store: &store, monitor: monitor.as_ref() };
+    let result = run_epochs(&ctx, first_epoch, &mut info, &history, stop, on_event);
     match result {
         Ok(summary) => {
             info.status = summary.status;
@@ -140,7 +184,7 @@ fn prepare_run_dir(dir: &std::path::Path, resume: bool) -> Result<RunStore, Trai
 fn run_info(
     config: &TrainConfig,
     plugin: &Plugin,
-    spec: &BackboneSpec,
+    session: &SessionConfig,
     train: &Dataset,
     test_images: usize,
     dir: &std::path::Path,
@@ -158,7 +202,7 @@ fn run_info(
             abi_version: plugin.abi_version,
             path: plugin.path.display().to_string(),
         },
-        backbone: spec.clone(),
+        backbone: session.backbone.clone(),
         dataset: DatasetInfo {
             spec: config.data.clone(),
             name: train.name.clone(),
@@ -170,6 +214,7 @@ fn run_info(
             classes: train.classes.clone(),
         },
         seed: config.seed,
+        normalize: session.normalize.clone(),
         epochs: config.epochs,
         epochs_done: 0,
         config: serde_json::to_value(config).unwrap_or(serde_json::Value::Null),
@@ -219,18 +264,24 @@ impl Meter {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What stays fixed while epochs run.
+struct Context<'a> {
+    config: &'a TrainConfig,
+    session: &'a PluginSession,
+    train_set: &'a Arc<Dataset>,
+    store: &'a RunStore,
+    monitor: Option<&'a Monitor>,
+}
+
 fn run_epochs(
-    config: &TrainConfig,
-    session: &PluginSession,
-    train_set: &Arc<Dataset>,
-    store: &RunStore,
+    ctx: &Context<'_>,
     first_epoch: u64,
     info: &mut RunInfo,
     history: &[MetricRecord],
     stop: &AtomicBool,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<Summary, TrainError> {
+    let Context { config, session, train_set, store, monitor } = *ctx;
     let batch_size = config.batch_size.min(train_set.len());
     let batches_per_epoch = (train_set.len() / batch_size).max(1) as u64;
     let total_steps = batches_per_epoch * config.epochs;
@@ -296,13 +347,16 @@ fn run_epochs(
             }
         }
         let elapsed = elapsed_before + started.elapsed().as_secs_f64();
-        let record = epoch_meter.record(
+        let mut record = epoch_meter.record(
             epoch,
             epoch * batches_per_epoch,
             schedule.at(epoch * batches_per_epoch - 1),
             elapsed,
             true,
         );
+        if let Some(m) = monitor.filter(|_| epoch.is_multiple_of(config.knn_every)) {
+            record.knn_top1 = Some(m.measure(session)?);
+        }
         store.append_metric(&record)?;
         on_event(Event::Epoch(record.clone()));
         if epoch % config.checkpoint_every == 0 || epoch == config.epochs {

@@ -3,9 +3,79 @@
 //! Keeping a single type lets a faster custom kernel replace the body of
 //! [`Conv2d::forward`] for all backbones at once; no backbone may call `Tensor::conv2d`
 //! directly. Parameters are named as PyTorch's `nn.Conv2d` (`weight`, `bias`).
+//!
+//! On the CPU with f32 data the convolution runs as our own custom ops (`op.rs` over the
+//! im2col/GEMM kernels of `cpu.rs`), whose backward pass avoids candle's slow direct-loop
+//! `conv_transpose2d`; every other device, dtype or target (wasm32 has no threads) uses
+//! candle's `conv2d`. [`set_conv_impl`] or the `PRETEXT_CONV=stock` environment variable
+//! switch back to candle's for comparisons. This module must not change results beyond
+//! floating-point summation order.
+
+#[cfg(not(target_arch = "wasm32"))]
+mod cpu;
+#[cfg(not(target_arch = "wasm32"))]
+mod op;
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod parity;
+
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
+
+/// Which convolution implementation [`conv2d`] uses where both can run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvImpl {
+    /// candle's `Tensor::conv2d` and its backward.
+    Stock,
+    /// Pretext's im2col/GEMM custom ops (CPU, f32); anything else still goes to candle's.
+    Fast,
+}
+
+const UNSET: u8 = 0;
+const STOCK: u8 = 1;
+const FAST: u8 = 2;
+
+// Process-wide, not per model: a benchmark flips it between two runs of the same network.
+// Each plugin library carries its own copy of this crate, which is why the environment
+// variable exists at all: it reaches every copy.
+static CONV_IMPL: AtomicU8 = AtomicU8::new(UNSET);
+
+/// Selects the implementation for every later convolution in this copy of the crate.
+pub fn set_conv_impl(which: ConvImpl) {
+    CONV_IMPL.store(if which == ConvImpl::Stock { STOCK } else { FAST }, Ordering::Relaxed);
+}
+
+/// The implementation in use: [`set_conv_impl`]'s choice, else `PRETEXT_CONV` (`stock` or
+/// `fast`), else [`ConvImpl::Fast`].
+pub fn conv_impl() -> ConvImpl {
+    let mut v = CONV_IMPL.load(Ordering::Relaxed);
+    if v == UNSET {
+        let stock = std::env::var("PRETEXT_CONV").is_ok_and(|s| s.trim().eq_ignore_ascii_case("stock"));
+        v = if stock { STOCK } else { FAST };
+        // A racing `set_conv_impl` wins: only replace the unset marker.
+        v = match CONV_IMPL.compare_exchange(UNSET, v, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => v,
+            Err(current) => current,
+        };
+    }
+    if v == STOCK { ConvImpl::Stock } else { ConvImpl::Fast }
+}
+
+/// `conv2d(x, w)` for (N, C, H, W) `x` and (O, C, k, k) `w`: zero padding, no dilation, one
+/// group, no bias. Accepts non-contiguous inputs.
+pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
+    #[cfg(not(target_arch = "wasm32"))]
+    if conv_impl() == ConvImpl::Fast
+        && x.device().is_cpu()
+        && w.device().is_cpu()
+        && x.dtype() == candle_core::DType::F32
+        && w.dtype() == candle_core::DType::F32
+    {
+        return x.apply_op2(w, op::Conv2dOp { stride, padding });
+    }
+    x.conv2d(w, padding, stride, 1, 1)
+}
 
 /// A square-kernel convolution with symmetric zero padding, no dilation and one group.
 #[derive(Clone, Debug)]
@@ -81,7 +151,7 @@ impl Conv2d {
 
     /// (N, in, H, W) → (N, out, H', W').
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
+        let y = conv2d(x, &self.weight, self.stride, self.padding)?;
         match &self.bias {
             Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
             None => Ok(y),

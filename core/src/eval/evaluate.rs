@@ -1,0 +1,272 @@
+//! Evaluating a run directory: pick a checkpoint, rebuild its backbone in the host, and
+//! measure kNN and linear-probe accuracy or fine-tune on a labelled dataset; write the
+//! embedding files the viewers show.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::Device;
+use thiserror::Error;
+
+use super::{
+    FeatureExtractor, FinetuneConfig, FinetuneResult, KnnConfig, ProbeConfig, ProbeResult, TsneConfig, accuracy,
+    finetune, knn_predict, linear_probe, pca_2d, top_k, tsne_2d,
+};
+use crate::data::{self, DataError, DataSplits, Dataset, OpenOptions};
+use crate::model::{Backbone, seeded_var_builder};
+use crate::run::store::{RunStore, StoreError, write_atomic, write_json};
+use crate::run::{Atlas, CheckpointMeta, EmbeddingFile, FORMAT_VERSION, RunInfo};
+use crate::task::wire::Matrix;
+use crate::train::encode_png;
+
+#[derive(Debug, Error)]
+pub enum EvalError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error("{0}")]
+    Model(#[from] candle_core::Error),
+    #[error("{0}")]
+    Input(String),
+}
+
+/// Which weights to evaluate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Weights {
+    /// The checkpoint `latest.json` names.
+    Latest,
+    /// A checkpoint's `.json` or `.safetensors` file.
+    Checkpoint(PathBuf),
+    /// The run's seeded initialisation, before any training: the random-init baseline.
+    RandomInit,
+}
+
+/// A run opened for evaluation, with the weights chosen.
+pub struct Evaluation {
+    pub store: RunStore,
+    pub info: RunInfo,
+    /// `None` for [`Weights::RandomInit`].
+    pub checkpoint: Option<CheckpointMeta>,
+    weights: Option<Vec<u8>>,
+}
+
+/// The `--data` spec of an evaluation: the given one or the run's own.
+pub fn data_spec<'a>(info: &'a RunInfo, data: Option<&'a str>) -> &'a str {
+    data.unwrap_or(&info.dataset.spec)
+}
+
+impl Evaluation {
+    pub fn open(run_dir: &Path, weights: &Weights) -> Result<Self, EvalError> {
+        let store = RunStore::open(run_dir);
+        let info = store.read_info()?;
+        let (checkpoint, bytes) = match weights {
+            Weights::Latest => {
+                let (meta, bytes) = store.latest_checkpoint()?;
+                (Some(meta), Some(bytes))
+            }
+            Weights::Checkpoint(path) => {
+                let json = if path.extension().is_some_and(|e| e == "safetensors") {
+                    path.with_extension("json")
+                } else {
+                    path.clone()
+                };
+                let meta = store.read_checkpoint_meta(&json)?;
+                let bytes = store.read_checkpoint_weights(&meta)?;
+                (Some(meta), Some(bytes))
+            }
+            Weights::RandomInit => (None, None),
+        };
+        Ok(Self { store, info, checkpoint, weights: bytes })
+    }
+
+    /// The backbone with its normalisation, on the CPU.
+    pub fn extractor(&self) -> Result<FeatureExtractor, EvalError> {
+        let dev = Device::Cpu;
+        let spec = &self.info.backbone;
+        Ok(match &self.weights {
+            Some(bytes) => FeatureExtractor::from_checkpoint(spec, &self.info.normalize, bytes, &dev)?,
+            None => {
+                let map = candle_nn::VarMap::new();
+                let vb = seeded_var_builder(&map, self.info.seed, candle_core::DType::F32, &dev);
+                FeatureExtractor::new(Backbone::new(spec, vb.pp("backbone"))?, &self.info.normalize, &dev)?
+            }
+        })
+    }
+
+    /// The labelled dataset to evaluate on; it must have a test split and the run's image shape.
+    pub fn dataset(&self, data: Option<&str>) -> Result<(Arc<Dataset>, Dataset), EvalError> {
+        let spec = data_spec(&self.info, data);
+        let DataSplits { train, test } = data::open(spec, &OpenOptions { limit: None, seed: self.info.seed })?;
+        let test =
+            test.ok_or_else(|| EvalError::Input(format!("the dataset `{spec}` has no test split to evaluate on")))?;
+        let d = &self.info.dataset;
+        if (train.channels(), train.height(), train.width()) != (d.channels, d.height, d.width) {
+            return Err(EvalError::Input(format!(
+                "`{spec}` has {}×{}×{} images but the run was trained on {}×{}×{}",
+                train.channels(),
+                train.height(),
+                train.width(),
+                d.channels,
+                d.height,
+                d.width
+            )));
+        }
+        Ok((Arc::new(train), test))
+    }
+
+    /// Features of the train and test splits, one matrix per backbone stage each.
+    pub fn features(&self, train: &Dataset, test: &Dataset) -> Result<(Vec<Matrix>, Vec<Matrix>), EvalError> {
+        let extractor = self.extractor()?;
+        Ok((extractor.stages(&train.images)?, extractor.stages(&test.images)?))
+    }
+
+    /// Fine-tunes from these weights (or the random init) on the dataset.
+    pub fn finetune(
+        &self,
+        train: &Arc<Dataset>,
+        test: &Dataset,
+        config: FinetuneConfig,
+        on_epoch: &mut dyn FnMut(u64, f64),
+    ) -> Result<FinetuneResult, EvalError> {
+        Ok(finetune(&self.info.backbone, &self.info.normalize, self.weights.as_deref(), train, test, config, on_epoch)?)
+    }
+
+    /// The epoch the weights come from (0 for the random init).
+    pub fn epoch(&self) -> u64 {
+        self.checkpoint.as_ref().map_or(0, |c| c.epoch)
+    }
+}
+
+/// kNN top-1 of `test` against `train` as the bank.
+pub fn knn_top1(
+    train: &Matrix,
+    train_labels: &[u32],
+    test: &Matrix,
+    test_labels: &[u32],
+    classes: usize,
+    config: KnnConfig,
+) -> Result<f64, EvalError> {
+    let predicted = knn_predict(&train.data, train_labels, &test.data, train.cols, classes, config)?;
+    Ok(accuracy(&predicted, test_labels))
+}
+
+/// Linear-probe top-1 on frozen features.
+pub fn probe_top1(
+    train: &Matrix,
+    train_labels: &[u32],
+    test: &Matrix,
+    test_labels: &[u32],
+    classes: usize,
+    config: ProbeConfig,
+) -> Result<ProbeResult, EvalError> {
+    Ok(linear_probe(&train.data, train_labels, &test.data, test_labels, train.cols, classes, config)?)
+}
+
+/// Options of `pretext embed`.
+#[derive(Clone, Debug)]
+pub struct EmbedOptions {
+    /// Points to embed (the first N test images).
+    pub limit: usize,
+    /// Neighbours stored per point.
+    pub neighbours: usize,
+    /// Skip t-SNE (PCA only) when false.
+    pub tsne: bool,
+}
+
+impl Default for EmbedOptions {
+    fn default() -> Self {
+        Self { limit: 2000, neighbours: 8, tsne: true }
+    }
+}
+
+/// Embeds the first `limit` test images with the chosen weights and writes
+/// `embeddings/epoch-NNNN.json` and its thumbnail atlas. Returns the file written.
+pub fn write_embedding(
+    eval: &Evaluation,
+    data: Option<&str>,
+    options: &EmbedOptions,
+) -> Result<(PathBuf, EmbeddingFile), EvalError> {
+    let (train, test) = eval.dataset(data)?;
+    let points = test.take(options.limit.max(1));
+    let extractor = eval.extractor()?;
+    let features = extractor.stages(&points.images)?;
+    let last = features.last().ok_or_else(|| EvalError::Input("the backbone produced no features".into()))?;
+    // kNN against (up to) 10k training images: the accuracy shown beside the picture.
+    let bank = train.take(10_000);
+    let bank_features = extractor.stages(&bank.images)?;
+    let knn = match bank_features.last() {
+        Some(b) => Some(knn_top1(
+            b,
+            &bank.labels,
+            last,
+            &points.labels,
+            points.num_classes().max(bank.num_classes()),
+            KnnConfig::default(),
+        )?),
+        None => None,
+    };
+    let neighbours = top_k(&last.data, &last.data, last.cols, options.neighbours, true)?
+        .into_iter()
+        .map(|row| row.into_iter().filter_map(|(j, _)| u32::try_from(j).ok()).collect())
+        .collect();
+    let tsne = options
+        .tsne
+        .then(|| tsne_2d(&last.data, last.cols, TsneConfig { seed: eval.info.seed, ..TsneConfig::default() }));
+
+    let epoch = eval.epoch();
+    let layout = &eval.store.layout;
+    std::fs::create_dir_all(layout.embeddings()).map_err(|e| StoreError::Io {
+        action: "create directory",
+        path: layout.embeddings(),
+        source: e,
+    })?;
+    let (atlas_png, columns) = atlas(&points.images)?;
+    let atlas_path = layout.embedding_atlas(epoch);
+    write_atomic(&atlas_path, &atlas_png)?;
+    let file = EmbeddingFile {
+        format_version: FORMAT_VERSION,
+        epoch,
+        checkpoint: eval
+            .checkpoint
+            .as_ref()
+            .map_or_else(|| "random-init".into(), |c| c.file.replace(".safetensors", ".json")),
+        data: format!("{} (test split)", data_spec(&eval.info, data)),
+        stage: last.name.clone(),
+        classes: if points.classes.is_empty() { train.classes.clone() } else { points.classes.clone() },
+        labels: points.labels.clone(),
+        pca: pca_2d(&last.data, last.cols),
+        tsne,
+        neighbours,
+        atlas: Atlas {
+            file: atlas_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            size: points.height().max(points.width()),
+            columns,
+        },
+        knn_top1: knn,
+    };
+    let path = layout.embedding(epoch);
+    write_json(&path, &file)?;
+    Ok((path, file))
+}
+
+/// All images in one PNG grid, row-major, as square-as-possible.
+fn atlas(images: &crate::data::ByteImages) -> Result<(Vec<u8>, usize), EvalError> {
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+    let columns = ((images.n as f64).sqrt().ceil() as usize).max(1);
+    let rows = images.n.div_ceil(columns).max(1);
+    let (c, h, w) = (images.c, images.h, images.w);
+    let mut grid = crate::data::ByteImages::zeros(1, c, rows * h, columns * w);
+    for i in 0..images.n {
+        let (gy, gx) = (i / columns, i % columns);
+        let src = images.image(i);
+        for ch in 0..c {
+            for y in 0..h {
+                let from = (ch * h + y) * w;
+                let to = (ch * rows * h + gy * h + y) * columns * w + gx * w;
+                grid.data[to..to + w].copy_from_slice(&src[from..from + w]);
+            }
+        }
+    }
+    Ok((encode_png(&grid).map_err(EvalError::Input)?, columns))
+}

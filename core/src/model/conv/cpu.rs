@@ -1,0 +1,531 @@
+//! CPU kernels for the 2-D convolution and its two gradients: im2col / col2im and the single
+//! call into the `gemm` crate.
+//!
+//! Everything here works on plain contiguous `f32` slices in NCHW (data) and OIHW (kernel)
+//! order; the candle side (layouts, strides, the autograd graph) lives in `op.rs`. Work is
+//! split over images on rayon's global pool, each task running single-threaded GEMMs on its
+//! own scratch buffers, so no two tasks write the same memory. Images with small feature
+//! maps are lowered in groups so that every GEMM has a reasonably long inner dimension.
+//! This module must not know about candle tensors, must not spawn threads of its own and
+//! must keep its only `unsafe` block in [`gemm_f32`].
+
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+/// Lowered images per GEMM are grouped until their output pixels reach this many columns:
+/// below it the GEMM micro-kernels spend more time packing than multiplying.
+const GROUP_COLUMNS: usize = 256;
+
+/// A shape or buffer the kernels cannot work with. The op layer checks shapes before calling
+/// in, so these mean a caller bug rather than bad user data, but they are errors, not panics.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConvError {
+    #[error("conv2d: kernel {kernel} with padding {padding} does not fit a {h}×{w} input (stride {stride})")]
+    KernelTooLarge { kernel: usize, padding: usize, stride: usize, h: usize, w: usize },
+    #[error("conv2d: sizes must be positive, got {0:?}")]
+    ZeroSize(Geometry),
+    #[error("conv2d: {what} has {got} elements, expected {want}")]
+    BufferLength { what: &'static str, got: usize, want: usize },
+    #[error("conv2d: a {rows}×{cols} matrix with strides ({rs}, {cs}) overruns its {len}-element buffer")]
+    MatrixOverrun { rows: usize, cols: usize, rs: usize, cs: usize, len: usize },
+    #[error("conv2d: matrix product of {m}×{k} by {k2}×{n} into a buffer of {len}")]
+    MatrixShapes { m: usize, k: usize, k2: usize, n: usize, len: usize },
+}
+
+/// Sizes of one convolution: `n` images of `c`×`h`×`w`, `o` output channels, a square
+/// `k`×`k` kernel, symmetric zero padding and equal strides; `ho`×`wo` is the output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub o: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub padding: usize,
+    pub ho: usize,
+    pub wo: usize,
+}
+
+impl Geometry {
+    pub fn new(
+        (n, c, h, w): (usize, usize, usize, usize),
+        o: usize,
+        k: usize,
+        stride: usize,
+        padding: usize,
+    ) -> Result<Self, ConvError> {
+        let mut g = Self { n, c, h, w, o, k, stride, padding, ho: 0, wo: 0 };
+        if n == 0 || c == 0 || h == 0 || w == 0 || o == 0 || k == 0 || stride == 0 {
+            return Err(ConvError::ZeroSize(g));
+        }
+        if h + 2 * padding < k || w + 2 * padding < k {
+            return Err(ConvError::KernelTooLarge { kernel: k, padding, stride, h, w });
+        }
+        g.ho = (h + 2 * padding - k) / stride + 1;
+        g.wo = (w + 2 * padding - k) / stride + 1;
+        Ok(g)
+    }
+
+    /// Rows of the lowered (im2col) matrix: one per input channel and kernel tap.
+    fn taps(&self) -> usize {
+        self.c * self.k * self.k
+    }
+
+    /// Output pixels per image and channel.
+    fn pixels(&self) -> usize {
+        self.ho * self.wo
+    }
+
+    fn image_len(&self) -> usize {
+        self.c * self.h * self.w
+    }
+
+    fn out_image_len(&self) -> usize {
+        self.o * self.pixels()
+    }
+
+    pub fn input_len(&self) -> usize {
+        self.n * self.image_len()
+    }
+
+    pub fn output_len(&self) -> usize {
+        self.n * self.out_image_len()
+    }
+
+    pub fn weight_len(&self) -> usize {
+        self.o * self.taps()
+    }
+
+    /// A 1×1, stride-1, unpadded kernel reads the image itself as its lowered matrix.
+    fn is_pointwise(&self) -> bool {
+        self.k == 1 && self.stride == 1 && self.padding == 0
+    }
+
+    /// Output positions `o` along one axis whose input `o·stride + tap − padding` lies in
+    /// `0..size`: a contiguous range, so the inner loops need no bounds tests.
+    fn valid(&self, tap: usize, size: usize, out: usize) -> (usize, usize) {
+        let (s, p) = (self.stride, self.padding);
+        let lo = if tap >= p { 0 } else { (p - tap).div_ceil(s) };
+        let hi = if size + p > tap { (size + p - tap).div_ceil(s) } else { 0 };
+        let hi = hi.min(out);
+        (lo.min(hi), hi)
+    }
+}
+
+/// How a call splits its images: `per_task` consecutive images per rayon task, lowered
+/// `group` at a time, and whether the GEMMs themselves should be parallel (too few images to
+/// keep every thread busy otherwise).
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    per_task: usize,
+    group: usize,
+    gemm: Parallelism,
+}
+
+impl Plan {
+    /// `oversplit` tasks per thread let the pool balance uneven progress (the cores are
+    /// shared); the kernel gradient uses 1, as each task carries a full weight-sized sum.
+    fn new(g: &Geometry, oversplit: usize) -> Self {
+        let threads = rayon::current_num_threads().max(1);
+        let tasks = (threads * oversplit).min(g.n).max(1);
+        let per_task = g.n.div_ceil(tasks);
+        let group = GROUP_COLUMNS.div_ceil(g.pixels()).clamp(1, per_task);
+        let gemm = if g.n < threads { Parallelism::Rayon(threads) } else { Parallelism::None };
+        Self { per_task, group, gemm }
+    }
+}
+
+/// A read-only matrix view: element (i, j) is `data[i·rs + j·cs]`.
+#[derive(Clone, Copy)]
+struct MatRef<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a> MatRef<'a> {
+    fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self { data, rows, cols, rs: cols, cs: 1 }
+    }
+
+    /// The transpose of a row-major `rows`×`cols` matrix stored in `data`.
+    fn transposed(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self { data, rows: cols, cols: rows, rs: 1, cs: cols }
+    }
+
+    fn check(&self) -> Result<(), ConvError> {
+        if self.rows == 0 || self.cols == 0 {
+            return Ok(());
+        }
+        let last = (self.rows - 1) * self.rs + (self.cols - 1) * self.cs;
+        if last >= self.data.len() {
+            return Err(ConvError::MatrixOverrun {
+                rows: self.rows,
+                cols: self.cols,
+                rs: self.rs,
+                cs: self.cs,
+                len: self.data.len(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// `dst = lhs × rhs`, or `dst += lhs × rhs` with `accumulate`; `dst` is row-major with rows
+/// `dst_ld` apart. Every view is bounds-checked here, which is what makes the call sound.
+fn gemm_f32(
+    dst: &mut [f32],
+    dst_ld: usize,
+    lhs: MatRef<'_>,
+    rhs: MatRef<'_>,
+    accumulate: bool,
+    parallelism: Parallelism,
+) -> Result<(), ConvError> {
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    if rhs.rows != k {
+        return Err(ConvError::MatrixShapes { m, k, k2: rhs.rows, n, len: dst.len() });
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if (m - 1) * dst_ld + n > dst.len() || dst_ld < n {
+        return Err(ConvError::MatrixShapes { m, k, k2: rhs.rows, n, len: dst.len() });
+    }
+    lhs.check()?;
+    rhs.check()?;
+    if k == 0 {
+        if !accumulate {
+            dst.chunks_mut(dst_ld).take(m).for_each(|row| row[..n].fill(0.0));
+        }
+        return Ok(());
+    }
+    let stride = |s: usize| s as isize;
+    // SAFETY: `gemm` reads lhs (m×k) at `lhs.data + i·rs + j·cs`, rhs (k×n) likewise, and
+    // reads/writes dst (m×n) at `dst + i·dst_ld + j`. The checks above bound the largest of
+    // those offsets by each slice's length, and all sizes are non-zero. The slices fit in
+    // `isize` (Rust allocations do), so the stride casts cannot wrap. `dst` is a unique
+    // borrow, so it aliases neither input, and `T = f32` is one of the supported types.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            stride(dst_ld),
+            accumulate,
+            lhs.data.as_ptr(),
+            stride(lhs.cs),
+            stride(lhs.rs),
+            rhs.data.as_ptr(),
+            stride(rhs.cs),
+            stride(rhs.rs),
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+    Ok(())
+}
+
+fn check_len(what: &'static str, got: usize, want: usize) -> Result<(), ConvError> {
+    if got == want { Ok(()) } else { Err(ConvError::BufferLength { what, got, want }) }
+}
+
+/// Lowers one image (`c`×`h`×`w`) into columns `at..at + pixels` of `col`, a row-major
+/// `taps`×`ld` matrix: row (channel, ki, kj) holds the input under that tap for every output
+/// pixel, zero where it falls in the padding.
+fn im2col(g: &Geometry, x: &[f32], col: &mut [f32], ld: usize, at: usize) {
+    let (p, s, wo) = (g.padding, g.stride, g.wo);
+    let plane = g.h * g.w;
+    for (c, xc) in x.chunks_exact(plane).enumerate() {
+        for ki in 0..g.k {
+            let (oh0, oh1) = g.valid(ki, g.h, g.ho);
+            for kj in 0..g.k {
+                let (ow0, ow1) = g.valid(kj, g.w, wo);
+                let row_start = ((c * g.k + ki) * g.k + kj) * ld + at;
+                let row = &mut col[row_start..row_start + g.pixels()];
+                row[..oh0 * wo].fill(0.0);
+                row[oh1 * wo..].fill(0.0);
+                for oh in oh0..oh1 {
+                    let ih = oh * s + ki - p;
+                    let src = &xc[ih * g.w..(ih + 1) * g.w];
+                    let dst = &mut row[oh * wo..(oh + 1) * wo];
+                    dst[..ow0].fill(0.0);
+                    dst[ow1..].fill(0.0);
+                    if ow1 > ow0 {
+                        let iw0 = ow0 * s + kj - p;
+                        if s == 1 {
+                            dst[ow0..ow1].copy_from_slice(&src[iw0..iw0 + (ow1 - ow0)]);
+                        } else {
+                            for (d, v) in dst[ow0..ow1].iter_mut().zip(src[iw0..].iter().step_by(s)) {
+                                *d = *v;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col`]: adds columns `at..at + pixels` of `col` back onto the image
+/// positions they were read from (overlapping taps sum).
+fn col2im(g: &Geometry, col: &[f32], ld: usize, at: usize, dx: &mut [f32]) {
+    let (p, s, wo) = (g.padding, g.stride, g.wo);
+    let plane = g.h * g.w;
+    for (c, dxc) in dx.chunks_exact_mut(plane).enumerate() {
+        for ki in 0..g.k {
+            let (oh0, oh1) = g.valid(ki, g.h, g.ho);
+            for kj in 0..g.k {
+                let (ow0, ow1) = g.valid(kj, g.w, wo);
+                if ow1 <= ow0 {
+                    continue;
+                }
+                let row_start = ((c * g.k + ki) * g.k + kj) * ld + at;
+                let row = &col[row_start..row_start + g.pixels()];
+                for oh in oh0..oh1 {
+                    let ih = oh * s + ki - p;
+                    let dst = &mut dxc[ih * g.w..(ih + 1) * g.w];
+                    let src = &row[oh * wo + ow0..oh * wo + ow1];
+                    let iw0 = ow0 * s + kj - p;
+                    if s == 1 {
+                        for (d, v) in dst[iw0..iw0 + src.len()].iter_mut().zip(src) {
+                            *d += *v;
+                        }
+                    } else {
+                        for (d, v) in dst[iw0..].iter_mut().step_by(s).zip(src) {
+                            *d += *v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Copies `count` images' (`rows`×`pixels`) planes side by side into a `rows`×(count·pixels)
+/// matrix, so a group of images becomes one GEMM operand.
+fn gather_planes(src: &[f32], count: usize, rows: usize, pixels: usize, dst: &mut [f32]) {
+    let ld = count * pixels;
+    for (i, img) in src.chunks_exact(rows * pixels).take(count).enumerate() {
+        for (r, plane) in img.chunks_exact(pixels).enumerate() {
+            dst[r * ld + i * pixels..r * ld + (i + 1) * pixels].copy_from_slice(plane);
+        }
+    }
+}
+
+/// The inverse of [`gather_planes`].
+fn scatter_planes(src: &[f32], count: usize, rows: usize, pixels: usize, dst: &mut [f32]) {
+    let ld = count * pixels;
+    for (i, img) in dst.chunks_exact_mut(rows * pixels).take(count).enumerate() {
+        for (r, plane) in img.chunks_exact_mut(pixels).enumerate() {
+            plane.copy_from_slice(&src[r * ld + i * pixels..r * ld + (i + 1) * pixels]);
+        }
+    }
+}
+
+/// Forward: `y[n] = W × im2col(x[n])` for (N, C, H, W) `x` and (O, C, k, k) `w`; returns the
+/// (N, O, Ho, Wo) output.
+pub fn forward(g: &Geometry, x: &[f32], w: &[f32]) -> Result<Vec<f32>, ConvError> {
+    check_len("input", x.len(), g.input_len())?;
+    check_len("kernel", w.len(), g.weight_len())?;
+    let plan = Plan::new(g, 2);
+    let (taps, pixels, out_len) = (g.taps(), g.pixels(), g.out_image_len());
+    let weights = MatRef::row_major(w, g.o, taps);
+    let mut y = vec![0f32; g.output_len()];
+    y.par_chunks_mut(plan.per_task * out_len).enumerate().try_for_each(|(t, y_task)| {
+        let first = t * plan.per_task;
+        let images = y_task.len() / out_len;
+        let direct = g.is_pointwise() && plan.group == 1;
+        let mut col = if direct { Vec::new() } else { vec![0f32; taps * plan.group * pixels] };
+        let mut out = if plan.group > 1 { vec![0f32; g.o * plan.group * pixels] } else { Vec::new() };
+        for start in (0..images).step_by(plan.group) {
+            let count = plan.group.min(images - start);
+            let ld = count * pixels;
+            let x_group = &x[(first + start) * g.image_len()..(first + start + count) * g.image_len()];
+            let lowered = if direct {
+                MatRef::row_major(x_group, taps, pixels)
+            } else {
+                for (i, img) in x_group.chunks_exact(g.image_len()).enumerate() {
+                    im2col(g, img, &mut col, ld, i * pixels);
+                }
+                MatRef::row_major(&col[..taps * ld], taps, ld)
+            };
+            let y_group = &mut y_task[start * out_len..(start + count) * out_len];
+            if count == 1 {
+                gemm_f32(y_group, pixels, weights, lowered, false, plan.gemm)?;
+            } else {
+                gemm_f32(&mut out[..g.o * ld], ld, weights, lowered, false, plan.gemm)?;
+                scatter_planes(&out, count, g.o, pixels, y_group);
+            }
+        }
+        Ok(())
+    })?;
+    Ok(y)
+}
+
+/// Input gradient: `dx[n] = col2im(Wᵀ × dy[n])`; returns the (N, C, H, W) gradient.
+pub fn input_grad(g: &Geometry, dy: &[f32], w: &[f32]) -> Result<Vec<f32>, ConvError> {
+    check_len("output gradient", dy.len(), g.output_len())?;
+    check_len("kernel", w.len(), g.weight_len())?;
+    let plan = Plan::new(g, 2);
+    let (taps, pixels, out_len, in_len) = (g.taps(), g.pixels(), g.out_image_len(), g.image_len());
+    let weights_t = MatRef::transposed(w, g.o, taps);
+    let mut dx = vec![0f32; g.input_len()];
+    dx.par_chunks_mut(plan.per_task * in_len).enumerate().try_for_each(|(t, dx_task)| {
+        let first = t * plan.per_task;
+        let images = dx_task.len() / in_len;
+        let direct = g.is_pointwise() && plan.group == 1;
+        let mut dcol = if direct { Vec::new() } else { vec![0f32; taps * plan.group * pixels] };
+        let mut dy_buf = if plan.group > 1 { vec![0f32; g.o * plan.group * pixels] } else { Vec::new() };
+        for start in (0..images).step_by(plan.group) {
+            let count = plan.group.min(images - start);
+            let ld = count * pixels;
+            let dy_group = &dy[(first + start) * out_len..(first + start + count) * out_len];
+            let dy_mat = if count == 1 {
+                MatRef::row_major(dy_group, g.o, pixels)
+            } else {
+                gather_planes(dy_group, count, g.o, pixels, &mut dy_buf);
+                MatRef::row_major(&dy_buf[..g.o * ld], g.o, ld)
+            };
+            let dx_group = &mut dx_task[start * in_len..(start + count) * in_len];
+            if direct {
+                gemm_f32(dx_group, pixels, weights_t, dy_mat, false, plan.gemm)?;
+            } else {
+                gemm_f32(&mut dcol[..taps * ld], ld, weights_t, dy_mat, false, plan.gemm)?;
+                for (i, img) in dx_group.chunks_exact_mut(in_len).enumerate() {
+                    col2im(g, &dcol, ld, i * pixels, img);
+                }
+            }
+        }
+        Ok(())
+    })?;
+    Ok(dx)
+}
+
+/// Kernel gradient: `dW = Σₙ dy[n] × im2col(x[n])ᵀ`; returns the (O, C, k, k) gradient.
+/// Each task sums its own images into a private buffer; the buffers are added at the end.
+pub fn kernel_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Result<Vec<f32>, ConvError> {
+    check_len("input", x.len(), g.input_len())?;
+    check_len("output gradient", dy.len(), g.output_len())?;
+    let plan = Plan::new(g, 1);
+    let (taps, pixels, out_len, in_len) = (g.taps(), g.pixels(), g.out_image_len(), g.image_len());
+    let tasks = g.n.div_ceil(plan.per_task);
+    let partials = (0..tasks)
+        .into_par_iter()
+        .map(|t| {
+            let first = t * plan.per_task;
+            let images = plan.per_task.min(g.n - first);
+            let mut acc = vec![0f32; g.weight_len()];
+            let direct = g.is_pointwise() && plan.group == 1;
+            let mut col = if direct { Vec::new() } else { vec![0f32; taps * plan.group * pixels] };
+            let mut dy_buf = if plan.group > 1 { vec![0f32; g.o * plan.group * pixels] } else { Vec::new() };
+            for start in (0..images).step_by(plan.group) {
+                let count = plan.group.min(images - start);
+                let ld = count * pixels;
+                let n0 = first + start;
+                let x_group = &x[n0 * in_len..(n0 + count) * in_len];
+                let dy_group = &dy[n0 * out_len..(n0 + count) * out_len];
+                let dy_mat = if count == 1 {
+                    MatRef::row_major(dy_group, g.o, pixels)
+                } else {
+                    gather_planes(dy_group, count, g.o, pixels, &mut dy_buf);
+                    MatRef::row_major(&dy_buf[..g.o * ld], g.o, ld)
+                };
+                let lowered_t = if direct {
+                    MatRef::transposed(x_group, taps, pixels)
+                } else {
+                    for (i, img) in x_group.chunks_exact(in_len).enumerate() {
+                        im2col(g, img, &mut col, ld, i * pixels);
+                    }
+                    MatRef { data: &col[..taps * ld], rows: ld, cols: taps, rs: 1, cs: ld }
+                };
+                gemm_f32(&mut acc, taps, dy_mat, lowered_t, true, plan.gemm)?;
+            }
+            Ok(acc)
+        })
+        .collect::<Result<Vec<_>, ConvError>>()?;
+    let mut partials = partials.into_iter();
+    let mut dw = partials.next().unwrap_or_else(|| vec![0f32; g.weight_len()]);
+    for part in partials {
+        dw.iter_mut().zip(&part).for_each(|(a, b)| *a += *b);
+    }
+    Ok(dw)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The textbook definition, for checking the lowered kernels on tiny shapes.
+    fn naive(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
+        let mut y = vec![0f32; g.output_len()];
+        for n in 0..g.n {
+            for o in 0..g.o {
+                for oh in 0..g.ho {
+                    for ow in 0..g.wo {
+                        let mut acc = 0f32;
+                        for c in 0..g.c {
+                            for ki in 0..g.k {
+                                for kj in 0..g.k {
+                                    let ih = (oh * g.stride + ki) as isize - g.padding as isize;
+                                    let iw = (ow * g.stride + kj) as isize - g.padding as isize;
+                                    if ih < 0 || iw < 0 || ih >= g.h as isize || iw >= g.w as isize {
+                                        continue;
+                                    }
+                                    let xi = ((n * g.c + c) * g.h + ih as usize) * g.w + iw as usize;
+                                    acc += x[xi] * w[((o * g.c + c) * g.k + ki) * g.k + kj];
+                                }
+                            }
+                        }
+                        y[((n * g.o + o) * g.ho + oh) * g.wo + ow] = acc;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    fn seq(len: usize, mul: f32) -> Vec<f32> {
+        (0..len).map(|i| ((i * 7919 % 97) as f32 / 97.0 - 0.5) * mul).collect()
+    }
+
+    #[test]
+    fn forward_matches_the_definition() {
+        for &(n, c, h, w, o, k, s, p) in &[
+            (1, 1, 5, 5, 1, 3, 1, 1),
+            (3, 2, 7, 6, 4, 3, 2, 1),
+            (2, 3, 4, 4, 2, 1, 1, 0),
+            (5, 2, 3, 3, 3, 1, 2, 0),
+            (2, 1, 9, 8, 2, 7, 2, 1),
+            (40, 2, 2, 2, 3, 1, 1, 1),
+        ] {
+            let g = Geometry::new((n, c, h, w), o, k, s, p).unwrap();
+            let x = seq(g.input_len(), 1.0);
+            let wt = seq(g.weight_len(), 0.5);
+            let got = forward(&g, &x, &wt).unwrap();
+            let want = naive(&g, &x, &wt);
+            for (a, b) in got.iter().zip(&want) {
+                assert!((a - b).abs() < 1e-5, "{g:?}: {a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn bad_sizes_are_errors() {
+        assert!(Geometry::new((1, 1, 2, 2), 1, 5, 1, 1).is_err());
+        assert!(Geometry::new((1, 0, 2, 2), 1, 1, 1, 0).is_err());
+        let g = Geometry::new((1, 1, 3, 3), 1, 3, 1, 1).unwrap();
+        assert!(forward(&g, &[0.0; 8], &[0.0; 9]).is_err());
+        assert!(kernel_grad(&g, &[0.0; 9], &[0.0; 8]).is_err());
+    }
+}

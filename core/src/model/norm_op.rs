@@ -1,0 +1,265 @@
+//! Training-mode batch normalisation (optionally followed by ReLU) as fused CPU custom ops.
+//!
+//! candle-nn's batch norm is a dozen whole-tensor elementwise ops forward and about twice
+//! that backward, each allocating a fresh activation-sized buffer; on the CPU those
+//! allocations and passes cost more than the convolutions. Here the forward is one pass for
+//! the statistics plus one for the output, and the backward is one reduction pass plus one
+//! pass for the input gradient, using the closed-form gradient of batch norm. These ops are
+//! CPU- and f32-only and used in training mode only: `norm.rs` must route everything else
+//! to candle-nn. They must not update running statistics; `norm.rs` does that.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// A contiguous (N, C, H·W) view of a 4-D storage, or an error for anything else; `norm.rs`
+/// makes inputs contiguous first.
+fn planes<'a>(s: &'a CpuStorage, l: &Layout) -> Result<(&'a [f32], usize, usize, usize)> {
+    let (n, c, h, w) = match *l.dims() {
+        [n, c, h, w] => (n, c, h, w),
+        ref d => candle_core::bail!("batch norm takes (N, C, H, W) tensors, got {d:?}"),
+    };
+    let data = s.as_slice::<f32>()?;
+    let Some((a, b)) = l.contiguous_offsets() else {
+        candle_core::bail!("batch norm op needs a contiguous tensor");
+    };
+    let data =
+        data.get(a..b).ok_or_else(|| candle_core::Error::Msg("batch norm: layout overruns its storage".into()))?;
+    Ok((data, n, c, h * w))
+}
+
+fn same_dims(a: &Layout, b: &Layout, what: &str) -> Result<()> {
+    if a.dims() != b.dims() {
+        candle_core::bail!("batch norm: {what} has shape {:?}, the input {:?}", b.dims(), a.dims());
+    }
+    Ok(())
+}
+
+/// Per channel, Σ over the batch and pixels of `f(plane of a, plane of b, plane of c)`'s two
+/// sums, accumulated in f64 across planes (each plane is summed in f32: at most a feature map).
+fn channel_sums<F>(n: usize, c: usize, hw: usize, f: F) -> Vec<[f64; 2]>
+where
+    F: Fn(usize, std::ops::Range<usize>) -> [f32; 2] + Sync,
+{
+    (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let mut acc = [0f64; 2];
+            for img in 0..n {
+                let start = (img * c + ch) * hw;
+                let [s0, s1] = f(ch, start..start + hw);
+                acc[0] += f64::from(s0);
+                acc[1] += f64::from(s1);
+            }
+            acc
+        })
+        .collect()
+}
+
+/// x → (2, C): the batch mean and the biased batch variance of each channel.
+#[derive(Clone, Copy, Debug)]
+pub struct ChannelStats;
+
+impl CustomOp1 for ChannelStats {
+    fn name(&self) -> &'static str {
+        "pretext-bn-stats"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, n, c, hw) = planes(s, l)?;
+        let count = (n * hw) as f64;
+        let sums = channel_sums(n, c, hw, |_, r| [x[r].iter().sum(), 0.0]);
+        let mean: Vec<f64> = sums.iter().map(|s| s[0] / count).collect();
+        // Two passes: subtracting the mean before squaring keeps the variance accurate when
+        // the mean is large against the spread.
+        let sq = channel_sums(n, c, hw, |ch, r| {
+            let m = mean[ch] as f32;
+            [x[r].iter().map(|v| (v - m) * (v - m)).sum(), 0.0]
+        });
+        let mut out: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
+        out.extend(sq.iter().map(|s| (s[0] / count) as f32));
+        Ok((CpuStorage::F32(out), Shape::from((2, c))))
+    }
+}
+
+/// (x, stats, wb) → y = act((x − mean) / √(var + eps) · weight + bias), `stats` = (mean, var)
+/// and `wb` = (weight, bias), each (2, C); `act` is ReLU or the identity. The gradient flows
+/// to `x` (through the batch statistics too, which `stats` was computed from) and to `wb`.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchNormTrain {
+    pub eps: f64,
+    pub relu: bool,
+}
+
+impl BatchNormTrain {
+    /// Per channel (scale, shift) with y = act(x·scale + shift).
+    fn affine(&self, stats: &[f32], wb: &[f32], c: usize) -> Vec<(f32, f32, f32)> {
+        (0..c)
+            .map(|ch| {
+                let invstd = 1.0 / (f64::from(stats[c + ch]) + self.eps).sqrt();
+                let scale = f64::from(wb[ch]) * invstd;
+                let shift = f64::from(wb[c + ch]) - f64::from(stats[ch]) * scale;
+                (scale as f32, shift as f32, invstd as f32)
+            })
+            .collect()
+    }
+}
+
+fn vec2(s: &CpuStorage, l: &Layout, c: usize, what: &str) -> Result<Vec<f32>> {
+    if l.dims() != [2, c] {
+        candle_core::bail!("batch norm: {what} has shape {:?}, expected [2, {c}]", l.dims());
+    }
+    let data = s.as_slice::<f32>()?;
+    match l.contiguous_offsets().and_then(|(a, b)| data.get(a..b)) {
+        Some(v) => Ok(v.to_vec()),
+        None => candle_core::bail!("batch norm: {what} must be contiguous"),
+    }
+}
+
+impl CustomOp3 for BatchNormTrain {
+    fn name(&self) -> &'static str {
+        "pretext-bn-train"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ss: &CpuStorage,
+        sl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, _, c, hw) = planes(xs, xl)?;
+        let coef = self.affine(&vec2(ss, sl, c, "stats")?, &vec2(ws, wl, c, "weight and bias")?, c);
+        let mut y = vec![0f32; x.len()];
+        let relu = self.relu;
+        y.par_chunks_mut(c * hw).zip(x.par_chunks(c * hw)).for_each(|(yi, xi)| {
+            for ((yp, xp), &(scale, shift, _)) in yi.chunks_mut(hw).zip(xi.chunks(hw)).zip(&coef) {
+                for (o, &v) in yp.iter_mut().zip(xp) {
+                    let t = v * scale + shift;
+                    *o = if relu { t.max(0.0) } else { t };
+                }
+            }
+        });
+        Ok((CpuStorage::F32(y), xl.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        stats: &Tensor,
+        wb: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let c = x.dim(1)?;
+        let st = stats.flatten_all()?.to_vec1::<f32>()?;
+        let wbv = wb.flatten_all()?.to_vec1::<f32>()?;
+        let coef = self.affine(&st, &wbv, c);
+        let dy = dy.contiguous()?;
+        // (Σ g, Σ g·(x − mean)) per channel, g the gradient behind the ReLU.
+        let sums = x.apply_op3_no_bwd(&dy, y, &GradSums { mean: st[..c].to_vec(), relu: self.relu })?;
+        let sums = sums.flatten_all()?.to_vec1::<f32>()?;
+        let count = (x.elem_count() / c) as f32;
+        let mut dwb = vec![0f32; 2 * c];
+        let mut k = Vec::with_capacity(c);
+        for ch in 0..c {
+            let (scale, _, invstd) = coef[ch];
+            let (sg, sgx) = (sums[ch], sums[c + ch]);
+            dwb[ch] = sgx * invstd;
+            dwb[c + ch] = sg;
+            // dx = scale·(g − Σg/M − x̂·Σ(g·x̂)/M) with x̂ = (x − mean)·invstd, folded into
+            // dx = scale·g − kx·(x − mean) + k0 so the pass over the data is a short chain.
+            let kx = scale * invstd * invstd * sgx / count;
+            let k0 = -scale * sg / count;
+            k.push((scale, kx, k0, st[ch]));
+        }
+        let dx = if x.track_op() { Some(x.apply_op3_no_bwd(&dy, y, &InputGrad { k, relu: self.relu })?) } else { None };
+        let dwb = if wb.track_op() { Some(Tensor::from_vec(dwb, (2, c), x.device())?) } else { None };
+        Ok((dx, None, dwb))
+    }
+}
+
+/// (x, dy, y) → (2, C): Σ g and Σ g·(x − mean), where g = dy masked by y > 0 under ReLU.
+struct GradSums {
+    mean: Vec<f32>,
+    relu: bool,
+}
+
+impl CustomOp3 for GradSums {
+    fn name(&self) -> &'static str {
+        "pretext-bn-grad-sums"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+        ys: &CpuStorage,
+        yl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        same_dims(xl, gl, "the output gradient")?;
+        same_dims(xl, yl, "the output")?;
+        let (x, n, c, hw) = planes(xs, xl)?;
+        let (g, ..) = planes(gs, gl)?;
+        let (y, ..) = planes(ys, yl)?;
+        let relu = self.relu;
+        let sums = channel_sums(n, c, hw, |ch, r| {
+            let m = self.mean[ch];
+            let mut s = [0f32; 2];
+            for ((&xv, &gv), &yv) in x[r.clone()].iter().zip(&g[r.clone()]).zip(&y[r]) {
+                let gv = if relu && yv <= 0.0 { 0.0 } else { gv };
+                s[0] += gv;
+                s[1] += gv * (xv - m);
+            }
+            s
+        });
+        let mut out: Vec<f32> = sums.iter().map(|s| s[0] as f32).collect();
+        out.extend(sums.iter().map(|s| s[1] as f32));
+        Ok((CpuStorage::F32(out), Shape::from((2, c))))
+    }
+}
+
+/// (x, dy, y) → dx = scale·g − kx·(x − mean) + k0 per channel: (scale, kx, k0, mean).
+struct InputGrad {
+    k: Vec<(f32, f32, f32, f32)>,
+    relu: bool,
+}
+
+impl CustomOp3 for InputGrad {
+    fn name(&self) -> &'static str {
+        "pretext-bn-input-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+        ys: &CpuStorage,
+        yl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        same_dims(xl, gl, "the output gradient")?;
+        same_dims(xl, yl, "the output")?;
+        let (x, _, c, hw) = planes(xs, xl)?;
+        let (g, ..) = planes(gs, gl)?;
+        let (y, ..) = planes(ys, yl)?;
+        let relu = self.relu;
+        let mut dx = vec![0f32; x.len()];
+        dx.par_chunks_mut(c * hw).enumerate().for_each(|(img, di)| {
+            let base = img * c * hw;
+            for (ch, dp) in di.chunks_mut(hw).enumerate() {
+                let (scale, kx, k0, mean) = self.k[ch];
+                let r = base + ch * hw..base + (ch + 1) * hw;
+                for (((o, &xv), &gv), &yv) in dp.iter_mut().zip(&x[r.clone()]).zip(&g[r.clone()]).zip(&y[r]) {
+                    let gv = if relu && yv <= 0.0 { 0.0 } else { gv };
+                    *o = scale * gv - kx * (xv - mean) + k0;
+                }
+            }
+        });
+        Ok((CpuStorage::F32(dx), xl.shape().clone()))
+    }
+}
