@@ -27,8 +27,9 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<()> {
     if args.limit == 0 {
         anyhow::bail!("--limit must be at least 1");
     }
-    let eval = Evaluation::open(&args.weights.run, &args.weights.weights())
-        .with_context(|| format!("cannot embed {}", args.weights.run.display()))?;
+    let run = args.weights.run_dir()?;
+    let eval =
+        Evaluation::open(run, &args.weights.weights()).with_context(|| format!("cannot embed {}", run.display()))?;
     let options = EmbedOptions { limit: args.limit, tsne: !args.no_tsne, ..EmbedOptions::default() };
     let (path, file) = write_embedding(&eval, args.data.as_deref(), &options)?;
     let knn = file.knn_top1.map(|k| format!(", kNN top-1 {:.2}%", k * 100.0)).unwrap_or_default();

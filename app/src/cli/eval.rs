@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
+use pretext_core::data::{self, DataSplits, Dataset, OpenOptions};
 use pretext_core::eval::{Evaluation, FinetuneConfig, KnnConfig, ProbeConfig, data_spec, knn_top1, probe_top1};
+use pretext_core::task::wire::Matrix;
 use serde::Serialize;
 
 use super::weights::WeightsArgs;
@@ -31,6 +33,10 @@ pub struct EvalArgs {
     /// Use only the first N training images (the kNN bank, the probe's or fine-tuning's training set).
     #[arg(long, value_name = "N")]
     limit: Option<usize>,
+    /// Evaluate raw pixels (and mean-centred pixels) instead of a run's features: the floor
+    /// any learned representation should beat. Needs --data, no --run.
+    #[arg(long, conflicts_with_all = ["run", "checkpoint", "random_init"])]
+    pixels: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -65,49 +71,78 @@ struct Report {
     seconds: f64,
 }
 
+impl Report {
+    fn new(
+        run: String,
+        checkpoint: String,
+        epoch: u64,
+        data: &str,
+        (train_images, test_images): (usize, usize),
+    ) -> Self {
+        Self {
+            run,
+            checkpoint,
+            epoch,
+            data: data.to_string(),
+            train_images,
+            test_images,
+            knn_top1: None,
+            linear_top1: None,
+            finetune_top1: None,
+            stages: BTreeMap::new(),
+            seconds: 0.0,
+        }
+    }
+}
+
+/// Raw pixels in 0..1 and the same minus the training set's mean image, as feature matrices.
+fn pixel_features(train: &Dataset, test: &Dataset) -> (Vec<Matrix>, Vec<Matrix>) {
+    let cols = train.images.image_len();
+    let raw = |d: &Dataset, name: &str| Matrix {
+        name: name.into(),
+        rows: d.len(),
+        cols,
+        data: d.images.data.iter().map(|&v| f32::from(v) / 255.0).collect(),
+    };
+    let (train_raw, test_raw) = (raw(train, "pixels"), raw(test, "pixels"));
+    let mut mean = vec![0f32; cols];
+    for row in train_raw.data.chunks_exact(cols) {
+        mean.iter_mut().zip(row).for_each(|(m, v)| *m += v);
+    }
+    #[allow(clippy::cast_precision_loss)]
+    mean.iter_mut().for_each(|m| *m /= train.len().max(1) as f32);
+    let centred = |m: &Matrix| Matrix {
+        name: "pixels_centred".into(),
+        data: m.data.chunks_exact(cols).flat_map(|row| row.iter().zip(&mean).map(|(v, c)| v - c)).collect(),
+        ..m.clone()
+    };
+    (vec![centred(&train_raw), train_raw.clone()], vec![centred(&test_raw), test_raw])
+}
+
 pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     if args.limit == Some(0) || args.batch_size == 0 || args.epochs == 0 {
         anyhow::bail!("--limit, --batch-size and --epochs must be at least 1");
     }
     let started = Instant::now();
-    let eval = Evaluation::open(&args.weights.run, &args.weights.weights())
-        .with_context(|| format!("cannot evaluate {}", args.weights.run.display()))?;
+    if args.pixels {
+        return run_pixels(args, started);
+    }
+    let run = args.weights.run_dir()?;
+    let eval =
+        Evaluation::open(run, &args.weights.weights()).with_context(|| format!("cannot evaluate {}", run.display()))?;
     let (mut train, test) = eval.dataset(args.data.as_deref())?;
     if let Some(n) = args.limit {
         train = std::sync::Arc::new(train.take(n));
     }
-    let classes = train.num_classes().max(test.num_classes());
-    let mut report = Report {
-        run: args.weights.run.display().to_string(),
-        checkpoint: eval.checkpoint.as_ref().map_or_else(|| "random-init".into(), |c| c.file.clone()),
-        epoch: eval.epoch(),
-        data: data_spec(&eval.info, args.data.as_deref()).to_string(),
-        train_images: train.len(),
-        test_images: test.len(),
-        knn_top1: None,
-        linear_top1: None,
-        finetune_top1: None,
-        stages: BTreeMap::new(),
-        seconds: 0.0,
-    };
+    let checkpoint = eval.checkpoint.as_ref().map_or_else(|| "random-init".into(), |c| c.file.clone());
+    let data = data_spec(&eval.info, args.data.as_deref());
+    let mut report = Report::new(run.display().to_string(), checkpoint, eval.epoch(), data, (train.len(), test.len()));
     match args.protocol {
         Protocol::Knn | Protocol::Linear => {
             let (train_f, test_f) = eval.features(&train, &test)?;
-            for (tr, te) in train_f.iter().zip(&test_f) {
-                let top1 = if args.protocol == Protocol::Knn {
-                    knn_top1(tr, &train.labels, te, &test.labels, classes, KnnConfig::default())?
-                } else {
-                    probe_top1(tr, &train.labels, te, &test.labels, classes, ProbeConfig::default())?.test_top1
-                };
-                report.stages.insert(tr.name.clone(), top1);
-            }
-            let last = report.stages.get("features").copied();
-            report.stages.remove("features");
-            if args.protocol == Protocol::Knn {
-                report.knn_top1 = last;
-            } else {
-                report.linear_top1 = last;
-            }
+            score_stages(args.protocol, &mut report, &train_f, &test_f, &train, &test)?;
+            let last = report.stages.remove("features");
+            set_top1(&mut report, args.protocol, last);
         }
         Protocol::Finetune => {
             let config = FinetuneConfig {
@@ -126,8 +161,61 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
             report.finetune_top1 = Some(result.test_top1);
         }
     }
+    print_report(report, started, args.json)
+}
+
+/// Scores every feature matrix with the protocol into `report.stages`.
+fn score_stages(
+    protocol: Protocol,
+    report: &mut Report,
+    train_f: &[Matrix],
+    test_f: &[Matrix],
+    train: &Dataset,
+    test: &Dataset,
+) -> anyhow::Result<()> {
+    let classes = train.num_classes().max(test.num_classes());
+    for (tr, te) in train_f.iter().zip(test_f) {
+        let top1 = if protocol == Protocol::Knn {
+            knn_top1(tr, &train.labels, te, &test.labels, classes, KnnConfig::default())?
+        } else {
+            probe_top1(tr, &train.labels, te, &test.labels, classes, ProbeConfig::default())?.test_top1
+        };
+        report.stages.insert(tr.name.clone(), top1);
+    }
+    Ok(())
+}
+
+fn set_top1(report: &mut Report, protocol: Protocol, value: Option<f64>) {
+    match protocol {
+        Protocol::Knn => report.knn_top1 = value,
+        Protocol::Linear => report.linear_top1 = value,
+        Protocol::Finetune => report.finetune_top1 = value,
+    }
+}
+
+fn run_pixels(args: &EvalArgs, started: Instant) -> anyhow::Result<()> {
+    let Some(spec) = args.data.as_deref() else {
+        anyhow::bail!("--pixels needs --data SPEC naming a labelled dataset")
+    };
+    if args.protocol == Protocol::Finetune {
+        anyhow::bail!("--pixels measures kNN or a linear probe; there is no network to fine-tune");
+    }
+    let DataSplits { mut train, test } = data::open(spec, &OpenOptions::default())?;
+    let test = test.ok_or_else(|| anyhow::anyhow!("the dataset `{spec}` has no test split to evaluate on"))?;
+    if let Some(n) = args.limit {
+        train.truncate(n);
+    }
+    let (train_f, test_f) = pixel_features(&train, &test);
+    let mut report = Report::new("-".into(), "raw pixels".into(), 0, spec, (train.len(), test.len()));
+    score_stages(args.protocol, &mut report, &train_f, &test_f, &train, &test)?;
+    let raw = report.stages.get("pixels").copied();
+    set_top1(&mut report, args.protocol, raw);
+    print_report(report, started, args.json)
+}
+
+fn print_report(mut report: Report, started: Instant, json: bool) -> anyhow::Result<()> {
     report.seconds = started.elapsed().as_secs_f64();
-    if args.json {
+    if json {
         println!("{}", serde_json::to_string(&report)?);
         return Ok(());
     }

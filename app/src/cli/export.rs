@@ -24,8 +24,9 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
     if args.weights.random_init {
         anyhow::bail!("export writes trained weights; --random-init has none");
     }
-    let eval = Evaluation::open(&args.weights.run, &args.weights.weights())
-        .with_context(|| format!("cannot export {}", args.weights.run.display()))?;
+    let run = args.weights.run_dir()?;
+    let eval =
+        Evaluation::open(run, &args.weights.weights()).with_context(|| format!("cannot export {}", run.display()))?;
     let Some(meta) = &eval.checkpoint else { anyhow::bail!("no checkpoint was chosen") };
     let bytes = eval.store.read_checkpoint_weights(meta)?;
     let state = torchvision_state_dict(&bytes, meta.step).map_err(|e| anyhow::anyhow!("{}: {e}", meta.file))?;
@@ -33,7 +34,7 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
     println!(
         "wrote the {} backbone of {} (epoch {}) to {}",
         eval.info.backbone.kind,
-        args.weights.run.display(),
+        run.display(),
         meta.epoch,
         args.out.display()
     );

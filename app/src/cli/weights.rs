@@ -1,6 +1,6 @@
 //! The flags that choose which weights of a run to read, shared by `eval`, `embed` and `export`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 use pretext_core::eval::Weights;
@@ -9,7 +9,7 @@ use pretext_core::eval::Weights;
 pub struct WeightsArgs {
     /// The run directory.
     #[arg(long, value_name = "DIR")]
-    pub run: PathBuf,
+    pub run: Option<PathBuf>,
     /// A checkpoint of the run (its .json or .safetensors); default: the newest complete one.
     #[arg(long, value_name = "FILE", conflicts_with = "random_init")]
     pub checkpoint: Option<PathBuf>,
@@ -19,6 +19,10 @@ pub struct WeightsArgs {
 }
 
 impl WeightsArgs {
+    pub fn run_dir(&self) -> anyhow::Result<&Path> {
+        self.run.as_deref().ok_or_else(|| anyhow::anyhow!("--run DIR is required: the run directory to read"))
+    }
+
     pub fn weights(&self) -> Weights {
         match (&self.checkpoint, self.random_init) {
             (_, true) => Weights::RandomInit,

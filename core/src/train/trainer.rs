@@ -16,7 +16,7 @@ use crate::data::{Prefetch, batches, epoch_order};
 use crate::eval::{KnnConfig, knn_top1};
 use crate::host::{self, CallError, Plugin, PluginSession, PreparedBatch};
 use crate::model::BackboneSpec;
-use crate::run::store::{RunStore, now_unix};
+use crate::run::store::{RunStore, StoreError, now_unix};
 use crate::run::{DatasetInfo, FORMAT_VERSION, MetricRecord, RunInfo, RunStatus, TaskRef, checkpoint_stem};
 use crate::task::wire::Matrix;
 use crate::task::{InputSpec, Normalize, OptimizerConfig, SessionConfig};
@@ -130,8 +130,22 @@ pub fn train(
     let mut info = run_info(config, &plugin, &session_config, &train_set, test_images, &run_dir);
     let mut first_epoch = 1;
     let mut history = Vec::new();
-    if resume {
-        let (meta, weights) = store.latest_checkpoint()?;
+    // A run killed before its first checkpoint has nothing to continue: it starts over in
+    // the same directory (its partial metrics are dropped).
+    let checkpoint = if resume {
+        match store.latest_checkpoint() {
+            Ok(found) => Some(found),
+            Err(StoreError::NoCheckpoint { .. }) => {
+                log::info!("{} has no complete checkpoint yet; starting it over from epoch 1", run_dir.display());
+                store.rewrite_metrics(&[])?;
+                None
+            }
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        None
+    };
+    if let Some((meta, weights)) = checkpoint {
         session.load_state(&weights)?;
         first_epoch = meta.epoch + 1;
         history = store.read_metrics()?;
@@ -311,6 +325,8 @@ fn run_epochs(
         });
         let mut epoch_meter = Meter { started: Some(Instant::now()), ..Meter::default() };
         let mut log_meter = Meter { started: Some(Instant::now()), ..Meter::default() };
+        let mut steps_done = 0;
+        let mut stopped = false;
         for (b, prepared) in prefetch.enumerate() {
             let b = b as u64;
             let step = (epoch - 1) * batches_per_epoch + b;
@@ -342,31 +358,45 @@ fn run_epochs(
             if config.log_every > 0 && (b + 1).is_multiple_of(config.log_every) && b + 1 < batches_per_epoch {
                 store.append_metric(&log_meter.record(epoch, step + 1, lr, elapsed, false))?;
             }
+            steps_done = b + 1;
+            // A stop request ends the epoch here; it is then recorded and checkpointed like
+            // a finished one, so --resume continues with the next epoch.
             if stop.load(Ordering::Relaxed) {
-                return Ok(stopped(store, info, last_epoch_record.as_ref(), epoch));
+                stopped = true;
+                break;
             }
         }
         let elapsed = elapsed_before + started.elapsed().as_secs_f64();
-        let mut record = epoch_meter.record(
-            epoch,
-            epoch * batches_per_epoch,
-            schedule.at(epoch * batches_per_epoch - 1),
-            elapsed,
-            true,
-        );
+        let end_step = (epoch - 1) * batches_per_epoch + steps_done;
+        let mut record = epoch_meter.record(epoch, end_step, schedule.at(end_step.saturating_sub(1)), elapsed, true);
         if let Some(m) = monitor.filter(|_| epoch.is_multiple_of(config.knn_every)) {
             record.knn_top1 = Some(m.measure(session)?);
         }
         store.append_metric(&record)?;
         on_event(Event::Epoch(record.clone()));
-        if epoch % config.checkpoint_every == 0 || epoch == config.epochs {
+        if stopped || epoch.is_multiple_of(config.checkpoint_every) || epoch == config.epochs {
             let weights = session.save_state()?;
-            store.write_checkpoint(epoch, epoch * batches_per_epoch, &weights, Some(record.clone()))?;
+            store.write_checkpoint(epoch, end_step, &weights, Some(record.clone()))?;
             on_event(Event::Checkpoint { epoch, path: store.layout.checkpoint_weights(epoch) });
         }
         info.epochs_done = epoch;
         info.updated_unix = now_unix();
+        if stopped {
+            info.message = Some(format!(
+                "stopped on request after {steps_done} of {batches_per_epoch} batches of epoch {epoch}; --resume continues with epoch {}",
+                epoch + 1
+            ));
+        }
         store.write_info(info)?;
+        if stopped {
+            return Ok(Summary {
+                run_dir: store.layout.root().to_path_buf(),
+                epochs_done: epoch,
+                last_loss: record.loss,
+                images_per_sec: record.images_per_sec,
+                status: RunStatus::Stopped,
+            });
+        }
         last_epoch_record = Some(record);
     }
     let last = last_epoch_record.unwrap_or_default();
@@ -377,15 +407,4 @@ fn run_epochs(
         images_per_sec: last.images_per_sec,
         status: RunStatus::Completed,
     })
-}
-
-fn stopped(store: &RunStore, info: &mut RunInfo, last: Option<&MetricRecord>, epoch: u64) -> Summary {
-    info.message = Some(format!("stopped during epoch {epoch}; --resume continues from the last checkpoint"));
-    Summary {
-        run_dir: store.layout.root().to_path_buf(),
-        epochs_done: info.epochs_done,
-        last_loss: last.map_or(f64::NAN, |r| r.loss),
-        images_per_sec: last.map_or(0.0, |r| r.images_per_sec),
-        status: RunStatus::Stopped,
-    }
 }

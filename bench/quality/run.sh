@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Learning-quality benchmark on Fashion-MNIST (Debian's dataset-fashion-mnist).
+#
+# Trains each pretext task with the same backbone and budget, then measures kNN (k=200,
+# T=0.1, train split as the bank) and a linear probe on the test split, next to three
+# baselines: raw pixels, the randomly initialised backbone, and the same backbone trained
+# supervised for the same number of epochs. Prints a Markdown table (also written to
+# bench/quality/results.md). Finished runs are reused, so an interrupted benchmark resumes.
+#
+# Usage: bench/quality/run.sh            (EPOCHS, BATCH, WIDTH, OUT override the budget)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+EPOCHS=${EPOCHS:-10}
+BATCH=${BATCH:-256}
+WIDTH=${WIDTH:-16}
+OUT=${OUT:-bench/quality/runs}
+TASKS=${TASKS:-simclr rotation jigsaw}
+
+[ -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || [ -n "${PRETEXT_DATA:-}" ] || {
+  echo "Fashion-MNIST is missing: apt-get install dataset-fashion-mnist" >&2; exit 1; }
+cargo build --release --workspace --quiet
+P=target/release/pretext
+mkdir -p "$OUT"
+
+common=(--data fashion-mnist --backbone convnet --width "$WIDTH" --epochs "$EPOCHS" --batch-size "$BATCH" --knn-every 1)
+for task in $TASKS; do
+  if ! grep -q '"status": "completed"' "$OUT/$task/run.json" 2>/dev/null; then
+    rm -rf "$OUT/$task"
+    echo "== training $task: ${common[*]}"
+    $P train --task "$task" "${common[@]}" --out "$OUT/$task"
+  fi
+  for protocol in knn linear; do
+    [ -s "$OUT/$task.$protocol.json" ] || $P eval $protocol --run "$OUT/$task" --json > "$OUT/$task.$protocol.json"
+  done
+done
+
+first=$(set -- $TASKS; echo "$1")
+for protocol in knn linear; do
+  [ -s "$OUT/pixels.$protocol.json" ] || $P eval $protocol --pixels --data fashion-mnist --json > "$OUT/pixels.$protocol.json"
+  [ -s "$OUT/random.$protocol.json" ] || $P eval $protocol --run "$OUT/$first" --random-init --json > "$OUT/random.$protocol.json"
+done
+[ -s "$OUT/supervised.json" ] || { /usr/bin/time -f '%e' -o "$OUT/supervised.time" \
+  $P eval finetune --run "$OUT/$first" --random-init --epochs "$EPOCHS" --batch-size "$BATCH" --json > "$OUT/supervised.json"; }
+
+python3 bench/quality/table.py "$OUT" "$TASKS" "EPOCHS=$EPOCHS BATCH=$BATCH WIDTH=$WIDTH" | tee bench/quality/results.md
