@@ -3,13 +3,13 @@
 //! Errors reach the user as one sentence on stderr and a non-zero exit code; nothing here
 //! panics on input.
 
+#[cfg(not(target_arch = "wasm32"))]
 mod cli;
 
-use std::process::ExitCode;
-
-use clap::Parser;
-
-fn main() -> ExitCode {
+#[cfg(not(target_arch = "wasm32"))]
+fn main() -> std::process::ExitCode {
+    use clap::Parser;
+    use std::process::ExitCode;
     let args = cli::Cli::parse();
     cli::init_logging(args.verbose);
     match cli::run(args) {
@@ -20,3 +20,7 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// The command line is native-only; the browser viewer uses the library (see `web/`).
+#[cfg(target_arch = "wasm32")]
+fn main() {}

@@ -74,7 +74,10 @@ fn idx_images(data: &Dataset) -> Vec<u8> {
     let plane = data.height() * data.width();
     for i in 0..data.len() {
         let img = data.images.image(i);
-        bytes.extend((0..plane).map(|p| ((u16::from(img[p]) + u16::from(img[plane + p]) + u16::from(img[2 * plane + p])) / 3) as u8));
+        bytes.extend(
+            (0..plane)
+                .map(|p| ((u16::from(img[p]) + u16::from(img[plane + p]) + u16::from(img[2 * plane + p])) / 3) as u8),
+        );
     }
     bytes
 }

@@ -13,7 +13,10 @@ pub mod fixtures;
 pub mod process;
 pub mod runs;
 
-pub use process::{Output, build_rust_fixture, ensure_built, faulty_plugin, pretext, pretext_bin, pretext_with, target_dir, workspace_root};
+pub use process::{
+    Output, build_rust_fixture, ensure_built, faulty_plugin, pretext, pretext_bin, pretext_with, target_dir,
+    workspace_root,
+};
 pub use runs::{RunCheck, epoch_losses};
 
 /// A fresh temporary directory, removed when dropped.

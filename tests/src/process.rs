@@ -24,7 +24,8 @@ pub fn workspace_root() -> PathBuf {
 pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("cannot find the test executable");
     let deps = exe.parent().expect("the test executable has a folder");
-    let dir = if deps.file_name().is_some_and(|n| n == "deps") { deps.parent().expect("deps has a parent") } else { deps };
+    let dir =
+        if deps.file_name().is_some_and(|n| n == "deps") { deps.parent().expect("deps has a parent") } else { deps };
     assert!(
         dir.file_name().is_some_and(|n| n == "release"),
         "the end-to-end tests must run in the release profile (cargo test --release); found {}",
@@ -35,10 +36,14 @@ pub fn target_dir() -> PathBuf {
 
 /// Builds the workspace (binary, plugins, the faulty fixture plugin) once per test binary.
 /// Cargo's build lock is free while tests run, so this is a no-op when `cargo test` just
-/// built everything.
+/// built everything. With `PRETEXT_E2E_NO_BUILD=1` the artifacts already in the target
+/// folder are used as they are (CI that built them in an earlier step).
 pub fn ensure_built() {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
+        if std::env::var_os("PRETEXT_E2E_NO_BUILD").is_some_and(|v| v == "1") {
+            return;
+        }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
         cmd.args(["build", "--release", "--workspace"]).current_dir(workspace_root());
@@ -89,7 +94,13 @@ impl Output {
 
     /// Asserts success, printing both streams otherwise.
     pub fn assert_success(&self) -> &Self {
-        assert!(self.success(), "expected success, got {:?}\n--- stdout\n{}\n--- stderr\n{}", self.status, self.stdout, self.stderr);
+        assert!(
+            self.success(),
+            "expected success, got {:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.status,
+            self.stdout,
+            self.stderr
+        );
         self
     }
 

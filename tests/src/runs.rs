@@ -3,8 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
+use pretext_core::host::{PluginSession, load};
 use pretext_core::run::store::RunStore;
 use pretext_core::run::{CheckpointMeta, MetricRecord, RunInfo, RunStatus, SampleIndex, parse_metrics};
+use pretext_core::task::{InputSpec, OptimizerConfig, SessionConfig};
+use pretext_core::train::TrainConfig;
 
 /// The epoch-end records' mean losses, in file order, as `(epoch, loss)`.
 pub fn epoch_losses(records: &[MetricRecord]) -> Vec<(u64, f64)> {
@@ -69,7 +72,9 @@ impl RunCheck {
 
     /// The checkpoint `latest.json` names, verified, with its weights.
     pub fn latest(&self) -> (CheckpointMeta, Vec<u8>) {
-        self.store.latest_checkpoint().unwrap_or_else(|e| panic!("latest checkpoint of {} is not usable: {e}", self.dir.display()))
+        self.store
+            .latest_checkpoint()
+            .unwrap_or_else(|e| panic!("latest checkpoint of {} is not usable: {e}", self.dir.display()))
     }
 
     /// Checks a completed run of `epochs` epochs: `run.json` says completed; `metrics.jsonl`
@@ -116,5 +121,30 @@ impl RunCheck {
         for file in index.sources.iter().chain(index.samples.iter().map(|s| &s.file)) {
             image::open(dir.join(file)).unwrap_or_else(|e| panic!("sample {file} is not a readable image: {e}"));
         }
+    }
+
+    /// Loads `weights` into a fresh session of the run's own plugin, configured from
+    /// `run.json`, exactly as `--resume` does; panics with the plugin's message on failure.
+    pub fn load_into_plugin(&self, weights: &[u8]) {
+        let info = self.info();
+        let plugin = load(Path::new(&info.task.path)).unwrap_or_else(|e| panic!("cannot load the run's plugin: {e}"));
+        let train: TrainConfig = serde_json::from_value(info.config.clone()).expect("run.json records its TrainConfig");
+        let d = &info.dataset;
+        let config = SessionConfig {
+            task: train.task_config,
+            backbone: info.backbone.clone(),
+            input: InputSpec { channels: d.channels, height: d.height, width: d.width },
+            optimizer: OptimizerConfig {
+                kind: train.optimizer,
+                weight_decay: train.weight_decay,
+                ..Default::default()
+            },
+            device: "cpu".into(),
+            seed: info.seed,
+            normalize: info.normalize.clone(),
+        };
+        let session =
+            PluginSession::create(&plugin, &config).unwrap_or_else(|e| panic!("cannot create a session: {e}"));
+        session.load_state(weights).unwrap_or_else(|e| panic!("the checkpoint does not load: {e}"));
     }
 }

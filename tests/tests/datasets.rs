@@ -1,7 +1,7 @@
 //! Training on real and on-disk data: Debian's Fashion-MNIST by name, and by path an
 //! ImageFolder tree of PNGs, a folder of CIFAR-10 binary batches and IDX files, the last three
-//! generated here as small fixtures. Each run must complete with a finite loss every epoch,
-//! falling from the first epoch to the last, and record what it trained on.
+//! generated here as small fixtures. Every task must complete on each with a finite loss
+//! every epoch, falling from the first epoch to the last, and record what it trained on.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -10,12 +10,31 @@ use std::path::Path;
 use pretext_tests::fixtures::{write_cifar_dir, write_idx_dir, write_image_folder};
 use pretext_tests::{RunCheck, pretext, temp_dir};
 
+const TASKS: [&str; 3] = ["simclr", "jigsaw", "rotation"];
+
 /// Trains `task` for three epochs on `data` (small, narrow settings) into `out`.
 fn train(task: &str, data: &str, limit: usize, out: &Path) -> RunCheck {
     let limit = limit.to_string();
     let args = [
-        "train", "--task", task, "--data", data, "--backbone", "convnet", "--width", "8", "--epochs", "3", "--batch-size", "32",
-        "--limit", &limit, "--seed", "1", "--out", out.to_str().unwrap(),
+        "train",
+        "--task",
+        task,
+        "--data",
+        data,
+        "--backbone",
+        "convnet",
+        "--width",
+        "8",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "32",
+        "--limit",
+        &limit,
+        "--seed",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
     ];
     pretext(&args).assert_success();
     RunCheck::new(out)
@@ -29,13 +48,15 @@ fn fashion_mnist_by_name() {
         return;
     }
     let tmp = temp_dir();
-    let run = train("simclr", "fashion-mnist", 256, &tmp.path().join("run"));
-    let losses = run.assert_completed(3);
-    eprintln!("fashion-mnist simclr: {losses:?}");
-    let info = run.info().dataset;
-    assert_eq!((info.name.as_str(), info.train_images, info.test_images), ("fashion-mnist", 256, 10_000));
-    assert_eq!((info.channels, info.height, info.width), (1, 28, 28));
-    assert_eq!(info.classes[0], "T-shirt/top");
+    for task in TASKS {
+        let run = train(task, "fashion-mnist", 256, &tmp.path().join(task));
+        let losses = run.assert_completed(3);
+        eprintln!("fashion-mnist {task}: {losses:?}");
+        let info = run.info().dataset;
+        assert_eq!((info.name.as_str(), info.train_images, info.test_images), ("fashion-mnist", 256, 10_000));
+        assert_eq!((info.channels, info.height, info.width), (1, 28, 28));
+        assert_eq!(info.classes[0], "T-shirt/top");
+    }
 }
 
 #[test]
@@ -43,13 +64,15 @@ fn image_folder_of_pngs() {
     let tmp = temp_dir();
     let data = tmp.path().join("pngs");
     write_image_folder(&data, 256, 40);
-    let run = train("jigsaw", data.to_str().unwrap(), 256, &tmp.path().join("run"));
-    let losses = run.assert_completed(3);
-    eprintln!("image folder jigsaw: {losses:?}");
-    let info = run.info().dataset;
-    assert_eq!((info.name.as_str(), info.train_images, info.test_images), ("pngs", 256, 40));
-    assert_eq!((info.channels, info.height, info.width), (3, 32, 32));
-    assert_eq!(info.classes.len(), pretext_core::data::shapes::CLASSES.len());
+    for task in TASKS {
+        let run = train(task, data.to_str().unwrap(), 256, &tmp.path().join(task));
+        let losses = run.assert_completed(3);
+        eprintln!("image folder {task}: {losses:?}");
+        let info = run.info().dataset;
+        assert_eq!((info.name.as_str(), info.train_images, info.test_images), ("pngs", 256, 40));
+        assert_eq!((info.channels, info.height, info.width), (3, 32, 32));
+        assert_eq!(info.classes.len(), pretext_core::data::shapes::CLASSES.len());
+    }
 }
 
 #[test]
@@ -57,13 +80,15 @@ fn cifar10_binary_batches() {
     let tmp = temp_dir();
     let data = tmp.path().join("cifar-10-batches-bin");
     write_cifar_dir(&data, 256, 50);
-    let run = train("rotation", data.to_str().unwrap(), 256, &tmp.path().join("run"));
-    let losses = run.assert_completed(3);
-    eprintln!("cifar rotation: {losses:?}");
-    let info = run.info().dataset;
-    assert_eq!((info.train_images, info.test_images, info.channels, info.height), (256, 50, 3, 32));
-    // The class names come from batches.meta.txt.
-    assert_eq!(info.classes[0], pretext_core::data::shapes::CLASSES[0]);
+    for task in TASKS {
+        let run = train(task, data.to_str().unwrap(), 256, &tmp.path().join(task));
+        let losses = run.assert_completed(3);
+        eprintln!("cifar {task}: {losses:?}");
+        let info = run.info().dataset;
+        assert_eq!((info.train_images, info.test_images, info.channels, info.height), (256, 50, 3, 32));
+        // The class names come from batches.meta.txt.
+        assert_eq!(info.classes[0], pretext_core::data::shapes::CLASSES[0]);
+    }
 }
 
 #[test]
@@ -73,8 +98,19 @@ fn idx_files_by_path() {
     write_idx_dir(&data, 64, 16, true);
     let out = tmp.path().join("run");
     let args = [
-        "train", "--task", "rotation", "--data", data.to_str().unwrap(), "--width", "4", "--epochs", "1", "--batch-size", "32",
-        "--out", out.to_str().unwrap(),
+        "train",
+        "--task",
+        "rotation",
+        "--data",
+        data.to_str().unwrap(),
+        "--width",
+        "4",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+        "--out",
+        out.to_str().unwrap(),
     ];
     pretext(&args).assert_success();
     let run = RunCheck::new(&out);

@@ -36,7 +36,8 @@ fn broken_dir() -> &'static Path {
         let dir = temp_dir();
         build_rust_fixture(&header_only_plugin(MAGIC ^ 0xff, ABI_VERSION), &dir.path().join("libpretext_badmagic.so"));
         build_rust_fixture(&header_only_plugin(MAGIC, ABI_VERSION + 98), &dir.path().join("libpretext_oldabi.so"));
-        std::fs::write(dir.path().join("libpretext_notalib.so"), "this is a text file, not a shared library\n").unwrap();
+        std::fs::write(dir.path().join("libpretext_notalib.so"), "this is a text file, not a shared library\n")
+            .unwrap();
         dir
     })
     .path()
@@ -52,7 +53,11 @@ fn wrong_abi_text() -> String {
 
 #[test]
 fn plugins_lists_refused_libraries_with_their_reason_and_keeps_the_good_ones() {
-    let out = pretext_with(&["plugins", "--json"], &[("PRETEXT_PLUGIN_PATH", broken_dir())], std::time::Duration::from_secs(60));
+    let out = pretext_with(
+        &["plugins", "--json"],
+        &[("PRETEXT_PLUGIN_PATH", broken_dir())],
+        std::time::Duration::from_secs(60),
+    );
     out.assert_success();
     let rows: Vec<serde_json::Value> = serde_json::from_str(&out.stdout).unwrap();
     let expect = [
@@ -62,7 +67,10 @@ fn plugins_lists_refused_libraries_with_their_reason_and_keeps_the_good_ones() {
     ];
     for (name, reason) in &expect {
         let path = broken(name).display().to_string();
-        let row = rows.iter().find(|r| r["path"] == path.as_str()).unwrap_or_else(|| panic!("{path} not listed: {}", out.stdout));
+        let row = rows
+            .iter()
+            .find(|r| r["path"] == path.as_str())
+            .unwrap_or_else(|| panic!("{path} not listed: {}", out.stdout));
         assert_eq!(row["status"], "refused");
         assert_eq!(row["name"], *name);
         let text = row["reason"].as_str().unwrap();
@@ -72,7 +80,8 @@ fn plugins_lists_refused_libraries_with_their_reason_and_keeps_the_good_ones() {
     for task in ["simclr", "jigsaw", "rotation"] {
         assert!(rows.iter().any(|r| r["name"] == task && r["status"] == "ok"), "{task} missing: {}", out.stdout);
     }
-    let table = pretext_with(&["plugins"], &[("PRETEXT_PLUGIN_PATH", broken_dir())], std::time::Duration::from_secs(60));
+    let table =
+        pretext_with(&["plugins"], &[("PRETEXT_PLUGIN_PATH", broken_dir())], std::time::Duration::from_secs(60));
     table.assert_success();
     assert!(table.stdout.contains("reason:") && table.stdout.contains("wrong magic number"), "{}", table.stdout);
 }
@@ -137,7 +146,10 @@ fn a_panicking_train_step_is_one_sentence_and_the_host_survives() {
     // 64 images in batches of 16: four steps an epoch; step 7 (epoch 2) panics.
     let config = faulty_config(tmp.path(), "panic", 6);
     let out = pretext(&["train", "--config", config.to_str().unwrap()]);
-    let line = out.assert_error_after_progress(&["plugin `faulty` panicked while trying to run a training step", "deliberate failure after 6 steps"]);
+    let line = out.assert_error_after_progress(&[
+        "plugin `faulty` panicked while trying to run a training step",
+        "deliberate failure after 6 steps",
+    ]);
     eprintln!("{line}");
 
     let run = RunCheck::new(&tmp.path().join("run"));

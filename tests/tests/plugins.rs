@@ -14,7 +14,8 @@ fn json_lists_the_three_tasks_with_version_abi_path_and_status() {
     out.assert_success();
     let rows: Vec<serde_json::Value> = serde_json::from_str(&out.stdout).expect("stdout is a JSON array");
     for task in TASKS {
-        let row = rows.iter().find(|r| r["name"] == task).unwrap_or_else(|| panic!("{task} is not listed: {}", out.stdout));
+        let row =
+            rows.iter().find(|r| r["name"] == task).unwrap_or_else(|| panic!("{task} is not listed: {}", out.stdout));
         assert_eq!(row["status"], "ok", "{row}");
         assert_eq!(row["version"], env!("CARGO_PKG_VERSION"));
         assert_eq!(row["abi_version"], ABI_VERSION);

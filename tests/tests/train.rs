@@ -16,8 +16,25 @@ fn train_task(task: &str) {
     let tmp = temp_dir();
     let out = tmp.path().join("runs").join(task);
     let args = [
-        "train", "--task", task, "--data", "shapes", "--backbone", "convnet", "--width", "8", "--epochs", "3", "--batch-size", "32",
-        "--limit", "256", "--seed", "1", "--out", out.to_str().unwrap(),
+        "train",
+        "--task",
+        task,
+        "--data",
+        "shapes",
+        "--backbone",
+        "convnet",
+        "--width",
+        "8",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "32",
+        "--limit",
+        "256",
+        "--seed",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
     ];
     let result = pretext(&args);
     result.assert_success();
@@ -60,10 +77,57 @@ fn an_existing_run_is_not_overwritten_and_resume_of_a_finished_run_adds_nothing(
     let tmp = temp_dir();
     let out = tmp.path().join("run");
     let out_s = out.to_str().unwrap();
-    let base = ["train", "--task", "rotation", "--width", "4", "--epochs", "1", "--batch-size", "16", "--limit", "32", "--out", out_s];
+    let base = [
+        "train",
+        "--task",
+        "rotation",
+        "--width",
+        "4",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--limit",
+        "32",
+        "--out",
+        out_s,
+    ];
     pretext(&base).assert_success();
     let before = std::fs::read(out.join("metrics.jsonl")).unwrap();
     pretext(&base).assert_one_line_error(&[out_s, "already holds a run", "--resume"]);
     assert_eq!(std::fs::read(out.join("metrics.jsonl")).unwrap(), before, "the refused run changed the metrics");
     RunCheck::new(&out).latest();
+}
+
+/// The acceptance commands at their full size: `--limit 2048 --batch-size 64 --epochs 3`
+/// with the default ConvNet, for each task. Minutes per task on a CPU, so run on request:
+/// `cargo test --release -p pretext-tests --test train -- --ignored`.
+#[test]
+#[ignore = "full-size acceptance runs take minutes per task on a CPU"]
+fn acceptance_commands_at_full_size() {
+    let tmp = temp_dir();
+    for task in ["simclr", "jigsaw", "rotation"] {
+        let out = tmp.path().join("runs").join(task);
+        let started = std::time::Instant::now();
+        let args = [
+            "train",
+            "--task",
+            task,
+            "--data",
+            "shapes",
+            "--backbone",
+            "convnet",
+            "--epochs",
+            "3",
+            "--batch-size",
+            "64",
+            "--limit",
+            "2048",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        pretext_tests::pretext_with(&args, &[], std::time::Duration::from_secs(3600)).assert_success();
+        let losses = RunCheck::new(&out).assert_completed(3);
+        eprintln!("{task}: {:.0}s, epoch losses {losses:?}", started.elapsed().as_secs_f64());
+    }
 }

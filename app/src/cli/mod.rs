@@ -3,6 +3,7 @@
 mod embed;
 mod eval;
 mod export;
+mod gui;
 mod logging;
 mod plugins;
 mod progress;
@@ -35,6 +36,8 @@ pub enum Command {
     Embed(embed::EmbedArgs),
     /// Write a run's backbone with torchvision resnet18 names.
     Export(export::ExportArgs),
+    /// Open the desktop app: browse runs, curves, embeddings and filters, and train.
+    Gui(gui::GuiArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -44,6 +47,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(args) => eval::run(&args),
         Command::Embed(args) => embed::run(&args),
         Command::Export(args) => export::run(&args),
+        Command::Gui(args) => gui::run(args),
     }
 }
 

@@ -28,7 +28,7 @@ pub enum LoadError {
     Describe { path: PathBuf, reason: String },
     #[error("no plugin named `{name}` was found (looked in: {searched}); `pretext plugins` lists what is available")]
     UnknownTask { name: String, searched: String },
-    #[error("plugin `{name}` at {path} was refused: {reason}")]
+    #[error("plugin `{name}` was refused: {reason}")]
     Refused { name: String, path: PathBuf, reason: String },
 }
 

@@ -56,7 +56,7 @@ pub fn load(path: &Path) -> Result<Plugin, LoadError> {
     // SAFETY: loading a library runs its initialisers. We only load files the user named or
     // that sit in plugin directories, which is the trust model of every plugin system.
     let library = unsafe { libloading::Library::new(&path) }
-        .map_err(|e| LoadError::NotALibrary { path: path.clone(), reason: first_line(&e.to_string()) })?;
+        .map_err(|e| LoadError::NotALibrary { path: path.clone(), reason: loader_reason(&path, &e.to_string()) })?;
     // The library is never unloaded: sessions, buffers and log callbacks may outlive us.
     let library: &'static libloading::Library = Box::leak(Box::new(library));
     // SAFETY: the symbol's type is the one every plugin exports; if a foreign library
@@ -107,6 +107,9 @@ pub fn load(path: &Path) -> Result<Plugin, LoadError> {
     Ok(Plugin { path, description, abi_version, decl })
 }
 
-fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or(s).to_string()
+/// The dynamic loader's reason, without the path it repeats (our message names it already).
+fn loader_reason(path: &Path, message: &str) -> String {
+    let line = message.lines().next().unwrap_or(message);
+    let shown = path.display().to_string();
+    line.rsplit_once(&format!("{shown}: ")).map_or(line, |(_, rest)| rest).to_string()
 }

@@ -55,6 +55,62 @@ where
         .collect()
 }
 
+/// Eight independent partial sums: float addition is not associative, so the compiler keeps
+/// a single running sum in order unless the lanes are spelled out, and that serial chain
+/// is what made these reductions slow.
+const LANES: usize = 8;
+
+fn lanes_total(acc: [f32; LANES]) -> f32 {
+    acc.iter().sum()
+}
+
+fn sum(x: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for ch in chunks {
+        for (a, v) in acc.iter_mut().zip(ch) {
+            *a += *v;
+        }
+    }
+    lanes_total(acc) + tail
+}
+
+fn sum_sq_dev(x: &[f32], m: f32) -> f32 {
+    let mut acc = [0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail: f32 = chunks.remainder().iter().map(|v| (v - m) * (v - m)).sum();
+    for ch in chunks {
+        for (a, v) in acc.iter_mut().zip(ch) {
+            *a += (v - m) * (v - m);
+        }
+    }
+    lanes_total(acc) + tail
+}
+
+/// (Σ g, Σ g·(x − m)) with g = dy, zeroed where y ≤ 0 under ReLU.
+fn grad_sums(x: &[f32], dy: &[f32], y: &[f32], m: f32, relu: bool) -> [f32; 2] {
+    let gate = |g: f32, yv: f32| if relu && yv <= 0.0 { 0.0 } else { g };
+    let (mut s0, mut s1) = ([0f32; LANES], [0f32; LANES]);
+    let split = x.len() / LANES * LANES;
+    for ((xc, gc), yc) in
+        x[..split].chunks_exact(LANES).zip(dy[..split].chunks_exact(LANES)).zip(y[..split].chunks_exact(LANES))
+    {
+        for i in 0..LANES {
+            let g = gate(gc[i], yc[i]);
+            s0[i] += g;
+            s1[i] += g * (xc[i] - m);
+        }
+    }
+    let (mut t0, mut t1) = (lanes_total(s0), lanes_total(s1));
+    for ((&xv, &gv), &yv) in x[split..].iter().zip(&dy[split..]).zip(&y[split..]) {
+        let g = gate(gv, yv);
+        t0 += g;
+        t1 += g * (xv - m);
+    }
+    [t0, t1]
+}
+
 /// x → (2, C): the batch mean and the biased batch variance of each channel.
 #[derive(Clone, Copy, Debug)]
 pub struct ChannelStats;
@@ -67,14 +123,11 @@ impl CustomOp1 for ChannelStats {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (x, n, c, hw) = planes(s, l)?;
         let count = (n * hw) as f64;
-        let sums = channel_sums(n, c, hw, |_, r| [x[r].iter().sum(), 0.0]);
+        let sums = channel_sums(n, c, hw, |_, r| [sum(&x[r]), 0.0]);
         let mean: Vec<f64> = sums.iter().map(|s| s[0] / count).collect();
         // Two passes: subtracting the mean before squaring keeps the variance accurate when
         // the mean is large against the spread.
-        let sq = channel_sums(n, c, hw, |ch, r| {
-            let m = mean[ch] as f32;
-            [x[r].iter().map(|v| (v - m) * (v - m)).sum(), 0.0]
-        });
+        let sq = channel_sums(n, c, hw, |ch, r| [sum_sq_dev(&x[r], mean[ch] as f32), 0.0]);
         let mut out: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
         out.extend(sq.iter().map(|s| (s[0] / count) as f32));
         Ok((CpuStorage::F32(out), Shape::from((2, c))))
@@ -206,16 +259,7 @@ impl CustomOp3 for GradSums {
         let (g, ..) = planes(gs, gl)?;
         let (y, ..) = planes(ys, yl)?;
         let relu = self.relu;
-        let sums = channel_sums(n, c, hw, |ch, r| {
-            let m = self.mean[ch];
-            let mut s = [0f32; 2];
-            for ((&xv, &gv), &yv) in x[r.clone()].iter().zip(&g[r.clone()]).zip(&y[r]) {
-                let gv = if relu && yv <= 0.0 { 0.0 } else { gv };
-                s[0] += gv;
-                s[1] += gv * (xv - m);
-            }
-            s
-        });
+        let sums = channel_sums(n, c, hw, |ch, r| grad_sums(&x[r.clone()], &g[r.clone()], &y[r], self.mean[ch], relu));
         let mut out: Vec<f32> = sums.iter().map(|s| s[0] as f32).collect();
         out.extend(sums.iter().map(|s| s[1] as f32));
         Ok((CpuStorage::F32(out), Shape::from((2, c))))

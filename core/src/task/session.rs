@@ -55,8 +55,15 @@ pub struct Description {
 /// Metrics of one step: always `loss`, plus whatever the task reports.
 pub type StepMetrics = BTreeMap<String, f64>;
 
-const STEP_KEY: &str = "pretext.step";
-const TASK_KEY: &str = "pretext.task";
+/// The one metadata key of a saved state. One key, because safetensors writes its metadata
+/// map in hash order and several keys would make identical states hash differently.
+const META_KEY: &str = "pretext";
+
+#[derive(Serialize, Deserialize)]
+struct StateMeta {
+    task: String,
+    step: u64,
+}
 
 struct State<T: PretextTask> {
     params: VarMap,
@@ -225,9 +232,8 @@ impl<T: PretextTask> Session<T> {
             .into_iter()
             .map(|(n, t)| Ok((n, t.to_device(&Device::Cpu)?)))
             .collect::<candle_core::Result<Vec<_>>>()?;
-        let mut meta = HashMap::new();
-        meta.insert(STEP_KEY.to_string(), state.optimizer.steps().to_string());
-        meta.insert(TASK_KEY.to_string(), T::info().name);
+        let meta = StateMeta { task: T::info().name, step: state.optimizer.steps() };
+        let meta = HashMap::from([(META_KEY.to_string(), serde_json::to_string(&meta).map_err(|e| TaskError::State(e.to_string()))?)]);
         safetensors::serialize(tensors, Some(meta)).map_err(|e| TaskError::State(e.to_string()))
     }
 
@@ -236,15 +242,17 @@ impl<T: PretextTask> Session<T> {
     pub fn load_state(&self, bytes: &[u8]) -> Result<(), TaskError> {
         let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
             .map_err(|e| TaskError::State(format!("not a checkpoint: {e}")))?;
-        let meta = header.metadata().clone().unwrap_or_default();
+        let meta: StateMeta = header
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get(META_KEY))
+            .and_then(|json| serde_json::from_str(json).ok())
+            .ok_or_else(|| TaskError::State("not a Pretext checkpoint: its metadata is missing".into()))?;
         let task = T::info().name;
-        if meta.get(TASK_KEY).is_some_and(|t| *t != task) {
-            return Err(TaskError::State(format!(
-                "the checkpoint was written by task `{}`, not `{task}`",
-                meta.get(TASK_KEY).map_or("?", String::as_str)
-            )));
+        if meta.task != task {
+            return Err(TaskError::State(format!("the checkpoint was written by task `{}`, not `{task}`", meta.task)));
         }
-        let steps = meta.get(STEP_KEY).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let steps = meta.step;
         let tensors = candle_core::safetensors::load_buffer(bytes, &self.device)?;
         let mut state = self.lock()?;
         for (name, var) in named_vars(&state.params)? {

@@ -1,7 +1,7 @@
 //! How embeddings and samples cross the plugin boundary: safetensors bytes of plain f32/u8
 //! data, readable without candle (so the host, the app and the browser can decode them).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use safetensors::SafeTensors;
 use safetensors::tensor::{Dtype, TensorView};
@@ -26,6 +26,10 @@ pub struct SampleImage {
     pub caption: String,
     pub image: ByteImages,
 }
+
+/// The metadata key holding every sample's caption, as one JSON map (one key keeps the
+/// bytes independent of hash order).
+const SAMPLES_KEY: &str = "samples";
 
 #[derive(Serialize, Deserialize)]
 struct SampleMeta {
@@ -67,22 +71,25 @@ pub fn decode_matrices(bytes: &[u8]) -> Result<Vec<Matrix>, String> {
 
 pub fn encode_samples(samples: &[Sample]) -> Result<Vec<u8>, String> {
     let images: Vec<ByteImages> = samples.iter().map(|s| FloatImages::to_bytes(&s.image)).collect();
-    let mut meta = HashMap::new();
+    let mut meta = BTreeMap::new();
     let mut views = Vec::new();
     for (i, (s, img)) in samples.iter().zip(&images).enumerate() {
         let name = format!("sample.{i:04}");
-        let m = SampleMeta { group: s.group, caption: s.caption.clone() };
-        meta.insert(name.clone(), serde_json::to_string(&m).map_err(|e| e.to_string())?);
+        meta.insert(name.clone(), SampleMeta { group: s.group, caption: s.caption.clone() });
         views
             .push((name, TensorView::new(Dtype::U8, vec![img.c, img.h, img.w], &img.data).map_err(|e| e.to_string())?));
     }
+    let meta = HashMap::from([(SAMPLES_KEY.to_string(), serde_json::to_string(&meta).map_err(|e| e.to_string())?)]);
     safetensors::serialize(views, Some(meta)).map_err(|e| e.to_string())
 }
 
 pub fn decode_samples(bytes: &[u8]) -> Result<Vec<SampleImage>, String> {
     let st = SafeTensors::deserialize(bytes).map_err(|e| e.to_string())?;
     let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| e.to_string())?;
-    let meta = header.metadata().clone().unwrap_or_default();
+    let mut meta: BTreeMap<String, SampleMeta> = match header.metadata().as_ref().and_then(|m| m.get(SAMPLES_KEY)) {
+        Some(json) => serde_json::from_str(json).map_err(|e| format!("sample captions: {e}"))?,
+        None => BTreeMap::new(),
+    };
     let mut named: Vec<(String, TensorView<'_>)> = st.tensors();
     named.sort_by(|a, b| a.0.cmp(&b.0));
     named
@@ -91,11 +98,7 @@ pub fn decode_samples(bytes: &[u8]) -> Result<Vec<SampleImage>, String> {
             let [c, h, w] = view.shape() else {
                 return Err(format!("sample {name} is not a C×H×W image"));
             };
-            let m: SampleMeta = meta
-                .get(&name)
-                .map(|s| serde_json::from_str(s).map_err(|e| e.to_string()))
-                .transpose()?
-                .unwrap_or(SampleMeta { group: 0, caption: String::new() });
+            let m = meta.remove(&name).unwrap_or(SampleMeta { group: 0, caption: String::new() });
             let image = ByteImages::new(1, *c, *h, *w, view.data().to_vec()).map_err(|e| e.to_string())?;
             Ok(SampleImage { group: m.group, caption: m.caption, image })
         })

@@ -135,6 +135,12 @@ impl Plan {
         let gemm = if g.n < threads { Parallelism::Rayon(threads) } else { Parallelism::None };
         Self { per_task, group, gemm }
     }
+
+    /// A 1×1, stride-1, unpadded kernel on single images reads the image itself as its
+    /// lowered matrix.
+    fn direct(&self, g: &Geometry) -> bool {
+        g.is_pointwise() && self.group == 1
+    }
 }
 
 /// A read-only matrix view: element (i, j) is `data[i·rs + j·cs]`.
@@ -155,6 +161,15 @@ impl<'a> MatRef<'a> {
     /// The transpose of a row-major `rows`×`cols` matrix stored in `data`.
     fn transposed(data: &'a [f32], rows: usize, cols: usize) -> Self {
         Self { data, rows: cols, cols: rows, rs: 1, cs: cols }
+    }
+
+    /// Rows `ld` apart, as in a lowered group of images.
+    fn strided(data: &'a [f32], rows: usize, cols: usize, ld: usize) -> Self {
+        Self { data, rows, cols, rs: ld, cs: 1 }
+    }
+
+    fn t(self) -> Self {
+        Self { rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs, ..self }
     }
 
     fn check(&self) -> Result<(), ConvError> {
@@ -241,7 +256,9 @@ fn check_len(what: &'static str, got: usize, want: usize) -> Result<(), ConvErro
 
 /// Lowers one image (`c`×`h`×`w`) into columns `at..at + pixels` of `col`, a row-major
 /// `taps`×`ld` matrix: row (channel, ki, kj) holds the input under that tap for every output
-/// pixel, zero where it falls in the padding.
+/// pixel. Only positions inside the image are written: the ones that fall in the padding
+/// are the same for every image, so the caller zeroes the buffer once and reuses it with
+/// the same `ld`, instead of re-filling a few zeros per row (thousands of tiny memsets).
 fn im2col(g: &Geometry, x: &[f32], col: &mut [f32], ld: usize, at: usize) {
     let (p, s, wo) = (g.padding, g.stride, g.wo);
     let plane = g.h * g.w;
@@ -250,24 +267,22 @@ fn im2col(g: &Geometry, x: &[f32], col: &mut [f32], ld: usize, at: usize) {
             let (oh0, oh1) = g.valid(ki, g.h, g.ho);
             for kj in 0..g.k {
                 let (ow0, ow1) = g.valid(kj, g.w, wo);
+                if ow1 <= ow0 {
+                    continue;
+                }
                 let row_start = ((c * g.k + ki) * g.k + kj) * ld + at;
                 let row = &mut col[row_start..row_start + g.pixels()];
-                row[..oh0 * wo].fill(0.0);
-                row[oh1 * wo..].fill(0.0);
+                let iw0 = ow0 * s + kj - p;
+                let len = ow1 - ow0;
                 for oh in oh0..oh1 {
                     let ih = oh * s + ki - p;
-                    let src = &xc[ih * g.w..(ih + 1) * g.w];
-                    let dst = &mut row[oh * wo..(oh + 1) * wo];
-                    dst[..ow0].fill(0.0);
-                    dst[ow1..].fill(0.0);
-                    if ow1 > ow0 {
-                        let iw0 = ow0 * s + kj - p;
-                        if s == 1 {
-                            dst[ow0..ow1].copy_from_slice(&src[iw0..iw0 + (ow1 - ow0)]);
-                        } else {
-                            for (d, v) in dst[ow0..ow1].iter_mut().zip(src[iw0..].iter().step_by(s)) {
-                                *d = *v;
-                            }
+                    let src = &xc[ih * g.w + iw0..(ih + 1) * g.w];
+                    let dst = &mut row[oh * wo + ow0..oh * wo + ow1];
+                    if s == 1 {
+                        dst.copy_from_slice(&src[..len]);
+                    } else {
+                        for (d, v) in dst.iter_mut().zip(src.iter().step_by(s)) {
+                            *d = *v;
                         }
                     }
                 }
@@ -312,9 +327,8 @@ fn col2im(g: &Geometry, col: &[f32], ld: usize, at: usize, dx: &mut [f32]) {
 }
 
 /// Copies `count` images' (`rows`×`pixels`) planes side by side into a `rows`×(count·pixels)
-/// matrix, so a group of images becomes one GEMM operand.
-fn gather_planes(src: &[f32], count: usize, rows: usize, pixels: usize, dst: &mut [f32]) {
-    let ld = count * pixels;
+/// matrix with rows `ld` apart, so a group of images becomes one GEMM operand.
+fn gather_planes(src: &[f32], count: usize, rows: usize, pixels: usize, ld: usize, dst: &mut [f32]) {
     for (i, img) in src.chunks_exact(rows * pixels).take(count).enumerate() {
         for (r, plane) in img.chunks_exact(pixels).enumerate() {
             dst[r * ld + i * pixels..r * ld + (i + 1) * pixels].copy_from_slice(plane);
@@ -323,12 +337,53 @@ fn gather_planes(src: &[f32], count: usize, rows: usize, pixels: usize, dst: &mu
 }
 
 /// The inverse of [`gather_planes`].
-fn scatter_planes(src: &[f32], count: usize, rows: usize, pixels: usize, dst: &mut [f32]) {
-    let ld = count * pixels;
+fn scatter_planes(src: &[f32], count: usize, rows: usize, pixels: usize, ld: usize, dst: &mut [f32]) {
     for (i, img) in dst.chunks_exact_mut(rows * pixels).take(count).enumerate() {
         for (r, plane) in img.chunks_exact_mut(pixels).enumerate() {
             plane.copy_from_slice(&src[r * ld + i * pixels..r * ld + (i + 1) * pixels]);
         }
+    }
+}
+
+/// Scratch buffers of one task. The lowered matrix is zeroed once here and then only
+/// overwritten at in-image positions (see [`im2col`]), always with the full group's row
+/// stride `ld`, even for a short last group.
+struct Scratch {
+    col: Vec<f32>,
+    planes: Vec<f32>,
+    ld: usize,
+}
+
+impl Scratch {
+    /// `lowers`: whether this set holds a lowered (im2col) matrix; `planes_rows`: rows of
+    /// the side-by-side buffer for grouped images.
+    fn new(g: &Geometry, plan: &Plan, lowers: bool, planes_rows: usize) -> Self {
+        let ld = plan.group * g.pixels();
+        let col = if !lowers || plan.direct(g) { Vec::new() } else { vec![0f32; g.taps() * ld] };
+        let planes = if plan.group > 1 { vec![0f32; planes_rows * ld] } else { Vec::new() };
+        Self { col, planes, ld }
+    }
+
+    /// The `taps`×(count·pixels) lowered matrix of `count` consecutive images.
+    fn lower<'a>(&'a mut self, g: &Geometry, plan: &Plan, images: &'a [f32], count: usize) -> MatRef<'a> {
+        let cols = count * g.pixels();
+        if plan.direct(g) {
+            return MatRef::row_major(images, g.taps(), cols);
+        }
+        for (i, img) in images.chunks_exact(g.image_len()).enumerate() {
+            im2col(g, img, &mut self.col, self.ld, i * g.pixels());
+        }
+        MatRef::strided(&self.col, g.taps(), cols, self.ld)
+    }
+
+    /// The `rows`×(count·pixels) matrix of `count` consecutive images' planes: the data
+    /// itself for one image, else gathered side by side.
+    fn side_by_side<'a>(&'a mut self, g: &Geometry, data: &'a [f32], rows: usize, count: usize) -> MatRef<'a> {
+        if count == 1 {
+            return MatRef::row_major(data, rows, g.pixels());
+        }
+        gather_planes(data, count, rows, g.pixels(), self.ld, &mut self.planes);
+        MatRef::strided(&self.planes, rows, count * g.pixels(), self.ld)
     }
 }
 
@@ -338,33 +393,25 @@ pub fn forward(g: &Geometry, x: &[f32], w: &[f32]) -> Result<Vec<f32>, ConvError
     check_len("input", x.len(), g.input_len())?;
     check_len("kernel", w.len(), g.weight_len())?;
     let plan = Plan::new(g, 2);
-    let (taps, pixels, out_len) = (g.taps(), g.pixels(), g.out_image_len());
-    let weights = MatRef::row_major(w, g.o, taps);
+    let (in_len, out_len) = (g.image_len(), g.out_image_len());
+    let weights = MatRef::row_major(w, g.o, g.taps());
     let mut y = vec![0f32; g.output_len()];
     y.par_chunks_mut(plan.per_task * out_len).enumerate().try_for_each(|(t, y_task)| {
         let first = t * plan.per_task;
         let images = y_task.len() / out_len;
-        let direct = g.is_pointwise() && plan.group == 1;
-        let mut col = if direct { Vec::new() } else { vec![0f32; taps * plan.group * pixels] };
-        let mut out = if plan.group > 1 { vec![0f32; g.o * plan.group * pixels] } else { Vec::new() };
+        let mut scratch = Scratch::new(g, &plan, true, 0);
+        let mut out = if plan.group > 1 { vec![0f32; g.o * scratch.ld] } else { Vec::new() };
+        let ld = scratch.ld;
         for start in (0..images).step_by(plan.group) {
             let count = plan.group.min(images - start);
-            let ld = count * pixels;
-            let x_group = &x[(first + start) * g.image_len()..(first + start + count) * g.image_len()];
-            let lowered = if direct {
-                MatRef::row_major(x_group, taps, pixels)
-            } else {
-                for (i, img) in x_group.chunks_exact(g.image_len()).enumerate() {
-                    im2col(g, img, &mut col, ld, i * pixels);
-                }
-                MatRef::row_major(&col[..taps * ld], taps, ld)
-            };
+            let n0 = first + start;
+            let lowered = scratch.lower(g, &plan, &x[n0 * in_len..(n0 + count) * in_len], count);
             let y_group = &mut y_task[start * out_len..(start + count) * out_len];
             if count == 1 {
-                gemm_f32(y_group, pixels, weights, lowered, false, plan.gemm)?;
+                gemm_f32(y_group, g.pixels(), weights, lowered, false, plan.gemm)?;
             } else {
-                gemm_f32(&mut out[..g.o * ld], ld, weights, lowered, false, plan.gemm)?;
-                scatter_planes(&out, count, g.o, pixels, y_group);
+                gemm_f32(&mut out, ld, weights, lowered, false, plan.gemm)?;
+                scatter_planes(&out, count, g.o, g.pixels(), ld, y_group);
             }
         }
         Ok(())
@@ -377,32 +424,27 @@ pub fn input_grad(g: &Geometry, dy: &[f32], w: &[f32]) -> Result<Vec<f32>, ConvE
     check_len("output gradient", dy.len(), g.output_len())?;
     check_len("kernel", w.len(), g.weight_len())?;
     let plan = Plan::new(g, 2);
-    let (taps, pixels, out_len, in_len) = (g.taps(), g.pixels(), g.out_image_len(), g.image_len());
-    let weights_t = MatRef::transposed(w, g.o, taps);
+    let (in_len, out_len) = (g.image_len(), g.out_image_len());
+    let weights_t = MatRef::transposed(w, g.o, g.taps());
     let mut dx = vec![0f32; g.input_len()];
     dx.par_chunks_mut(plan.per_task * in_len).enumerate().try_for_each(|(t, dx_task)| {
         let first = t * plan.per_task;
         let images = dx_task.len() / in_len;
-        let direct = g.is_pointwise() && plan.group == 1;
-        let mut dcol = if direct { Vec::new() } else { vec![0f32; taps * plan.group * pixels] };
-        let mut dy_buf = if plan.group > 1 { vec![0f32; g.o * plan.group * pixels] } else { Vec::new() };
+        let mut scratch = Scratch::new(g, &plan, true, g.o);
+        // Every entry of the lowered gradient is written by the GEMM: no zeroing to keep.
+        let mut dcol = std::mem::take(&mut scratch.col);
+        let ld = scratch.ld;
         for start in (0..images).step_by(plan.group) {
             let count = plan.group.min(images - start);
-            let ld = count * pixels;
-            let dy_group = &dy[(first + start) * out_len..(first + start + count) * out_len];
-            let dy_mat = if count == 1 {
-                MatRef::row_major(dy_group, g.o, pixels)
-            } else {
-                gather_planes(dy_group, count, g.o, pixels, &mut dy_buf);
-                MatRef::row_major(&dy_buf[..g.o * ld], g.o, ld)
-            };
+            let n0 = first + start;
+            let dy_mat = scratch.side_by_side(g, &dy[n0 * out_len..(n0 + count) * out_len], g.o, count);
             let dx_group = &mut dx_task[start * in_len..(start + count) * in_len];
-            if direct {
-                gemm_f32(dx_group, pixels, weights_t, dy_mat, false, plan.gemm)?;
+            if plan.direct(g) {
+                gemm_f32(dx_group, g.pixels(), weights_t, dy_mat, false, plan.gemm)?;
             } else {
-                gemm_f32(&mut dcol[..taps * ld], ld, weights_t, dy_mat, false, plan.gemm)?;
+                gemm_f32(&mut dcol, ld, weights_t, dy_mat, false, plan.gemm)?;
                 for (i, img) in dx_group.chunks_exact_mut(in_len).enumerate() {
-                    col2im(g, &dcol, ld, i * pixels, img);
+                    col2im(g, &dcol, ld, i * g.pixels(), img);
                 }
             }
         }
@@ -417,7 +459,7 @@ pub fn kernel_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Result<Vec<f32>, Conv
     check_len("input", x.len(), g.input_len())?;
     check_len("output gradient", dy.len(), g.output_len())?;
     let plan = Plan::new(g, 1);
-    let (taps, pixels, out_len, in_len) = (g.taps(), g.pixels(), g.out_image_len(), g.image_len());
+    let (in_len, out_len) = (g.image_len(), g.out_image_len());
     let tasks = g.n.div_ceil(plan.per_task);
     let partials = (0..tasks)
         .into_par_iter()
@@ -425,30 +467,16 @@ pub fn kernel_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Result<Vec<f32>, Conv
             let first = t * plan.per_task;
             let images = plan.per_task.min(g.n - first);
             let mut acc = vec![0f32; g.weight_len()];
-            let direct = g.is_pointwise() && plan.group == 1;
-            let mut col = if direct { Vec::new() } else { vec![0f32; taps * plan.group * pixels] };
-            let mut dy_buf = if plan.group > 1 { vec![0f32; g.o * plan.group * pixels] } else { Vec::new() };
+            // Two scratch sets: the lowered input and the gathered gradient are both live
+            // during the GEMM.
+            let mut lower = Scratch::new(g, &plan, true, 0);
+            let mut grads = Scratch::new(g, &plan, false, g.o);
             for start in (0..images).step_by(plan.group) {
                 let count = plan.group.min(images - start);
-                let ld = count * pixels;
                 let n0 = first + start;
-                let x_group = &x[n0 * in_len..(n0 + count) * in_len];
-                let dy_group = &dy[n0 * out_len..(n0 + count) * out_len];
-                let dy_mat = if count == 1 {
-                    MatRef::row_major(dy_group, g.o, pixels)
-                } else {
-                    gather_planes(dy_group, count, g.o, pixels, &mut dy_buf);
-                    MatRef::row_major(&dy_buf[..g.o * ld], g.o, ld)
-                };
-                let lowered_t = if direct {
-                    MatRef::transposed(x_group, taps, pixels)
-                } else {
-                    for (i, img) in x_group.chunks_exact(in_len).enumerate() {
-                        im2col(g, img, &mut col, ld, i * pixels);
-                    }
-                    MatRef { data: &col[..taps * ld], rows: ld, cols: taps, rs: 1, cs: ld }
-                };
-                gemm_f32(&mut acc, taps, dy_mat, lowered_t, true, plan.gemm)?;
+                let dy_mat = grads.side_by_side(g, &dy[n0 * out_len..(n0 + count) * out_len], g.o, count);
+                let lowered = lower.lower(g, &plan, &x[n0 * in_len..(n0 + count) * in_len], count);
+                gemm_f32(&mut acc, g.taps(), dy_mat, lowered.t(), true, plan.gemm)?;
             }
             Ok(acc)
         })

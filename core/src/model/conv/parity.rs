@@ -58,10 +58,8 @@ fn check_adjoints(
     x: &Tensor,
     w: &Tensor,
     r: &Tensor,
-    dx: &Tensor,
-    dw: &Tensor,
-    stride: usize,
-    pad: usize,
+    (dx, dw): (&Tensor, &Tensor),
+    (stride, pad): (usize, usize),
     rng: &mut StdRng,
 ) {
     let dxp = random(rng, x.dims());
@@ -82,7 +80,7 @@ fn compare(x: &Tensor, w: &Tensor, stride: usize, pad: usize, rng: &mut StdRng) 
     let y_dims = x_conv(x, w, stride, pad).dims().to_vec();
     let r = random(rng, &y_dims);
     let (y1, dx1, dw1) = run(ConvImpl::Fast, x, w, &r, stride, pad);
-    check_adjoints(x, w, &r, &dx1, &dw1, stride, pad, rng);
+    check_adjoints(x, w, &r, (&dx1, &dw1), (stride, pad), rng);
     let what = format!("x {:?} w {:?} stride {stride} pad {pad}", x.dims(), w.dims());
     if !stock_backward_works(x, w.dim(2).unwrap(), stride, pad) {
         let e = rel_err(&y1, &x_conv(x, w, stride, pad));

@@ -1,0 +1,83 @@
+//! Turning image bytes and tensors into egui textures: PNGs from `samples/` and the
+//! embedding atlas (decoded with the `image` crate), and the first convolution's kernels
+//! read from a checkpoint's safetensors.
+
+use egui::{ColorImage, TextureHandle, TextureOptions};
+
+/// Decodes a PNG (or JPEG) into an egui texture. Pixel art is shown with nearest filtering.
+pub fn load_texture(ctx: &egui::Context, name: &str, bytes: &[u8]) -> Result<TextureHandle, String> {
+    let image = image::load_from_memory(bytes).map_err(|e| format!("not an image the viewer can read ({e})"))?;
+    let rgba = image.to_rgba8();
+    let size = [rgba.width() as usize, rgba.height() as usize];
+    let color = ColorImage::from_rgba_unmultiplied(size, rgba.as_raw());
+    Ok(ctx.load_texture(name, color, TextureOptions::NEAREST))
+}
+
+/// The kernels of a checkpoint's first convolution, laid out as a grid in one texture.
+pub struct Filters {
+    pub texture: TextureHandle,
+    /// (out channels, in channels, kernel height, kernel width).
+    pub shape: [usize; 4],
+    pub tensor: String,
+}
+
+/// The first convolution's weight in the backbone's state dict (torchvision names).
+pub const FIRST_CONV: &str = "backbone.conv1.weight";
+
+/// Reads `backbone.conv1.weight` (O, I, kh, kw) from safetensors bytes and paints each
+/// output channel as one tile: RGB when the input has three channels, else the mean over
+/// input channels in grey. Each kernel is scaled to its own min..max.
+pub fn filters_from_safetensors(ctx: &egui::Context, name: &str, bytes: &[u8]) -> Result<Filters, String> {
+    let tensors = safetensors::SafeTensors::deserialize(bytes).map_err(|e| format!("not a safetensors file ({e})"))?;
+    let view = tensors.tensor(FIRST_CONV).map_err(|_| {
+        let mut names = tensors.names();
+        names.sort();
+        let some: Vec<&str> = names.iter().take(4).copied().collect();
+        format!("has no tensor `{FIRST_CONV}` (it has {} tensors, e.g. {})", names.len(), some.join(", "))
+    })?;
+    let shape: [usize; 4] = view
+        .shape()
+        .try_into()
+        .map_err(|_| format!("`{FIRST_CONV}` has shape {:?}, not (out, in, kh, kw)", view.shape()))?;
+    if view.dtype() != safetensors::Dtype::F32 {
+        return Err(format!("`{FIRST_CONV}` is {:?}; the viewer reads F32 weights", view.dtype()));
+    }
+    let weights: Vec<f32> = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    let [o, i, kh, kw] = shape;
+    if o == 0 || i == 0 || kh == 0 || kw == 0 || weights.len() != o * i * kh * kw {
+        return Err(format!("`{FIRST_CONV}` has shape {shape:?} but {} values", weights.len()));
+    }
+    let (image, _columns) = filter_grid(&weights, shape);
+    let texture = ctx.load_texture(name, image, TextureOptions::NEAREST);
+    Ok(Filters { texture, shape, tensor: FIRST_CONV.to_string() })
+}
+
+/// Tiles `o` kernels of `kh`×`kw` pixels with a one-pixel gap, `ceil(sqrt(o))` per row.
+pub fn filter_grid(weights: &[f32], [o, i, kh, kw]: [usize; 4]) -> (ColorImage, usize) {
+    let columns = (1..=o).find(|c| c * c >= o).unwrap_or(1);
+    let rows = o.div_ceil(columns);
+    let (width, height) = (columns * (kw + 1) + 1, rows * (kh + 1) + 1);
+    let mut image = ColorImage::filled([width, height], egui::Color32::from_gray(40));
+    let plane = kh * kw;
+    for k in 0..o {
+        let kernel = &weights[k * i * plane..(k + 1) * i * plane];
+        let (lo, hi) = kernel.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        let scale = if hi > lo { 255.0 / (hi - lo) } else { 0.0 };
+        let to_u8 = |v: f32| ((v - lo) * scale).clamp(0.0, 255.0) as u8;
+        let (x0, y0) = ((k % columns) * (kw + 1) + 1, (k / columns) * (kh + 1) + 1);
+        for y in 0..kh {
+            for x in 0..kw {
+                let at = y * kw + x;
+                let color = if i == 3 {
+                    egui::Color32::from_rgb(to_u8(kernel[at]), to_u8(kernel[plane + at]), to_u8(kernel[2 * plane + at]))
+                } else {
+                    #[allow(clippy::cast_precision_loss)]
+                    let mean = (0..i).map(|c| kernel[c * plane + at]).sum::<f32>() / i as f32;
+                    egui::Color32::from_gray(to_u8(mean))
+                };
+                image[(x0 + x, y0 + y)] = color;
+            }
+        }
+    }
+    (image, columns)
+}

@@ -1,0 +1,304 @@
+//! The desktop app driven headless with egui_kittest over a runs directory made by the real
+//! trainer: select a run, open each view, hover and click a point of the embedding, train
+//! from the Train view, and open malformed runs. Assertions read the UI's accessibility
+//! tree (labels), not pixels, so fonts and GPUs cannot make them flaky. With
+//! `PRETEXT_SCREENSHOTS=DIR` set, each view is also rendered (wgpu; lavapipe headless) and
+//! saved there as a PNG, which is how `docs/screenshots/` is made.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+use pretext::ui::{PretextApp, View};
+use pretext_core::eval::{EmbedOptions, Evaluation, Weights, write_embedding};
+use pretext_core::run::RunStatus;
+use pretext_core::run::store::RunStore;
+use pretext_core::train::{TrainConfig, train};
+
+/// `target/release`, from this test's executable (`target/release/deps/ui-…`).
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let deps = exe.parent().unwrap();
+    if deps.file_name().is_some_and(|n| n == "deps") {
+        deps.parent().unwrap().to_path_buf()
+    } else {
+        deps.to_path_buf()
+    }
+}
+
+/// The plugins are cdylibs that `cargo test -p pretext` does not build: build the workspace
+/// once (a no-op after `cargo build --release --workspace`).
+fn plugin_dir() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let dir = target_dir();
+            let simclr = simclr_in(&dir);
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+            let status =
+                Command::new(cargo).args(["build", "--release", "--workspace"]).current_dir(root).status().unwrap();
+            assert!(status.success() && simclr.is_file(), "cannot build the plugins into {}", dir.display());
+            dir
+        })
+        .clone()
+}
+
+fn simclr_in(dir: &Path) -> PathBuf {
+    dir.join(format!("{}pretext_simclr{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX))
+}
+
+/// A runs directory with one small SimCLR run (2 epochs, kNN each epoch) and its embedding.
+fn fixture() -> &'static Path {
+    static RUNS: OnceLock<tempfile::TempDir> = OnceLock::new();
+    RUNS.get_or_init(|| {
+        let plugins = plugin_dir();
+        let runs = tempfile::Builder::new().prefix("pretext-ui-").tempdir().unwrap();
+        let run = runs.path().join("demo");
+        let config = TrainConfig {
+            task: simclr_in(&plugins).display().to_string(),
+            epochs: 2,
+            batch_size: 64,
+            limit: Some(256),
+            knn_every: 1,
+            log_every: 1,
+            workers: 1,
+            out: Some(run.clone()),
+            ..TrainConfig::default()
+        };
+        train(&config, false, &AtomicBool::new(false), &mut |_| {}).unwrap();
+        let eval = Evaluation::open(&run, &Weights::Latest).unwrap();
+        write_embedding(&eval, None, &EmbedOptions { limit: 200, tsne: false, ..EmbedOptions::default() }).unwrap();
+        runs
+    })
+    .path()
+}
+
+fn harness<'a>(app: PretextApp) -> Harness<'a, PretextApp> {
+    Harness::builder()
+        .with_size(egui::vec2(1280.0, 800.0))
+        .with_max_steps(1000)
+        .build_ui_state(|ui, app: &mut PretextApp| app.show(ui), app)
+}
+
+/// Steps frames until `done` holds and no file is being read, or fails after `secs`.
+fn settle(h: &mut Harness<'_, PretextApp>, secs: u64, what: &str, done: impl Fn(&Harness<'_, PretextApp>) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        h.step();
+        if done(h) && !h.state().is_loading() {
+            h.step();
+            h.step();
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn has_label(h: &Harness<'_, PretextApp>, text: &str) -> bool {
+    h.query_all_by_label_contains(text).next().is_some()
+}
+
+fn wait_for_label(h: &mut Harness<'_, PretextApp>, text: &str) {
+    settle(h, 60, &format!("a label containing `{text}`"), |h| has_label(h, text));
+}
+
+/// Renders the window into `$PRETEXT_SCREENSHOTS/NAME.png` when asked to.
+fn screenshot(h: &mut Harness<'_, PretextApp>, name: &str) {
+    let Some(dir) = std::env::var_os("PRETEXT_SCREENSHOTS") else { return };
+    let image = h.render().expect("cannot render the UI (is a Vulkan driver such as lavapipe installed?)");
+    std::fs::create_dir_all(&dir).unwrap();
+    image.save(Path::new(&dir).join(format!("{name}.png"))).unwrap();
+}
+
+fn open_view(h: &mut Harness<'_, PretextApp>, view: View) {
+    h.get_by_label(view.title()).click();
+    h.step();
+    assert_eq!(h.state().view(), view);
+}
+
+#[test]
+fn browse_a_run_through_every_view() {
+    let runs = fixture();
+    let mut h = harness(PretextApp::native(runs.to_path_buf(), vec![]));
+    settle(&mut h, 30, "the runs list", |h| h.state().run_names() == ["demo"]);
+    h.get_by_label("demo").click();
+    h.step();
+    assert_eq!(h.state().selected_run(), Some("demo"));
+
+    wait_for_label(&mut h, "simclr");
+    wait_for_label(&mut h, "epoch-0002.safetensors");
+    assert!(has_label(&h, "completed"));
+    assert!(has_label(&h, "shapes"));
+    screenshot(&mut h, "overview");
+
+    open_view(&mut h, View::Curves);
+    wait_for_label(&mut h, "kNN top-1");
+    assert!(has_label(&h, "loss") && has_label(&h, "learning rate"));
+    screenshot(&mut h, "curves");
+
+    open_view(&mut h, View::Filters);
+    wait_for_label(&mut h, "backbone.conv1.weight");
+    assert!(has_label(&h, "kernels of 3×3 over 3 input channels"), "the filters' shape is described");
+    screenshot(&mut h, "filters");
+
+    open_view(&mut h, View::Samples);
+    wait_for_label(&mut h, "source 0");
+    assert!(has_label(&h, "What the simclr task made"));
+    screenshot(&mut h, "samples");
+
+    open_view(&mut h, View::Embedding);
+    wait_for_label(&mut h, "200 points");
+    screenshot(&mut h, "embedding");
+
+    // The same run rendered once even without PRETEXT_SCREENSHOTS: headless rendering works.
+    if std::env::var_os("PRETEXT_SCREENSHOTS").is_none() {
+        let image = h.render().expect("cannot render the UI headless");
+        assert_eq!((image.width(), image.height()), (1280, 800));
+        let first = image.get_pixel(0, 0);
+        assert!(image.pixels().any(|p| p != first), "the rendered UI is blank");
+    }
+}
+
+#[test]
+fn hovering_and_clicking_the_embedding_shows_the_image_and_its_neighbours() {
+    let runs = fixture();
+    let mut h = harness(PretextApp::native(runs.to_path_buf(), vec![]));
+    settle(&mut h, 30, "the runs list", |h| !h.state().run_names().is_empty());
+    h.state_mut().select_run("demo");
+    h.state_mut().set_view(View::Embedding);
+    settle(&mut h, 60, "the embedding scatter", |h| h.state().embedding_point_pos(0).is_some());
+    assert!(has_label(&h, "Hover a point"));
+
+    // Points can overlap: find one whose screen position picks itself.
+    let pos = (0..200).filter_map(|i| h.state().embedding_point_pos(i)).next().unwrap();
+    h.hover_at(pos);
+    h.step();
+    h.step();
+    wait_for_label(&mut h, "Under the cursor: #");
+
+    for pressed in [true, false] {
+        h.event(egui::Event::PointerButton {
+            pos,
+            button: egui::PointerButton::Primary,
+            pressed,
+            modifiers: egui::Modifiers::NONE,
+        });
+    }
+    h.step();
+    h.step();
+    let selected = h.state().embedding_selection().expect("a click on a point selects it");
+    wait_for_label(&mut h, &format!("Nearest neighbours of #{selected}"));
+    assert!(has_label(&h, "share its class"));
+    screenshot(&mut h, "embedding-neighbours");
+}
+
+#[test]
+fn malformed_runs_show_a_message_and_nothing_crashes() {
+    let runs = tempfile::Builder::new().prefix("pretext-ui-bad-").tempdir().unwrap();
+    let broken = runs.path().join("broken");
+    std::fs::create_dir_all(broken.join("embeddings")).unwrap();
+    std::fs::write(broken.join("run.json"), "{ \"format_version\": 1, \"name\": ").unwrap();
+    std::fs::write(broken.join("metrics.jsonl"), "not json\n{}\n").unwrap();
+    std::fs::write(broken.join("embeddings/epoch-0001.json"), "[]").unwrap();
+    std::fs::create_dir_all(runs.path().join("empty")).unwrap();
+
+    let mut h = harness(PretextApp::native(runs.path().to_path_buf(), vec![]));
+    settle(&mut h, 30, "the runs list", |h| h.state().run_names().len() == 2);
+    assert!(has_label(&h, "unreadable"), "the list marks runs it cannot read");
+
+    h.get_by_label("broken").click();
+    wait_for_label(&mut h, "This run cannot be shown");
+    assert!(has_label(&h, "broken/run.json"), "the message names the file");
+    screenshot(&mut h, "malformed");
+
+    open_view(&mut h, View::Curves);
+    wait_for_label(&mut h, "not a metrics record");
+    open_view(&mut h, View::Embedding);
+    wait_for_label(&mut h, "epoch-0001.json");
+    open_view(&mut h, View::Filters);
+    wait_for_label(&mut h, "No checkpoint yet");
+    open_view(&mut h, View::Samples);
+    wait_for_label(&mut h, "no samples");
+
+    h.get_by_label("empty").click();
+    open_view(&mut h, View::Overview);
+    wait_for_label(&mut h, "empty/run.json");
+}
+
+#[test]
+fn a_tiny_training_from_the_train_view_finishes_and_is_listed() {
+    let plugins = plugin_dir();
+    let runs = tempfile::Builder::new().prefix("pretext-ui-train-").tempdir().unwrap();
+    let mut h = harness(PretextApp::native(runs.path().to_path_buf(), vec![plugins]));
+    settle(&mut h, 30, "the (empty) runs list", |h| h.state().run_names().is_empty() && has_label(h, "No runs yet"));
+
+    open_view(&mut h, View::Train);
+    wait_for_label(&mut h, "simclr 0.");
+    assert!(has_label(&h, "ABI 1 (compatible)"), "the plugin's ABI status is shown");
+    {
+        let form = h.state_mut().train_form_mut();
+        form.epochs = 2;
+        form.batch_size = 32;
+        form.limit = Some(96);
+        form.knn_every = 1;
+        form.name = "from-gui".into();
+    }
+    h.get_by_label("Start").click();
+    h.step();
+    assert!(h.state().is_training());
+    settle(&mut h, 180, "the training to finish", |h| !h.state().is_training());
+    wait_for_label(&mut h, "Training finished: 2 epochs");
+    screenshot(&mut h, "train");
+    settle(&mut h, 30, "the new run in the list", |h| h.state().run_names() == ["from-gui"]);
+    assert_eq!(h.state().selected_run(), Some("from-gui"));
+
+    let info = RunStore::open(&runs.path().join("from-gui")).read_info().unwrap();
+    assert_eq!((info.status, info.epochs_done), (RunStatus::Completed, 2));
+    open_view(&mut h, View::Overview);
+    wait_for_label(&mut h, "epoch-0002.safetensors");
+}
+
+#[test]
+fn stop_then_resume_from_the_train_view() {
+    let plugins = plugin_dir();
+    let runs = tempfile::Builder::new().prefix("pretext-ui-stop-").tempdir().unwrap();
+    let mut h = harness(PretextApp::native(runs.path().to_path_buf(), vec![plugins]));
+    settle(&mut h, 30, "the (empty) runs list", |h| has_label(h, "No runs yet"));
+    open_view(&mut h, View::Train);
+    wait_for_label(&mut h, "simclr 0.");
+    {
+        let form = h.state_mut().train_form_mut();
+        form.epochs = 3;
+        form.batch_size = 32;
+        form.limit = Some(96);
+        form.knn_every = 0;
+        form.name = "stopped".into();
+    }
+    h.get_by_label("Start").click();
+    h.step();
+    // Stop at once: the trainer finishes the step it is in, checkpoints and says so.
+    h.get_by_label("Stop").click();
+    settle(&mut h, 120, "the training to stop", |h| !h.state().is_training());
+    wait_for_label(&mut h, "Training stopped");
+    let store = RunStore::open(&runs.path().join("stopped"));
+    let info = store.read_info().unwrap();
+    assert_eq!(info.status, RunStatus::Stopped);
+    assert!(store.latest_checkpoint().is_ok(), "a stop writes a checkpoint");
+
+    settle(&mut h, 30, "the stopped run's status", |h| has_label(h, "Resume stopped"));
+    h.get_by_label("Resume stopped").click();
+    h.step();
+    assert!(h.state().is_training());
+    settle(&mut h, 180, "the resumed training to finish", |h| !h.state().is_training());
+    wait_for_label(&mut h, "Training finished: 3 epochs");
+    let info = store.read_info().unwrap();
+    assert_eq!((info.status, info.epochs_done), (RunStatus::Completed, 3));
+}

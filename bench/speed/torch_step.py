@@ -1,0 +1,107 @@
+"""PyTorch side of bench/speed: the same training step as core/examples/step_speed.rs.
+
+One supervised step (forward, cross-entropy, backward, AdamW) of issue 7's ConvNet
+(four 3x3 convs of 32 channels, strides 1,2,2,2, BatchNorm, ReLU, global average pool,
+linear; 1x28x28, batch 256) or the CIFAR ResNet-18 (3x3 stem, no max-pool, full width;
+3x32x32, batch 64), printing one JSON line like the Rust binary. It only measures: keep
+the networks identical to the Rust ones, or the ratio means nothing.
+
+    python torch_step.py convnet|resnet18 [steps]
+"""
+
+import json
+import os
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def small_convnet():
+    layers, in_c = [], 1
+    for stride in (1, 2, 2, 2):
+        layers += [nn.Conv2d(in_c, 32, 3, stride, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU(inplace=True)]
+        in_c = 32
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, in_c, out_c, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_c, out_c, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_c)
+        self.conv2 = nn.Conv2d(out_c, out_c, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_c)
+        self.downsample = None
+        if stride != 1 or in_c != out_c:
+            self.downsample = nn.Sequential(nn.Conv2d(in_c, out_c, 1, stride, bias=False), nn.BatchNorm2d(out_c))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        identity = x if self.downsample is None else self.downsample(x)
+        return F.relu(out + identity)
+
+
+def cifar_resnet18(width=64):
+    layers = [nn.Conv2d(3, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+    in_c = width
+    for i, stride in enumerate((1, 2, 2, 2)):
+        out_c = width << i
+        layers += [BasicBlock(in_c, out_c, stride), BasicBlock(out_c, out_c, 1)]
+        in_c = out_c
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(in_c, 10))
+
+
+def main():
+    model_name = sys.argv[1] if len(sys.argv) > 1 else "convnet"
+    steps = int(sys.argv[2]) if len(sys.argv) > 2 else 10
+    threads = int(os.environ.get("OMP_NUM_THREADS", "2"))
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    if model_name == "convnet":
+        net, x = small_convnet(), torch.randn(256, 1, 28, 28)
+    elif model_name == "resnet18":
+        net, x = cifar_resnet18(), torch.randn(64, 3, 32, 32)
+    else:
+        raise SystemExit(f"unknown model {model_name!r} (convnet or resnet18)")
+    y = torch.arange(x.shape[0]) % 10
+    net.train()
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
+
+    def step():
+        t0 = time.perf_counter()
+        loss = F.cross_entropy(net(x), y)
+        loss.item()
+        t1 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        t2 = time.perf_counter()
+        opt.step()
+        t3 = time.perf_counter()
+        return t1 - t0, t2 - t1, t3 - t2
+
+    for _ in range(2):
+        step()
+    parts = [step() for _ in range(steps)]
+
+    def median(v):
+        return sorted(v)[len(v) // 2]
+
+    print(json.dumps({
+        "model": model_name,
+        "impl": "pytorch",
+        "threads": torch.get_num_threads(),
+        "steps": steps,
+        "step_s": round(median([sum(p) for p in parts]), 5),
+        "forward_s": round(median([p[0] for p in parts]), 5),
+        "backward_s": round(median([p[1] for p in parts]), 5),
+        "optimizer_s": round(median([p[2] for p in parts]), 5),
+        "torch": torch.__version__,
+    }))
+
+
+if __name__ == "__main__":
+    main()
