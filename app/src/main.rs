@@ -12,6 +12,7 @@ fn main() -> std::process::ExitCode {
     use std::process::ExitCode;
     let args = cli::Cli::parse();
     cli::init_logging(args.verbose);
+    pretext_core::host::keep_freed_memory();
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

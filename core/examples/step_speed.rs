@@ -93,6 +93,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() -> Result<()> {
+    pretext_core::host::keep_freed_memory();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let model = args.first().map_or("convnet", String::as_str);
     let which = args.get(1).map_or("fast", String::as_str);

@@ -140,6 +140,7 @@ pub struct TrainView {
     config_for: Option<String>,
     session: Option<Session>,
     message: Option<String>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl TrainView {
@@ -152,6 +153,7 @@ impl TrainView {
             config_for: None,
             session: None,
             message: None,
+            thread: None,
         }
     }
 
@@ -161,6 +163,17 @@ impl TrainView {
 
     pub fn is_running(&self) -> bool {
         self.session.as_ref().is_some_and(Session::running)
+    }
+
+    /// Stops a running training at its next clean point and waits for its checkpoint, so that
+    /// closing the window leaves a resumable run rather than one marked running forever.
+    pub fn shutdown(&mut self) {
+        if let Some(s) = &self.session {
+            s.stop.store(true, Ordering::Relaxed);
+        }
+        if let Some(handle) = self.thread.take() {
+            let _ = handle.join();
+        }
     }
 
     /// Takes training events; returns true when a training finished (the runs list should
@@ -227,17 +240,6 @@ impl TrainView {
                 {
                     self.form.plugin = i;
                 }
-                plugins(ui, found, &mut self.form.plugin);
-                if let Some(plugin) = found.plugins.get(self.form.plugin)
-                    && self.config_for.as_deref() != Some(plugin.name())
-                {
-                    self.config_for = Some(plugin.name().to_string());
-                    self.form.task_config =
-                        serde_json::to_string_pretty(&plugin.description.default_config).unwrap_or_default();
-                }
-                ui.separator();
-                form(ui, &mut self.form);
-                ui.separator();
                 let running = self.session.as_ref().is_some_and(Session::running);
                 ui.horizontal(|ui| {
                     let can_start = !running && !found.plugins.is_empty();
@@ -282,6 +284,17 @@ impl TrainView {
                 if let Some(m) = &self.message {
                     error_label(ui, m);
                 }
+                ui.separator();
+                plugins(ui, found, &mut self.form.plugin);
+                if let Some(plugin) = found.plugins.get(self.form.plugin)
+                    && self.config_for.as_deref() != Some(plugin.name())
+                {
+                    self.config_for = Some(plugin.name().to_string());
+                    self.form.task_config =
+                        serde_json::to_string_pretty(&plugin.description.default_config).unwrap_or_default();
+                }
+                ui.separator();
+                form(ui, &mut self.form);
             });
         });
         egui::CentralPanel::default().show(ui, |ui| self.progress(ui));
@@ -354,7 +367,8 @@ impl TrainView {
             ctx.request_repaint();
         });
         match spawned {
-            Ok(_) => {
+            Ok(handle) => {
+                self.thread = Some(handle);
                 self.session = Some(Session {
                     run: name.to_string(),
                     stop,
@@ -431,6 +445,9 @@ impl TrainView {
         if !s.knn.is_empty() {
             Plot::new("train-knn").height(height).legend(Legend::default()).x_axis_label("epoch").show(ui, |plot| {
                 plot.line(Line::new("kNN top-1", PlotPoints::from(s.knn.clone())).color(palette(2)));
+                plot.points(
+                    egui_plot::Points::new("kNN top-1", PlotPoints::from(s.knn.clone())).color(palette(2)).radius(4.0),
+                );
             });
         }
     }

@@ -72,6 +72,8 @@ pub enum DataError {
     Undetected { path: PathBuf },
 }
 
+// The constructors serve the file parsers, which are native-only.
+#[cfg(not(target_arch = "wasm32"))]
 impl DataError {
     pub(crate) fn io(path: &Path, cause: std::io::Error) -> Self {
         if cause.kind() == std::io::ErrorKind::NotFound {

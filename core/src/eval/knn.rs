@@ -45,7 +45,7 @@ pub fn top_k(
     k: usize,
     exclude_self: bool,
 ) -> candle_core::Result<Vec<Vec<(usize, f32)>>> {
-    if cols == 0 || bank.len() % cols != 0 || queries.len() % cols != 0 {
+    if cols == 0 || !bank.len().is_multiple_of(cols) || !queries.len().is_multiple_of(cols) {
         candle_core::bail!("feature matrices must have {cols} columns");
     }
     let n_bank = bank.len() / cols;

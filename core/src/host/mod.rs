@@ -5,11 +5,13 @@
 //! what to rebuild. Libraries are never unloaded (a session or a log callback may outlive
 //! any handle we hold). All `unsafe` of the host side lives in [`library`] and [`session`].
 
+mod alloc;
 mod discover;
 mod error;
 mod library;
 mod session;
 
+pub use alloc::keep_freed_memory;
 pub use discover::{Discovery, Refusal, discover, plugin_dirs, resolve};
 pub use error::{CallError, LoadError};
 pub use library::{Plugin, load};

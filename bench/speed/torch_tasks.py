@@ -1,0 +1,342 @@
+"""PyTorch side of `bench/speed/tasks.sh`: the seed article's SimCLR and Jigsaw training
+code, corrected as docs/DESIGN.md asks, plus RotNet in the same style, at Pretext's model,
+batch, image size and thread count. It only measures; keep it identical in work to the
+plugins (plugins/{simclr,jigsaw,rotation}/src/lib.rs), or the ratio means nothing.
+
+What was corrected or fitted against the seed's listings:
+- the backbone is Pretext's ConvNet (conv3x3-BN-ReLU x4, strides 1,2,2,2, widths
+  16,32,64,128, bias-free convs, global average pool), not torchvision's ImageNet ResNet-18:
+  no ImageNet stem and no 1000-way `fc` — the backbone ends at global pooling;
+- NT-Xent L2-normalises the projections (cosine similarity), temperature 0.5; the
+  projector is Linear(D, D)-ReLU-Linear(D, 128) as Pretext's (the seed had 512 hidden);
+- the SimCLR views use the SimCLR paper's CIFAR settings, which Pretext uses too:
+  RandomResizedCrop(28, scale=(0.2, 1)), flip, ColorJitter(0.4, 0.4, 0.4, 0.1) with p 0.8,
+  RandomGrayscale(0.2), no blur (the seed applied jitter always, hue 0.4, and a 3x3 blur);
+- Jigsaw: a 3x3 grid of 7x7 tiles cut at random offsets inside their 9x9 cells, one of a
+  fixed set of 100 permutations (greedy maximal Hamming distance, seeded) applied, label =
+  index of that permutation (the seed used the identity order), every tile encoded by the
+  shared backbone and the nine features concatenated in tile order ->
+  Linear(9D, 512)-ReLU-Linear(512, 100) (the seed stacked the tiles into one image);
+- RotNet (not in the seed): each image flipped with p 0.5, then at 0/90/180/270 degrees
+  (torch.rot90), Linear(D, 4), cross-entropy;
+- AdamW (lr 1e-3, weight decay 1e-4, Pretext's defaults) instead of Adam; inputs
+  normalised with the training set's mean/std on the batch, as Pretext's session does;
+- Fashion-MNIST (1x28x28) read from Debian's IDX .gz files with numpy, as PIL "L" images
+  for the transforms (the seed's CIFAR-10 dataset also hands PIL images to them);
+- a DataLoader with 2 worker processes (Pretext's 2 prefetch threads; the seed had 4),
+  persistent across the warm-up and the timed epoch; `torch.set_num_threads(threads)`.
+
+    python torch_tasks.py train simclr|jigsaw|rotation [--limit N] [--batch B] [--threads T]
+    python torch_tasks.py augment [--images N] [--threads T]
+
+`train` runs a few warm-up steps, then one timed epoch over the first N training images and
+prints one JSON line with source images per second (dataset images, not views), measured
+like Pretext's epoch record: from the start of the epoch (the loader's first batch
+included) to the end of its last step. `augment` times the SimCLR transform pipeline (two
+views per image, PIL, to tensors) through the same 2-worker DataLoader and prints a line too.
+"""
+
+import argparse
+import gzip
+import itertools
+import json
+import os
+import random
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+import torchvision.transforms as transforms
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+DATA_DIR = os.environ.get("FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist")
+IMAGE_SIZE = 28
+WORKERS = 2
+
+
+def read_idx_images(path):
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    magic, n, h, w = np.frombuffer(raw[:16], dtype=">u4")
+    assert magic == 2051, f"{path} is not an IDX image file"
+    return np.frombuffer(raw[16:], dtype=np.uint8).reshape(int(n), int(h), int(w))
+
+
+def fashion_mnist(limit=None):
+    images = read_idx_images(os.path.join(DATA_DIR, "train-images-idx3-ubyte.gz"))
+    return images if limit is None else images[:limit]
+
+
+# ---------------------------------------------------------------- backbone (Pretext's ConvNet)
+
+class ConvNet(nn.Module):
+    """conv3x3 (no bias) -> BN -> ReLU, x4, strides 1,2,2,2, widths w..8w, global average pool."""
+
+    def __init__(self, in_channels=1, width=16):
+        super().__init__()
+        layers, c = [], in_channels
+        for i, stride in enumerate((1, 2, 2, 2)):
+            out = width << i
+            layers += [nn.Conv2d(c, out, 3, stride, 1, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
+            c = out
+        self.features = nn.Sequential(*layers)
+        self.dim = c
+
+    def forward(self, x):
+        return self.features(x).mean((2, 3))
+
+
+# ---------------------------------------------------------------- SimCLR (seed listing, corrected)
+
+class SimCLRTransform:
+    def __init__(self, size):
+        self.transform = transforms.Compose([
+            transforms.RandomResizedCrop(size=size, scale=(0.2, 1.0)),
+            transforms.RandomHorizontalFlip(),
+            transforms.RandomApply([transforms.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+            transforms.RandomGrayscale(p=0.2),
+            transforms.ToTensor(),
+        ])
+
+    def __call__(self, x):
+        return self.transform(x), self.transform(x)
+
+
+class NTXentLoss(nn.Module):
+    def __init__(self, temperature):
+        super().__init__()
+        self.temperature = temperature
+
+    def forward(self, z_i, z_j):
+        batch_size = z_i.size(0)
+        # The correction: cosine similarity, i.e. L2-normalised projections.
+        z = F.normalize(torch.cat([z_i, z_j], dim=0), dim=1)
+        sim_matrix = torch.mm(z, z.t()) / self.temperature
+        mask = torch.eye(2 * batch_size, dtype=torch.bool, device=sim_matrix.device)
+        sim_matrix = sim_matrix.masked_fill(mask, -float("inf"))
+        positives = torch.cat([torch.diag(sim_matrix, batch_size), torch.diag(sim_matrix, -batch_size)], dim=0)
+        negatives = sim_matrix[~mask].view(2 * batch_size, -1)
+        logits = torch.cat([positives.unsqueeze(1), negatives], dim=1)
+        labels = torch.zeros(2 * batch_size, dtype=torch.long, device=logits.device)
+        return F.cross_entropy(logits, labels)
+
+
+class SimCLR(nn.Module):
+    def __init__(self, backbone, projection_dim=128):
+        super().__init__()
+        self.backbone = backbone
+        d = backbone.dim
+        self.projector = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, projection_dim))
+
+    def forward(self, x):
+        return self.projector(self.backbone(x))
+
+
+# ---------------------------------------------------------------- Jigsaw (seed listing, corrected)
+
+def maximal_hamming_set(count=100, seed=1, tiles=9):
+    """Greedy permutations far apart in Hamming distance (Noroozi & Favaro 2016)."""
+    perms = np.array(list(itertools.permutations(range(tiles))), dtype=np.int8)
+    rng = np.random.default_rng(seed)
+    chosen = [int(rng.integers(len(perms)))]
+    closest = (perms != perms[chosen[0]]).sum(1)
+    for _ in range(count - 1):
+        best = np.flatnonzero(closest == closest.max())
+        nxt = int(best[rng.integers(len(best))])
+        chosen.append(nxt)
+        closest = np.minimum(closest, (perms != perms[nxt]).sum(1))
+    return perms[chosen].astype(np.int64)
+
+
+class JigsawTransform:
+    def __init__(self, size, permutations, grid_size=3, tile_fraction=0.85):
+        self.size = size
+        self.grid_size = grid_size
+        self.cell = size // grid_size
+        self.tile = max(1, int(self.cell * tile_fraction))
+        self.permutations = permutations
+        self.transform = transforms.Compose([transforms.Resize((size, size)), transforms.ToTensor()])
+
+    def __call__(self, x):
+        x = self.transform(x)
+        blocks = self.split_into_blocks(x)
+        label = random.randrange(len(self.permutations))
+        # Position j holds tile perm[j]; the label is the index of the permutation applied.
+        tiles = torch.stack([blocks[k] for k in self.permutations[label]])
+        return tiles, label
+
+    def split_into_blocks(self, img):
+        cell, tile = self.cell, self.tile
+        blocks = []
+        for i in range(self.grid_size):
+            for j in range(self.grid_size):
+                dy, dx = random.randint(0, cell - tile), random.randint(0, cell - tile)
+                blocks.append(img[:, i * cell + dy:i * cell + dy + tile, j * cell + dx:j * cell + dx + tile])
+        return blocks
+
+
+class JigsawModel(nn.Module):
+    def __init__(self, backbone, permutations=100, hidden=512, tiles=9):
+        super().__init__()
+        self.backbone = backbone
+        self.tiles = tiles
+        self.classifier = nn.Sequential(nn.Linear(tiles * backbone.dim, hidden), nn.ReLU(), nn.Linear(hidden, permutations))
+
+    def forward(self, x):
+        b = x.shape[0]
+        features = self.backbone(x.flatten(0, 1))  # every tile on its own: (B*9, D)
+        return self.classifier(features.reshape(b, self.tiles * features.shape[1]))
+
+
+# ---------------------------------------------------------------- RotNet, in the same style
+
+class RotationTransform:
+    def __init__(self, size):
+        self.transform = transforms.Compose([transforms.RandomHorizontalFlip(), transforms.ToTensor()])
+
+    def __call__(self, x):
+        x = self.transform(x)
+        return torch.stack([torch.rot90(x, k, (1, 2)) for k in range(4)]), torch.arange(4)
+
+
+class RotationModel(nn.Module):
+    def __init__(self, backbone):
+        super().__init__()
+        self.backbone = backbone
+        self.classifier = nn.Linear(backbone.dim, 4)
+
+    def forward(self, x):
+        return self.classifier(self.backbone(x))
+
+
+# ---------------------------------------------------------------- data and training
+
+class ImageSet(Dataset):
+    def __init__(self, images, transform):
+        self.images = images
+        self.transform = transform
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.transform(Image.fromarray(self.images[i]))
+
+
+def loader(images, transform, batch, shuffle=True):
+    return DataLoader(ImageSet(images, transform), batch_size=batch, shuffle=shuffle, drop_last=True,
+                      num_workers=WORKERS, persistent_workers=True, prefetch_factor=2)
+
+
+def build(task, images, batch):
+    mean, std = images.mean() / 255.0, images.std() / 255.0
+
+    def norm(x):
+        return (x - mean) / std
+
+    backbone = ConvNet(1, 16)
+    if task == "simclr":
+        model, criterion = SimCLR(backbone), NTXentLoss(0.5)
+
+        def step_loss(data):
+            x_i, x_j = data
+            # One forward over all 2N views, as Pretext does (same BN statistics).
+            z = model(norm(torch.cat([x_i, x_j])))
+            return criterion(z[:len(x_i)], z[len(x_i):])
+
+        transform = SimCLRTransform(IMAGE_SIZE)
+    elif task == "jigsaw":
+        perms = maximal_hamming_set(100, 1)
+        model = JigsawModel(backbone, len(perms))
+        transform = JigsawTransform(IMAGE_SIZE, perms)
+
+        def step_loss(data):
+            tiles, labels = data
+            return F.cross_entropy(model(norm(tiles)), labels)
+    elif task == "rotation":
+        model = RotationModel(backbone)
+        transform = RotationTransform(IMAGE_SIZE)
+
+        def step_loss(data):
+            views, labels = data
+            return F.cross_entropy(model(norm(views.flatten(0, 1))), labels.flatten())
+    else:
+        raise SystemExit(f"unknown task {task!r} (simclr, jigsaw or rotation)")
+    return model, step_loss, loader(images, transform, batch)
+
+
+def train(args):
+    torch.manual_seed(0)
+    random.seed(0)
+    images = fashion_mnist(args.limit)
+    model, step_loss, data = build(args.task, images, args.batch)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+
+    def step(batch):
+        optimizer.zero_grad(set_to_none=True)
+        loss = step_loss(batch)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    for i, batch in enumerate(data):  # warm-up: oneDNN primitives, allocator, workers
+        step(batch)
+        if i + 1 >= args.warmup:
+            break
+    t0 = time.perf_counter()
+    steps = 0
+    for batch in data:
+        loss = step(batch)
+        steps += 1
+    secs = time.perf_counter() - t0
+    print(json.dumps({
+        "kind": "train", "impl": "pytorch", "task": args.task, "threads": torch.get_num_threads(),
+        "workers": WORKERS, "batch": args.batch, "steps": steps, "images": steps * args.batch,
+        "seconds": round(secs, 4), "images_per_s": round(steps * args.batch / secs, 2), "loss": round(loss, 4),
+        "torch": torch.__version__,
+    }))
+
+
+def augment(args):
+    """SimCLR's two views per image, PIL transforms, through the 2-worker DataLoader."""
+    torch.manual_seed(0)
+    images = fashion_mnist(args.images)
+    data = loader(images, SimCLRTransform(IMAGE_SIZE), args.batch, shuffle=False)
+    for i, _ in enumerate(data):  # warm-up: start the workers
+        if i >= 1:
+            break
+    t0 = time.perf_counter()
+    n = 0
+    for x_i, _ in data:
+        n += len(x_i)
+    secs = time.perf_counter() - t0
+    print(json.dumps({
+        "kind": "augment", "impl": "torchvision", "images": n, "views": 2 * n, "workers": WORKERS,
+        "seconds": round(secs, 4), "images_per_s": round(n / secs, 1), "torchvision": torchvision.__version__,
+    }))
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("mode", choices=["train", "augment"])
+    p.add_argument("task", nargs="?", default="simclr")
+    p.add_argument("--limit", type=int, default=2560, help="training images in the timed epoch")
+    p.add_argument("--images", type=int, default=10000, help="images for augment")
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")))
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.mode == "train":
+        train(args)
+    else:
+        augment(args)
+
+
+if __name__ == "__main__":
+    main()
