@@ -37,10 +37,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let aug = SimclrAugment::with_size(data.height());
     let jobs: Vec<Vec<usize>> = (0..data.len()).collect::<Vec<_>>().chunks(batch).map(<[usize]>::to_vec).collect();
     let run = |jobs: &[Vec<usize>]| -> usize {
-        jobs.par_iter()
-            .enumerate()
-            .map(|(i, idx)| views(&aug, &data.images.gather(idx), i as u64).n)
-            .sum::<usize>()
+        jobs.par_iter().enumerate().map(|(i, idx)| views(&aug, &data.images.gather(idx), i as u64).n).sum::<usize>()
     };
     // Warm-up: rayon's threads and the allocator.
     run(&jobs[..jobs.len().min(2)]);

@@ -81,8 +81,10 @@ pub fn stage_matrices(
     for start in (0..images.n).step_by(CHUNK) {
         let idx: Vec<usize> = (start..(start + CHUNK).min(images.n)).collect();
         let x = input(&images.gather(&idx).to_unit_float())?;
+        // Detached: with trainable weights each output would otherwise keep its whole
+        // forward graph, activations included, alive until the end (gigabytes).
         for (acc, t) in stages.iter_mut().zip(backbone.stage_features_t(&x, false)?) {
-            acc.push(t);
+            acc.push(t.detach());
         }
     }
     let mut out = Vec::with_capacity(stages.len() + 1);
