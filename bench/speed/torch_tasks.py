@@ -32,7 +32,8 @@ What was corrected or fitted against the seed's listings:
 `train` runs a few warm-up steps, then one timed epoch over the first N training images and
 prints one JSON line with source images per second (dataset images, not views), measured
 like Pretext's epoch record: from the start of the epoch (the loader's first batch
-included) to the end of its last step. `augment` times the SimCLR transform pipeline (two
+included) to the end of its last step. It also reports `data_wait_s`, the time spent waiting for the
+loader's next batch. `augment` times the SimCLR transform pipeline (two
 views per image, PIL, to tensors) through the same 2-worker DataLoader and prints a line too.
 """
 
@@ -289,15 +290,22 @@ def train(args):
         if i + 1 >= args.warmup:
             break
     t0 = time.perf_counter()
-    steps = 0
-    for batch in data:
+    steps, wait = 0, 0.0
+    it = iter(data)
+    while True:
+        t = time.perf_counter()
+        batch = next(it, None)
+        wait += time.perf_counter() - t
+        if batch is None:
+            break
         loss = step(batch)
         steps += 1
     secs = time.perf_counter() - t0
     print(json.dumps({
         "kind": "train", "impl": "pytorch", "task": args.task, "threads": torch.get_num_threads(),
         "workers": WORKERS, "batch": args.batch, "steps": steps, "images": steps * args.batch,
-        "seconds": round(secs, 4), "images_per_s": round(steps * args.batch / secs, 2), "loss": round(loss, 4),
+        "seconds": round(secs, 4), "data_wait_s": round(wait, 4),
+        "images_per_s": round(steps * args.batch / secs, 2), "loss": round(loss, 4),
         "torch": torch.__version__,
     }))
 

@@ -24,10 +24,9 @@ pub struct RunData {
     /// File names in `embeddings/`.
     pub embedding_files: Loadable<Vec<String>>,
     pub embeddings: BTreeMap<String, Loadable<Arc<EmbeddingFile>>>,
-    /// Atlas textures by file name.
-    pub atlases: BTreeMap<String, Loadable<TextureHandle>>,
     pub samples: Loadable<SampleIndex>,
-    pub sample_images: BTreeMap<String, Loadable<TextureHandle>>,
+    /// PNG textures (atlases, samples) by path inside the run (`samples/sample-0000.png`).
+    pub textures: BTreeMap<String, Loadable<TextureHandle>>,
     /// First-layer filters by safetensors file name.
     pub filters: BTreeMap<String, Loadable<Filters>>,
 }
@@ -75,11 +74,9 @@ impl RunData {
                 }
             }
         }
-        for map in [&mut self.atlases, &mut self.sample_images] {
-            map.values_mut().for_each(|l| {
-                l.poll();
-            });
-        }
+        self.textures.values_mut().for_each(|l| {
+            l.poll();
+        });
         self.checkpoints.values_mut().for_each(|l| {
             l.poll();
         });
@@ -99,8 +96,7 @@ impl RunData {
             || self.samples.is_loading()
             || self.checkpoints.values().any(Loadable::is_loading)
             || self.embeddings.values().any(Loadable::is_loading)
-            || self.atlases.values().any(Loadable::is_loading)
-            || self.sample_images.values().any(Loadable::is_loading)
+            || self.textures.values().any(Loadable::is_loading)
             || self.filters.values().any(Loadable::is_loading)
     }
 
@@ -144,34 +140,19 @@ impl RunData {
         entry
     }
 
-    pub fn atlas(
+    /// The PNG at `path` inside the run (e.g. `embeddings/epoch-0002-atlas.png`) as a texture.
+    pub fn texture(
         &mut self,
         src: &dyn RunSource,
         ctx: &egui::Context,
         run: &str,
-        file: &str,
+        path: &str,
     ) -> &Loadable<TextureHandle> {
-        let entry = self.atlases.entry(file.to_string()).or_default();
+        let entry = self.textures.entry(path.to_string()).or_default();
         if entry.is_unrequested() {
             let c = ctx.clone();
-            let name = format!("{run}/embeddings/{file}");
-            entry.request(|| src.fetch(ctx, run, &format!("embeddings/{file}"), move |b| load_texture(&c, &name, &b)));
-        }
-        entry
-    }
-
-    pub fn sample_image(
-        &mut self,
-        src: &dyn RunSource,
-        ctx: &egui::Context,
-        run: &str,
-        file: &str,
-    ) -> &Loadable<TextureHandle> {
-        let entry = self.sample_images.entry(file.to_string()).or_default();
-        if entry.is_unrequested() {
-            let c = ctx.clone();
-            let name = format!("{run}/samples/{file}");
-            entry.request(|| src.fetch(ctx, run, &format!("samples/{file}"), move |b| load_texture(&c, &name, &b)));
+            let name = format!("{run}/{path}");
+            entry.request(|| src.fetch(ctx, run, path, move |b| load_texture(&c, &name, &b)));
         }
         entry
     }

@@ -117,7 +117,7 @@ pub fn show(
         }
     };
     let atlas_name = file.atlas.file.clone();
-    let atlas = match data.atlas(src, ctx, run, &atlas_name).get() {
+    let atlas = match data.texture(src, ctx, run, &format!("embeddings/{atlas_name}")).get() {
         Some(Ok(t)) => Some(t.clone()),
         Some(Err(e)) => {
             error_label(ui, e);

@@ -9,7 +9,7 @@ use super::source::RunSource;
 const SIZE: f32 = 96.0;
 
 fn image(ui: &mut egui::Ui, ctx: &egui::Context, src: &dyn RunSource, run: &str, data: &mut RunData, file: &str) {
-    match data.sample_image(src, ctx, run, file).get() {
+    match data.texture(src, ctx, run, &format!("samples/{file}")).get() {
         Some(Ok(t)) => {
             let size = t.size_vec2();
             let scale = SIZE / size.x.max(size.y).max(1.0);

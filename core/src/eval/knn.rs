@@ -35,9 +35,32 @@ pub fn l2_normalized(data: &[f32], cols: usize) -> Vec<f32> {
     out
 }
 
+/// Applies `f` to every row of a row-major block, with a scratch index buffer per thread;
+/// in parallel where threads exist.
+fn map_rows<T: Send>(
+    block: &[f32],
+    cols: usize,
+    f: impl Fn(usize, &[f32], &mut Vec<u32>) -> T + Sync + Send,
+) -> Vec<T> {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        block.par_chunks_exact(cols).enumerate().map_init(Vec::new, |scratch, (r, row)| f(r, row, scratch)).collect()
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        let mut scratch = Vec::new();
+        block.chunks_exact(cols).enumerate().map(|(r, row)| f(r, row, &mut scratch)).collect()
+    }
+}
+
 /// For each query row, the `k` most similar bank rows as (index, cosine similarity), most
 /// similar first. With `exclude_self`, query `i` never returns bank row `i` (for a set
 /// searched against itself). Inputs need not be normalised.
+///
+/// Similarities come one block of queries at a time from a matrix product into one buffer,
+/// and each row's selection reuses a per-thread index buffer: allocating a bank-sized
+/// buffer per query made this page-fault bound (measured in docs/benchmarks.md).
 pub fn top_k(
     bank: &[f32],
     queries: &[f32],
@@ -50,25 +73,29 @@ pub fn top_k(
     }
     let n_bank = bank.len() / cols;
     let n_query = queries.len() / cols;
+    if n_bank == 0 {
+        return Ok(vec![Vec::new(); n_query]);
+    }
     let bank_t = Tensor::from_vec(l2_normalized(bank, cols), (n_bank, cols), &Device::Cpu)?.t()?;
     let queries = l2_normalized(queries, cols);
     let mut out = Vec::with_capacity(n_query);
     for start in (0..n_query).step_by(CHUNK) {
         let rows = (n_query - start).min(CHUNK);
         let q = Tensor::from_slice(&queries[start * cols..(start + rows) * cols], (rows, cols), &Device::Cpu)?;
-        let sims = q.matmul(&bank_t)?.to_vec2::<f32>()?;
-        for (r, row) in sims.into_iter().enumerate() {
-            let mut candidates: Vec<(usize, f32)> =
-                row.into_iter().enumerate().filter(|&(j, _)| !(exclude_self && j == start + r)).collect();
-            let keep = k.min(candidates.len());
-            if keep > 0 && keep < candidates.len() {
-                candidates.select_nth_unstable_by(keep - 1, |a, b| b.1.total_cmp(&a.1));
-                candidates.truncate(keep);
+        let sims = q.matmul(&bank_t)?.flatten_all()?.to_vec1::<f32>()?;
+        out.extend(map_rows(&sims, n_bank, |r, row, idx| {
+            let me = start + r;
+            idx.clear();
+            idx.extend((0..n_bank).filter(|&j| !(exclude_self && j == me)).filter_map(|j| u32::try_from(j).ok()));
+            let keep = k.min(idx.len());
+            let by_sim = |a: &u32, b: &u32| row[*b as usize].total_cmp(&row[*a as usize]).then(a.cmp(b));
+            if keep > 0 && keep < idx.len() {
+                idx.select_nth_unstable_by(keep - 1, by_sim);
             }
-            candidates.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-            candidates.truncate(keep);
-            out.push(candidates);
-        }
+            let best = &mut idx[..keep];
+            best.sort_unstable_by(by_sim);
+            best.iter().map(|&j| (j as usize, row[j as usize])).collect::<Vec<_>>()
+        }));
     }
     Ok(out)
 }

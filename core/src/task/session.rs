@@ -233,7 +233,10 @@ impl<T: PretextTask> Session<T> {
             .map(|(n, t)| Ok((n, t.to_device(&Device::Cpu)?)))
             .collect::<candle_core::Result<Vec<_>>>()?;
         let meta = StateMeta { task: T::info().name, step: state.optimizer.steps() };
-        let meta = HashMap::from([(META_KEY.to_string(), serde_json::to_string(&meta).map_err(|e| TaskError::State(e.to_string()))?)]);
+        let meta = HashMap::from([(
+            META_KEY.to_string(),
+            serde_json::to_string(&meta).map_err(|e| TaskError::State(e.to_string()))?,
+        )]);
         safetensors::serialize(tensors, Some(meta)).map_err(|e| TaskError::State(e.to_string()))
     }
 

@@ -1,0 +1,102 @@
+//! Evaluation from the command line: the kNN monitor in metrics.jsonl, `pretext eval
+//! knn|linear|finetune --json` (one JSON object each, per-stage scores), the raw-pixel
+//! floor, `pretext embed` (the files the viewers read) and `pretext export` (torchvision
+//! names), on a small SimCLR run trained by the test.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+
+use pretext_core::run::{EmbeddingFile, RunLayout};
+use pretext_tests::{RunCheck, pretext, temp_dir};
+
+fn json_line(args: &[&str]) -> serde_json::Value {
+    let out = pretext(args);
+    out.assert_success();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "--json prints one line: {}", out.stdout);
+    serde_json::from_str(lines[0]).expect("the line is one JSON object")
+}
+
+fn fraction(v: &serde_json::Value, key: &str) -> f64 {
+    let x = v[key].as_f64().unwrap_or_else(|| panic!("`{key}` missing in {v}"));
+    assert!((0.0..=1.0).contains(&x), "{key} = {x}");
+    x
+}
+
+fn train(out: &Path) {
+    let o = out.to_str().unwrap();
+    let args =
+        ["train", "--task", "simclr", "--data", "shapes", "--backbone", "convnet", "--width", "8", "--epochs", "2"];
+    pretext(&[&args[..], &["--batch-size", "32", "--limit", "256", "--knn-every", "1", "--out", o]].concat())
+        .assert_success();
+}
+
+#[test]
+fn monitor_eval_embed_and_export() {
+    let tmp = temp_dir();
+    let run = tmp.path().join("simclr");
+    train(&run);
+    let r = run.to_str().unwrap();
+
+    let epochs: Vec<_> = RunCheck::new(&run).metrics().into_iter().filter(|m| m.epoch_end).collect();
+    assert_eq!(epochs.len(), 2);
+    assert!(epochs.iter().all(|m| m.knn_top1.is_some_and(|k| (0.0..=1.0).contains(&k))), "{epochs:?}");
+
+    let knn = json_line(&["eval", "knn", "--run", r, "--limit", "1000", "--json"]);
+    fraction(&knn, "knn_top1");
+    assert_eq!(knn["train_images"], 1000);
+    assert_eq!(knn["epoch"], 2);
+    for stage in ["stage1", "stage2", "stage3", "stage4"] {
+        fraction(&knn["stages"], stage);
+    }
+    // The last stage is what `knn_top1` reports.
+    assert_eq!(knn["knn_top1"], knn["stages"]["stage4"]);
+
+    let linear = json_line(&["eval", "linear", "--run", r, "--limit", "1000", "--json"]);
+    fraction(&linear, "linear_top1");
+    let random = json_line(&["eval", "knn", "--run", r, "--random-init", "--limit", "1000", "--json"]);
+    assert_eq!((random["checkpoint"].as_str(), random["epoch"].as_u64()), (Some("random-init"), Some(0)));
+    let finetune = json_line(&["eval", "finetune", "--run", r, "--limit", "256", "--epochs", "1", "--json"]);
+    fraction(&finetune, "finetune_top1");
+
+    let pixels = json_line(&["eval", "knn", "--pixels", "--data", "shapes", "--limit", "1000", "--json"]);
+    fraction(&pixels, "knn_top1");
+    fraction(&pixels["stages"], "pixels_centred");
+
+    pretext(&["embed", "--run", r, "--limit", "120"]).assert_success();
+    let layout = RunLayout::new(&run);
+    let file: EmbeddingFile = serde_json::from_slice(&std::fs::read(layout.embedding(2)).unwrap()).unwrap();
+    assert_eq!((file.labels.len(), file.pca.len()), (120, 120));
+    assert_eq!(file.tsne.as_ref().map(Vec::len), Some(120));
+    assert!(file.neighbours.iter().enumerate().all(|(i, n)| n.len() == 8 && !n.contains(&u32::try_from(i).unwrap())));
+    assert_eq!(file.classes.len(), 8);
+    let atlas = image::open(layout.embeddings().join(&file.atlas.file)).unwrap();
+    let rows = 120usize.div_ceil(file.atlas.columns);
+    assert_eq!(
+        (atlas.width() as usize, atlas.height() as usize),
+        (file.atlas.columns * file.atlas.size, rows * file.atlas.size)
+    );
+
+    let exported = tmp.path().join("backbone.safetensors");
+    pretext(&["export", "--run", r, "--out", exported.to_str().unwrap()]).assert_success();
+    let bytes = std::fs::read(&exported).unwrap();
+    let names = safetensor_names(&bytes);
+    assert!(names.iter().any(|n| n == "conv1.weight") && names.iter().any(|n| n == "bn1.num_batches_tracked"));
+    assert!(names.iter().all(|n| !n.starts_with("backbone.") && !n.starts_with("head.") && !n.starts_with("optim.")));
+}
+
+/// Tensor names from a safetensors header (8-byte length, then JSON).
+fn safetensor_names(bytes: &[u8]) -> Vec<String> {
+    let len = usize::try_from(u64::from_le_bytes(bytes[..8].try_into().unwrap())).unwrap();
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + len]).unwrap();
+    header.as_object().unwrap().keys().filter(|k| *k != "__metadata__").cloned().collect()
+}
+
+#[test]
+fn bad_evaluation_input_is_one_sentence() {
+    pretext(&["eval", "knn", "--run", "/nonexistent/run", "--json"]).assert_one_line_error(&["/nonexistent/run"]);
+    pretext(&["eval", "knn", "--pixels"]).assert_one_line_error(&["--data"]);
+    pretext(&["eval", "finetune", "--pixels", "--data", "shapes"]).assert_one_line_error(&["fine-tune"]);
+    pretext(&["embed", "--limit", "5"]).assert_one_line_error(&["--run"]);
+}
