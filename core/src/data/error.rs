@@ -5,7 +5,7 @@
 //! match on them; this file must not do any I/O or decide policy (what to retry, where to
 //! look): it only describes failures found elsewhere.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use thiserror::Error;
 
@@ -75,7 +75,7 @@ pub enum DataError {
 // The constructors serve the file parsers, which are native-only.
 #[cfg(not(target_arch = "wasm32"))]
 impl DataError {
-    pub(crate) fn io(path: &Path, cause: std::io::Error) -> Self {
+    pub(crate) fn io(path: &std::path::Path, cause: std::io::Error) -> Self {
         if cause.kind() == std::io::ErrorKind::NotFound {
             Self::NotFound { path: path.to_path_buf() }
         } else {
@@ -83,11 +83,11 @@ impl DataError {
         }
     }
 
-    pub(crate) fn inconsistent(path: &Path, reason: impl Into<String>) -> Self {
+    pub(crate) fn inconsistent(path: &std::path::Path, reason: impl Into<String>) -> Self {
         Self::Inconsistent { path: path.to_path_buf(), reason: reason.into() }
     }
 
-    pub(crate) fn unsupported(path: &Path, reason: impl Into<String>) -> Self {
+    pub(crate) fn unsupported(path: &std::path::Path, reason: impl Into<String>) -> Self {
         Self::Unsupported { path: path.to_path_buf(), reason: reason.into() }
     }
 }
@@ -115,7 +115,7 @@ mod tests {
             hint: "set PRETEXT_DATA".into(),
         };
         assert_eq!(e.to_string(), "dataset 'mnist' was not found (looked in /a, /b); set PRETEXT_DATA");
-        let e = DataError::io(Path::new("/nope"), std::io::Error::from(std::io::ErrorKind::NotFound));
+        let e = DataError::io(std::path::Path::new("/nope"), std::io::Error::from(std::io::ErrorKind::NotFound));
         assert!(matches!(e, DataError::NotFound { .. }));
     }
 }
