@@ -43,4 +43,4 @@ done
 [ -s "$OUT/supervised.json" ] || { /usr/bin/time -f '%e' -o "$OUT/supervised.time" \
   $P eval finetune --run "$OUT/$first" --random-init --epochs "$EPOCHS" --batch-size "$BATCH" --json > "$OUT/supervised.json"; }
 
-python3 bench/quality/table.py "$OUT" "$TASKS" "EPOCHS=$EPOCHS BATCH=$BATCH WIDTH=$WIDTH" | tee bench/quality/results.md
+SUPERVISED_EPOCHS=$EPOCHS python3 bench/quality/table.py "$OUT" "$TASKS" "EPOCHS=$EPOCHS BATCH=$BATCH WIDTH=$WIDTH" | tee bench/quality/results.md

@@ -8,7 +8,7 @@ out, tasks, budget = sys.argv[1], sys.argv[2].split(), sys.argv[3]
 
 def load(name):
     path = os.path.join(out, name)
-    return json.load(open(path)) if os.path.exists(path) else {}
+    return json.load(open(path)) if os.path.exists(path) and os.path.getsize(path) > 0 else {}
 
 
 def metrics(task):
@@ -28,7 +28,8 @@ for task in tasks:
     wall = epochs[-1]["elapsed_s"] if epochs else None
     ips = sum(r["images_per_sec"] for r in epochs) / len(epochs) if epochs else None
     best_stage = max(knn.get("stages", {}).items(), key=lambda kv: kv[1], default=(None, None))
-    rows.append((task, knn.get("knn_top1"), lin.get("linear_top1"), f"{best_stage[0]} {pct(best_stage[1])}" if best_stage[0] else "–",
+    info = json.load(open(os.path.join(out, task, "run.json")))
+    rows.append((f"{task} ({info['epochs_done']} epochs)", knn.get("knn_top1"), lin.get("linear_top1"), f"{best_stage[0]} {pct(best_stage[1])}" if best_stage[0] else "–",
                  f"{wall / 60:.1f} min" if wall else "–", f"{ips:.0f}" if ips else "–"))
 px_k, px_l = load("pixels.knn.json"), load("pixels.linear.json")
 rows.append(("raw pixels", px_k.get("knn_top1"), px_l.get("linear_top1"),
@@ -39,7 +40,8 @@ rows.append(("random-init backbone", rk.get("knn_top1"), rl.get("linear_top1"),
              f"{best_random[0]} {pct(best_random[1])}" if best_random[0] else "–", "–", "–"))
 sup = load("supervised.json")
 sup_time = open(os.path.join(out, "supervised.time")).read().strip() if os.path.exists(os.path.join(out, "supervised.time")) else None
-rows.append(("supervised (same backbone, labels)", None, None, f"test top-1 {pct(sup.get('finetune_top1'))}",
+sup_epochs = os.environ.get("SUPERVISED_EPOCHS", "")
+rows.append((f"supervised (same backbone, labels{', ' + sup_epochs + ' epochs' if sup_epochs else ''})", None, None, f"test top-1 {pct(sup.get('finetune_top1'))}",
              f"{float(sup_time) / 60:.1f} min" if sup_time else "–", "–"))
 
 print(f"Fashion-MNIST test split (10 000 images), bank/probe on the 60 000 training images. Budget: {budget}.\n")
