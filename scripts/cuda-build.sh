@@ -50,7 +50,7 @@ if [ ! -e "$link/lib/libcuda.so" ]; then
   # cudarc links the driver API directly; a library of empty functions with the driver's
   # soname satisfies the linker, and the GPU machine's real libcuda.so.1 replaces it at run time.
   cargo fetch --quiet
-  cudarc=$(cargo metadata --format-version 1 | python3 -c 'import json,sys; m=json.load(sys.stdin); print(next(p["manifest_path"] for p in m["packages"] if p["name"]=="cudarc").rsplit("/",1)[0])')
+  cudarc=$(cargo metadata --format-version 1 --features pretext-core/cuda | python3 -c 'import json,sys; m=json.load(sys.stdin); print(next(p["manifest_path"] for p in m["packages"] if p["name"]=="cudarc").rsplit("/",1)[0])')
   grep -ohE '^\s+fn (cu[A-Za-z0-9_]+)\(' "$cudarc"/src/driver/sys/*.rs | sed -E 's/^\s+fn (cu[A-Za-z0-9_]+)\(/\1/' | sort -u \
     | awk '{ print "int " $1 "(void) { return 999; }" }' > "$root/cuda_stub.c"
   gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$link/lib/libcuda.so" "$root/cuda_stub.c"

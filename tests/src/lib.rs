@@ -19,6 +19,15 @@ pub use process::{
 };
 pub use runs::{RunCheck, epoch_losses};
 
+/// `pretext train` for three epochs with the narrow settings the tests use (ConvNet width 8,
+/// batch 32, seed 1): small enough for CI, large enough that the loss falls for every task.
+pub fn train_small(task: &str, data: &str, limit: usize, out: &std::path::Path) -> Output {
+    let limit = limit.to_string();
+    let out = out.to_str().expect("test paths are UTF-8");
+    let args = ["train", "--task", task, "--data", data, "--backbone", "convnet", "--width", "8", "--epochs", "3"];
+    pretext(&[&args[..], &["--batch-size", "32", "--limit", &limit, "--seed", "1", "--out", out]].concat())
+}
+
 /// A fresh temporary directory, removed when dropped.
 pub fn temp_dir() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("pretext-e2e-").tempdir().expect("cannot create a temporary directory")

@@ -8,35 +8,13 @@
 use std::path::Path;
 
 use pretext_tests::fixtures::{write_cifar_dir, write_idx_dir, write_image_folder};
-use pretext_tests::{RunCheck, pretext, temp_dir};
+use pretext_tests::{RunCheck, pretext, temp_dir, train_small};
 
 const TASKS: [&str; 3] = ["simclr", "jigsaw", "rotation"];
 
 /// Trains `task` for three epochs on `data` (small, narrow settings) into `out`.
 fn train(task: &str, data: &str, limit: usize, out: &Path) -> RunCheck {
-    let limit = limit.to_string();
-    let args = [
-        "train",
-        "--task",
-        task,
-        "--data",
-        data,
-        "--backbone",
-        "convnet",
-        "--width",
-        "8",
-        "--epochs",
-        "3",
-        "--batch-size",
-        "32",
-        "--limit",
-        &limit,
-        "--seed",
-        "1",
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    pretext(&args).assert_success();
+    train_small(task, data, limit, out).assert_success();
     RunCheck::new(out)
 }
 

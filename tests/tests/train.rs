@@ -10,33 +10,12 @@
 
 use pretext_core::model::BackboneKind;
 use pretext_core::task::abi::ABI_VERSION;
-use pretext_tests::{RunCheck, pretext, target_dir, temp_dir};
+use pretext_tests::{RunCheck, pretext, target_dir, temp_dir, train_small};
 
 fn train_task(task: &str) {
     let tmp = temp_dir();
     let out = tmp.path().join("runs").join(task);
-    let args = [
-        "train",
-        "--task",
-        task,
-        "--data",
-        "shapes",
-        "--backbone",
-        "convnet",
-        "--width",
-        "8",
-        "--epochs",
-        "3",
-        "--batch-size",
-        "32",
-        "--limit",
-        "256",
-        "--seed",
-        "1",
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    let result = pretext(&args);
+    let result = train_small(task, "shapes", 256, &out);
     result.assert_success();
     assert!(result.stdout.contains("trained 3 epochs"), "{}", result.stdout);
 
