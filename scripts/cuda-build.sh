@@ -62,4 +62,4 @@ PATH="$cu/bin:$PATH" CUDA_COMPUTE_CAP="$cap" CUDA_ROOT="$link" CUDA_PATH="$link"
   CARGO_TARGET_DIR="$repo/target/cuda" \
   cargo build --release --workspace --features pretext-core/cuda
 echo "built: target/cuda/release/pretext and target/cuda/release/libpretext_*.so"
-echo "to run it here on the CPU: LD_LIBRARY_PATH=$link/lib target/cuda/release/pretext plugins"
+echo "to run it here on the CPU: LD_LIBRARY_PATH=$link/lib:$cu/lib target/cuda/release/pretext plugins"

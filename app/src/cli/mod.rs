@@ -56,7 +56,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 pub fn sentence(e: &anyhow::Error) -> String {
     let mut text = String::new();
     for cause in e.chain() {
-        let part = cause.to_string();
+        // Only the first line: candle appends a backtrace when RUST_BACKTRACE is set.
+        let part = cause.to_string().lines().next().unwrap_or_default().trim_end().to_string();
         if text.contains(&part) {
             continue;
         }

@@ -54,6 +54,13 @@ thread_local! {
     static LOCATION: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
 }
 
+/// An error's message without what follows its first line: candle appends a backtrace
+/// when `RUST_BACKTRACE` is set, and the host shows the message as one sentence.
+fn first_line(e: &TaskError) -> String {
+    let text = e.to_string();
+    text.lines().next().unwrap_or_default().trim_end().to_string()
+}
+
 /// Runs `f`, writing its error or panic message to `err`.
 ///
 /// # Safety
@@ -61,8 +68,8 @@ thread_local! {
 unsafe fn guard(err: *mut OwnedBuf, f: impl FnOnce() -> Result<(), TaskError>) -> i32 {
     let (code, message) = match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(())) => return abi::OK,
-        Ok(Err(e @ TaskError::NonFinite { .. })) => (abi::NON_FINITE, e.to_string()),
-        Ok(Err(e)) => (abi::ERROR, e.to_string()),
+        Ok(Err(e @ TaskError::NonFinite { .. })) => (abi::NON_FINITE, first_line(&e)),
+        Ok(Err(e)) => (abi::ERROR, first_line(&e)),
         Err(payload) => {
             let location = LOCATION.with(|cell| std::mem::take(&mut *cell.borrow_mut()));
             (abi::PANIC, format!("{}{location}", panic_message(payload.as_ref())))
