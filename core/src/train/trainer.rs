@@ -314,6 +314,7 @@ fn run_epochs(
         images: train_set.len(),
     });
 
+    let mut status = RunStatus::Completed;
     for epoch in first_epoch..=config.epochs {
         let order = epoch_order(train_set.len(), config.seed, epoch);
         let jobs = Arc::new(batches(&order, batch_size));
@@ -388,16 +389,11 @@ fn run_epochs(
             ));
         }
         store.write_info(info)?;
-        if stopped {
-            return Ok(Summary {
-                run_dir: store.layout.root().to_path_buf(),
-                epochs_done: epoch,
-                last_loss: record.loss,
-                images_per_sec: record.images_per_sec,
-                status: RunStatus::Stopped,
-            });
-        }
         last_epoch_record = Some(record);
+        if stopped {
+            status = RunStatus::Stopped;
+            break;
+        }
     }
     let last = last_epoch_record.unwrap_or_default();
     Ok(Summary {
@@ -405,6 +401,6 @@ fn run_epochs(
         epochs_done: info.epochs_done,
         last_loss: last.loss,
         images_per_sec: last.images_per_sec,
-        status: RunStatus::Completed,
+        status,
     })
 }
