@@ -1,4 +1,5 @@
-//! The `pretext` command line: `plugins` and `train` (see `pretext --help`).
+//! The `pretext` command line: `plugins`, `train`, `eval`, `embed`, `export`, `gui`, `serve`
+//! (see `pretext --help`).
 //!
 //! Errors reach the user as one sentence on stderr and a non-zero exit code; nothing here
 //! panics on input.

@@ -12,6 +12,7 @@
 pub mod fixtures;
 pub mod process;
 pub mod runs;
+pub mod serve;
 
 pub use process::{
     Output, build_rust_fixture, ensure_built, faulty_plugin, pretext, pretext_bin, pretext_with, target_dir,

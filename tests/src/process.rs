@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Variables the child never inherits (tests set them explicitly when they need them).
-const HERMETIC: [&str; 3] = ["PRETEXT_PLUGIN_PATH", "PRETEXT_DATA", "RUST_BACKTRACE"];
+const HERMETIC: [&str; 4] = ["PRETEXT_PLUGIN_PATH", "PRETEXT_DATA", "PRETEXT_WEB_DIST", "RUST_BACKTRACE"];
 
 /// The workspace root (the parent of this crate's folder).
 pub fn workspace_root() -> PathBuf {

@@ -7,6 +7,7 @@ mod gui;
 mod logging;
 mod plugins;
 mod progress;
+mod serve;
 mod train;
 mod weights;
 
@@ -38,6 +39,8 @@ pub enum Command {
     Export(export::ExportArgs),
     /// Open the desktop app: browse runs, curves, embeddings and filters, and train.
     Gui(gui::GuiArgs),
+    /// Serve the browser viewer and the runs, read-only, over HTTP.
+    Serve(serve::ServeArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -48,6 +51,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Embed(args) => embed::run(&args),
         Command::Export(args) => export::run(&args),
         Command::Gui(args) => gui::run(args),
+        Command::Serve(args) => serve::run(&args),
     }
 }
 

@@ -243,6 +243,39 @@ impl PretextApp {
         self.runs.ok().cloned().unwrap_or_default()
     }
 
+    /// One line on what is loaded: the run count and, for the selected run, the view, its
+    /// epochs, metric records, checkpoints, embeddings and images (atlases, samples, filter
+    /// grids), or the first error. The browser
+    /// viewer shows it as the page title.
+    pub fn status(&self) -> String {
+        let mut text = match self.runs.get() {
+            None => "Pretext — loading".to_string(),
+            Some(Err(e)) => format!("Pretext — error: {e}"),
+            Some(Ok(names)) => format!("Pretext — {} runs", names.len()),
+        };
+        let Some(name) = &self.selected else { return text };
+        text.push_str(&format!(" — {name}: {}", self.view.title()));
+        let Some(data) = self.data.get(name) else { return text };
+        if let Some(e) = data.first_error() {
+            text.push_str(&format!(", error: {e}"));
+            return text;
+        }
+        if let Some(info) = data.info.ok() {
+            text.push_str(&format!(", {}/{} epochs", info.epochs_done, info.epochs));
+        }
+        if let Some(metrics) = data.metrics.ok() {
+            text.push_str(&format!(", {} metric records", metrics.len()));
+        }
+        let images = data.textures.values().filter(|t| t.ok().is_some()).count()
+            + data.filters.values().filter(|f| f.ok().is_some()).count();
+        text.push_str(&format!(
+            ", {} checkpoints, {} embeddings, {images} images",
+            data.checkpoint_list().len(),
+            data.embeddings.values().filter(|e| e.ok().is_some()).count()
+        ));
+        text
+    }
+
     /// Whether any file is still being read.
     pub fn is_loading(&self) -> bool {
         self.runs.is_loading() || self.data.values().any(RunData::is_loading)

@@ -100,6 +100,20 @@ impl RunData {
             || self.filters.values().any(Loadable::is_loading)
     }
 
+    /// The first file of the run that failed to load, with why.
+    pub fn first_error(&self) -> Option<&str> {
+        let single =
+            [self.info.error(), self.metrics.error(), self.checkpoint_files.error(), self.embedding_files.error()];
+        single
+            .into_iter()
+            .flatten()
+            .chain(self.checkpoints.values().filter_map(Loadable::error))
+            .chain(self.embeddings.values().filter_map(Loadable::error))
+            .chain(self.textures.values().filter_map(Loadable::error))
+            .chain(self.filters.values().filter_map(Loadable::error))
+            .next()
+    }
+
     /// The checkpoints whose metadata loaded, oldest first.
     pub fn checkpoint_list(&self) -> Vec<&CheckpointMeta> {
         let mut list: Vec<&CheckpointMeta> = self.checkpoints.values().filter_map(Loadable::ok).collect();

@@ -9,6 +9,8 @@
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod fs;
+#[cfg(target_arch = "wasm32")]
+pub mod http;
 
 use std::sync::{Arc, Mutex};
 
