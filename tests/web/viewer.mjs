@@ -4,6 +4,7 @@
 // STEPS.json: {"base": "http://127.0.0.1:PORT/", "steps": [
 //   {"path": "?run=x&view=overview", "expect": "text in the title", "screenshot": "FILE.png"},
 //   {"append": {"file": "PATH", "text": "..."}, "expect": "…"}   (same page, after writing a file)
+//   {"click": [x, y], "expect": "…"}                              (same page, after a click)
 // ]}
 // Each step waits until the page title (the viewer's status line) contains `expect`. Prints
 // one JSON line per step ({"title", "screenshot"}) and a final {"errors": [...]} with every
@@ -36,6 +37,9 @@ try {
     }
     if (step.append) {
       appendFileSync(step.append.file, step.append.text);
+    }
+    if (step.click) {
+      await page.mouse.click(step.click[0], step.click[1]);
     }
     try {
       await page.waitForFunction((want) => document.title.includes(want), step.expect, { timeout: 120_000 });
