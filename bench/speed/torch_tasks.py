@@ -7,8 +7,9 @@ What was corrected or fitted against the seed's listings:
 - the backbone is Pretext's ConvNet (conv3x3-BN-ReLU x4, strides 1,2,2,2, widths
   16,32,64,128, bias-free convs, global average pool), not torchvision's ImageNet ResNet-18:
   no ImageNet stem and no 1000-way `fc` — the backbone ends at global pooling;
-- NT-Xent L2-normalises the projections (cosine similarity), temperature 0.5; the
-  projector is Linear(D, D)-ReLU-Linear(D, 128) as Pretext's (the seed had 512 hidden);
+- NT-Xent L2-normalises the projections (cosine similarity), temperature 0.2; the
+  projector is Linear(D, D)-BatchNorm-ReLU-Linear(D, 128) as Pretext's (the seed had 512
+  hidden and no batch norm);
 - the SimCLR views use the SimCLR paper's CIFAR settings, which Pretext uses too:
   RandomResizedCrop(28, scale=(0.2, 1)), flip, ColorJitter(0.4, 0.4, 0.4, 0.1) with p 0.8,
   RandomGrayscale(0.2), no blur (the seed applied jitter always, hue 0.4, and a 3x3 blur);
@@ -27,7 +28,18 @@ What was corrected or fitted against the seed's listings:
   persistent across the warm-up and the timed epoch; `torch.set_num_threads(threads)`.
 
     python torch_tasks.py train simclr|jigsaw|rotation [--limit N] [--batch B] [--threads T]
+        [--device cpu|cuda] [--backbone convnet|resnet18] [--data fashion-mnist|random]
+        [--workers W] [--step-only N]
     python torch_tasks.py augment [--images N] [--threads T]
+
+The defaults are issue 3's CPU comparison. scripts/gpu-check.sh uses the rest for the GPU
+comparison: `--backbone resnet18` is the CIFAR ResNet-18 of torch_step.py (3x3 stem, no
+max-pool, full width) without its classifier; `--data random` is seeded uniform RGB noise at
+3x32x32 (the GPU machine has no data sets and no network; the work per image does not depend
+on the pixels); `--device cuda` moves each batch to the GPU as the seed does (no pinned
+memory) and adds the allocator's peak to the JSON line; `--step-only N` then also times N
+steps on one batch already on the device, without the loader: the model's own ceiling, at
+PyTorch's default precision (cuDNN convolutions may use TF32) and with TF32 off.
 
 `train` runs a few warm-up steps, then one timed epoch over the first N training images and
 prints one JSON line with source images per second (dataset images, not views), measured
@@ -55,8 +67,6 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 DATA_DIR = os.environ.get("FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist")
-IMAGE_SIZE = 28
-WORKERS = 2
 
 
 def read_idx_images(path):
@@ -70,6 +80,19 @@ def read_idx_images(path):
 def fashion_mnist(limit=None):
     images = read_idx_images(os.path.join(DATA_DIR, "train-images-idx3-ubyte.gz"))
     return images if limit is None else images[:limit]
+
+
+def random_rgb(n, size=32, seed=0):
+    """Seeded uniform noise, (n, size, size, 3) uint8: PIL "RGB" images of CIFAR's shape."""
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+def load_images(data, limit):
+    if data == "fashion-mnist":
+        return fashion_mnist(limit)
+    if data == "random":
+        return random_rgb(limit or 10000)
+    raise SystemExit(f"unknown data {data!r} (fashion-mnist or random)")
 
 
 # ---------------------------------------------------------------- backbone (Pretext's ConvNet)
@@ -89,6 +112,23 @@ class ConvNet(nn.Module):
 
     def forward(self, x):
         return self.features(x).mean((2, 3))
+
+
+class ResNet18(nn.Module):
+    """torch_step.py's CIFAR ResNet-18 (Pretext's core/src/model/resnet.rs) up to the global pool."""
+
+    def __init__(self, in_channels=3, width=64):
+        super().__init__()
+        from torch_step import cifar_resnet18  # beside this file; the bundle ships both
+
+        net = cifar_resnet18(width)
+        if in_channels != 3:
+            net[0] = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
+        self.features = nn.Sequential(*list(net)[:-1])  # drop the 10-way classifier
+        self.dim = 8 * width
+
+    def forward(self, x):
+        return self.features(x)
 
 
 # ---------------------------------------------------------------- SimCLR (seed listing, corrected)
@@ -131,7 +171,7 @@ class SimCLR(nn.Module):
         super().__init__()
         self.backbone = backbone
         d = backbone.dim
-        self.projector = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, projection_dim))
+        self.projector = nn.Sequential(nn.Linear(d, d), nn.BatchNorm1d(d), nn.ReLU(), nn.Linear(d, projection_dim))
 
     def forward(self, x):
         return self.projector(self.backbone(x))
@@ -228,20 +268,29 @@ class ImageSet(Dataset):
         return self.transform(Image.fromarray(self.images[i]))
 
 
-def loader(images, transform, batch, shuffle=True):
+def loader(images, transform, batch, workers, shuffle=True):
+    extra = dict(persistent_workers=True, prefetch_factor=2) if workers > 0 else {}
     return DataLoader(ImageSet(images, transform), batch_size=batch, shuffle=shuffle, drop_last=True,
-                      num_workers=WORKERS, persistent_workers=True, prefetch_factor=2)
+                      num_workers=workers, **extra)
 
 
-def build(task, images, batch):
+def to_device(data, device):
+    return [d.to(device) for d in data]
+
+
+def build(task, images, args):
     mean, std = images.mean() / 255.0, images.std() / 255.0
+    channels, size = (1 if images.ndim == 3 else images.shape[3]), images.shape[1]
 
     def norm(x):
         return (x - mean) / std
 
-    backbone = ConvNet(1, 16)
+    if args.backbone == "convnet":
+        backbone = ConvNet(channels, args.width or 16)
+    else:
+        backbone = ResNet18(channels, args.width or 64)
     if task == "simclr":
-        model, criterion = SimCLR(backbone), NTXentLoss(0.5)
+        model, criterion = SimCLR(backbone), NTXentLoss(0.2)
 
         def step_loss(data):
             x_i, x_j = data
@@ -249,48 +298,49 @@ def build(task, images, batch):
             z = model(norm(torch.cat([x_i, x_j])))
             return criterion(z[:len(x_i)], z[len(x_i):])
 
-        transform = SimCLRTransform(IMAGE_SIZE)
+        transform = SimCLRTransform(size)
     elif task == "jigsaw":
         perms = maximal_hamming_set(100, 1)
         model = JigsawModel(backbone, len(perms))
-        transform = JigsawTransform(IMAGE_SIZE, perms)
+        transform = JigsawTransform(size, perms)
 
         def step_loss(data):
             tiles, labels = data
             return F.cross_entropy(model(norm(tiles)), labels)
     elif task == "rotation":
         model = RotationModel(backbone)
-        transform = RotationTransform(IMAGE_SIZE)
+        transform = RotationTransform(size)
 
         def step_loss(data):
             views, labels = data
             return F.cross_entropy(model(norm(views.flatten(0, 1))), labels.flatten())
     else:
         raise SystemExit(f"unknown task {task!r} (simclr, jigsaw or rotation)")
-    return model, step_loss, loader(images, transform, batch)
+    return model, step_loss, loader(images, transform, args.batch, args.workers)
 
 
 def train(args):
     torch.manual_seed(0)
     random.seed(0)
-    images = fashion_mnist(args.limit)
-    model, step_loss, data = build(args.task, images, args.batch)
-    model.train()
+    device = torch.device(args.device)
+    images = load_images(args.data, args.limit)
+    model, step_loss, data = build(args.task, images, args)
+    model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
 
     def step(batch):
         optimizer.zero_grad(set_to_none=True)
-        loss = step_loss(batch)
+        loss = step_loss(to_device(batch, device))
         loss.backward()
         optimizer.step()
-        return loss.item()
+        return loss.item()  # waits for the device, so the host clock times finished work
 
     for i, batch in enumerate(data):  # warm-up: oneDNN primitives, allocator, workers
         step(batch)
         if i + 1 >= args.warmup:
             break
     t0 = time.perf_counter()
-    steps, wait = 0, 0.0
+    steps, wait, last = 0, 0.0, None
     it = iter(data)
     while True:
         t = time.perf_counter()
@@ -300,21 +350,45 @@ def train(args):
             break
         loss = step(batch)
         steps += 1
+        last = batch
     secs = time.perf_counter() - t0
-    print(json.dumps({
+    record = {
         "kind": "train", "impl": "pytorch", "task": args.task, "threads": torch.get_num_threads(),
-        "workers": WORKERS, "batch": args.batch, "steps": steps, "images": steps * args.batch,
+        "workers": args.workers, "batch": args.batch, "steps": steps, "images": steps * args.batch,
         "seconds": round(secs, 4), "data_wait_s": round(wait, 4),
         "images_per_s": round(steps * args.batch / secs, 2), "loss": round(loss, 4),
-        "torch": torch.__version__,
-    }))
+        "torch": torch.__version__, "device": args.device, "backbone": args.backbone, "data": args.data,
+    }
+    if device.type == "cuda":
+        record["gpu"] = torch.cuda.get_device_name(device)
+        record["max_memory_allocated_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+        record["max_memory_reserved_mib"] = round(torch.cuda.max_memory_reserved(device) / 2**20, 1)
+        record["cudnn_allow_tf32"] = torch.backends.cudnn.allow_tf32
+        record["matmul_allow_tf32"] = torch.backends.cuda.matmul.allow_tf32
+    if args.step_only > 0 and last is not None:
+        # The same step on one batch already on the device: what the model costs without
+        # the loader. On CUDA also with TF32 off, the precision Pretext's candle runs at.
+        fixed = to_device(last, device)
+        modes = [("step_only", None)] + ([("step_only_fp32", False)] if device.type == "cuda" else [])
+        for key, tf32 in modes:
+            saved = torch.backends.cudnn.allow_tf32
+            if tf32 is not None:
+                torch.backends.cudnn.allow_tf32 = tf32
+            for _ in range(2):
+                step(fixed)
+            t = time.perf_counter()
+            for _ in range(args.step_only):
+                step(fixed)
+            record[f"{key}_images_per_s"] = round(args.step_only * args.batch / (time.perf_counter() - t), 2)
+            torch.backends.cudnn.allow_tf32 = saved
+    print(json.dumps(record), flush=True)
 
 
 def augment(args):
     """SimCLR's two views per image, PIL transforms, through the 2-worker DataLoader."""
     torch.manual_seed(0)
     images = fashion_mnist(args.images)
-    data = loader(images, SimCLRTransform(IMAGE_SIZE), args.batch, shuffle=False)
+    data = loader(images, SimCLRTransform(images.shape[1]), args.batch, args.workers, shuffle=False)
     for i, _ in enumerate(data):  # warm-up: start the workers
         if i >= 1:
             break
@@ -324,7 +398,7 @@ def augment(args):
         n += len(x_i)
     secs = time.perf_counter() - t0
     print(json.dumps({
-        "kind": "augment", "impl": "torchvision", "images": n, "views": 2 * n, "workers": WORKERS,
+        "kind": "augment", "impl": "torchvision", "images": n, "views": 2 * n, "workers": args.workers,
         "seconds": round(secs, 4), "images_per_s": round(n / secs, 1), "torchvision": torchvision.__version__,
     }))
 
@@ -338,6 +412,12 @@ def main():
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")))
+    p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--backbone", choices=["convnet", "resnet18"], default="convnet")
+    p.add_argument("--width", type=int, default=0, help="base width (0: convnet 16, resnet18 64)")
+    p.add_argument("--data", choices=["fashion-mnist", "random"], default="fashion-mnist")
+    p.add_argument("--step-only", type=int, default=0, help="also time N steps on one batch, no loader")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     if args.mode == "train":
