@@ -31,8 +31,8 @@ mkdir -p "$out"
 tmp=$(mktemp -d "$out/.build.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 wasm-bindgen --target web --no-typescript --out-dir "$tmp" \
-  "target/wasm32-unknown-unknown/web/pretext_web.wasm"
+  "target/wasm32-unknown-unknown/web/viewer.wasm"
 cp web/index.html "$tmp/"
 # Replace the files one by one with renames, so a server reading the folder never sees half a file.
 for f in "$tmp"/*; do mv -f "$f" "$out/"; done
-echo "built the viewer into $out ($(du -sh "$out/pretext_web_bg.wasm" | cut -f1) of wasm)"
+echo "built the viewer into $out ($(du -sh "$out/viewer_bg.wasm" | cut -f1) of wasm)"

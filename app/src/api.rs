@@ -30,7 +30,7 @@ pub struct Listing {
 /// A request the server answers, parsed from a URL path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Route {
-    /// `/` or `/index.html`, or another file of the built viewer (`pretext_web.js`).
+    /// `/` or `/index.html`, or another file of the built viewer (`viewer.js`).
     Viewer(String),
     Runs,
     List {
@@ -132,7 +132,7 @@ mod tests {
             Ok(Route::File { run: run.into(), path: vec!["run.json".into()] })
         );
         assert_eq!(route("/"), Ok(Route::Viewer("index.html".into())));
-        assert_eq!(route("/pretext_web.js"), Ok(Route::Viewer("pretext_web.js".into())));
+        assert_eq!(route("/viewer.js"), Ok(Route::Viewer("viewer.js".into())));
     }
 
     #[test]

@@ -339,9 +339,12 @@ def train(args):
         step(batch)
         if i + 1 >= args.warmup:
             break
+    # A new epoch's iter() on persistent workers first waits for them to finish the batches
+    # the warm-up left queued; the epoch's own prefetch starts as it returns, so the clock
+    # starts there (as Pretext's epoch clock starts at its prefetch).
+    it = iter(data)
     t0 = time.perf_counter()
     steps, wait, last = 0, 0.0, None
-    it = iter(data)
     while True:
         t = time.perf_counter()
         batch = next(it, None)
@@ -392,9 +395,10 @@ def augment(args):
     for i, _ in enumerate(data):  # warm-up: start the workers
         if i >= 1:
             break
+    it = iter(data)  # drains what the warm-up left queued, untimed (see train)
     t0 = time.perf_counter()
     n = 0
-    for x_i, _ in data:
+    for x_i, _ in it:
         n += len(x_i)
     secs = time.perf_counter() - t0
     print(json.dumps({

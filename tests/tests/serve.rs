@@ -32,7 +32,7 @@ fn fixture(root: &Path) {
     symlink(root, run.join("embeddings/up")).unwrap();
     let dist = root.join("dist");
     std::fs::create_dir_all(&dist).unwrap();
-    for f in ["index.html", "pretext_web.js", "pretext_web_bg.wasm"] {
+    for f in ["index.html", "viewer.js", "viewer_bg.wasm"] {
         std::fs::write(dist.join(f), format!("viewer file {f}")).unwrap();
     }
 }
@@ -47,7 +47,7 @@ fn serves_the_run_files_read_only() {
     assert_eq!(index.status, 200);
     assert_eq!(index.text(), "viewer file index.html");
     assert_eq!(index.header("content-type"), Some("text/html; charset=utf-8"));
-    assert_eq!(s.request("GET", "/pretext_web_bg.wasm").header("content-type"), Some("application/wasm"));
+    assert_eq!(s.request("GET", "/viewer_bg.wasm").header("content-type"), Some("application/wasm"));
 
     // The symlinked folder is not a run.
     let runs = s.request("GET", "/api/runs");

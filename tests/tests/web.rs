@@ -28,7 +28,7 @@ fn viewer_dist() -> PathBuf {
         assert!(out.success(), "web/build.sh failed:\n{}", out.stderr);
     }
     let dist = root.join("web/dist");
-    assert!(dist.join("pretext_web_bg.wasm").is_file(), "the viewer is not built: run web/build.sh");
+    assert!(dist.join("viewer_bg.wasm").is_file(), "the viewer is not built: run web/build.sh");
     dist
 }
 

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 /// The files `web/build.sh` writes; the server refuses to start without them.
-pub const VIEWER_FILES: &[&str] = &["index.html", "pretext_web.js", "pretext_web_bg.wasm"];
+pub const VIEWER_FILES: &[&str] = &["index.html", "viewer.js", "viewer_bg.wasm"];
 
 /// `root/parts…` if, after following every symlink, it is still inside `root` (which must
 /// itself be canonical). `None` when it does not exist or leaves the root.
