@@ -7,7 +7,9 @@
 # supervised for the same number of epochs. Prints a Markdown table (also written to
 # bench/quality/results.md). Finished runs are reused, so an interrupted benchmark resumes.
 #
-# Usage: bench/quality/run.sh            (EPOCHS, BATCH, WIDTH, OUT override the budget)
+# Usage: bench/quality/run.sh            (EPOCHS, BATCH, WIDTH, OUT, TASKS override the budget;
+#        EPOCHS_SIMCLR, EPOCHS_ROTATION, EPOCHS_JIGSAW give one task its own epochs, and
+#        SUPERVISED_EPOCHS the supervised baseline's)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -16,6 +18,7 @@ BATCH=${BATCH:-256}
 WIDTH=${WIDTH:-16}
 OUT=${OUT:-bench/quality/runs}
 TASKS=${TASKS:-simclr rotation jigsaw}
+SUPERVISED_EPOCHS=${SUPERVISED_EPOCHS:-$EPOCHS}
 
 [ -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || [ -n "${PRETEXT_DATA:-}" ] || {
   echo "Fashion-MNIST is missing: apt-get install dataset-fashion-mnist" >&2; exit 1; }
@@ -23,12 +26,14 @@ cargo build --release --workspace --quiet
 P=target/release/pretext
 mkdir -p "$OUT"
 
-common=(--data fashion-mnist --backbone convnet --width "$WIDTH" --epochs "$EPOCHS" --batch-size "$BATCH" --knn-every 1)
+common=(--data fashion-mnist --backbone convnet --width "$WIDTH" --batch-size "$BATCH" --knn-every 1)
 for task in $TASKS; do
+  override="EPOCHS_$(echo "$task" | tr '[:lower:]' '[:upper:]')"
+  epochs=${!override:-$EPOCHS}
   if ! grep -q '"status": "completed"' "$OUT/$task/run.json" 2>/dev/null; then
     rm -rf "$OUT/$task"
-    echo "== training $task: ${common[*]}"
-    $P train --task "$task" "${common[@]}" --out "$OUT/$task"
+    echo "== training $task: --epochs $epochs ${common[*]}"
+    $P train --task "$task" --epochs "$epochs" "${common[@]}" --out "$OUT/$task"
   fi
   for protocol in knn linear; do
     [ -s "$OUT/$task.$protocol.json" ] || $P eval $protocol --run "$OUT/$task" --json > "$OUT/$task.$protocol.json"
@@ -41,6 +46,7 @@ for protocol in knn linear; do
   [ -s "$OUT/random.$protocol.json" ] || $P eval $protocol --run "$OUT/$first" --random-init --json > "$OUT/random.$protocol.json"
 done
 [ -s "$OUT/supervised.json" ] || { /usr/bin/time -f '%e' -o "$OUT/supervised.time" \
-  $P eval finetune --run "$OUT/$first" --random-init --epochs "$EPOCHS" --batch-size "$BATCH" --json > "$OUT/supervised.json"; }
+  $P eval finetune --run "$OUT/$first" --random-init --epochs "$SUPERVISED_EPOCHS" --batch-size "$BATCH" --json > "$OUT/supervised.json"; }
 
-SUPERVISED_EPOCHS=$EPOCHS python3 bench/quality/table.py "$OUT" "$TASKS" "EPOCHS=$EPOCHS BATCH=$BATCH WIDTH=$WIDTH" | tee bench/quality/results.md
+budget="ConvNet width $WIDTH, batch $BATCH, AdamW 1e-3, warmup + cosine; epochs per row"
+SUPERVISED_EPOCHS=$SUPERVISED_EPOCHS python3 bench/quality/table.py "$OUT" "$TASKS" "$budget" | tee bench/quality/results.md

@@ -49,3 +49,5 @@ print("| features | kNN top-1 (last stage) | linear top-1 (last stage) | best kN
 print("|---|---|---|---|---|---|")
 for name, k, l, note, wall, ips in rows:
     print(f"| {name} | {pct(k)} | {pct(l)} | {note} | {wall} | {ips} |")
+print("\nCommands, machine load, the validation experiments behind the settings and what still falls short: "
+      "docs/benchmarks.md, section \"Learning quality on Fashion-MNIST\".")

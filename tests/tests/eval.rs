@@ -1,6 +1,6 @@
 //! Evaluation from the command line: the kNN monitor in metrics.jsonl, `pretext eval
 //! knn|linear|finetune --json` (one JSON object each, per-stage scores), the raw-pixel
-//! floor, `pretext embed` (the files the viewers read) and `pretext export` (torchvision
+//! floor, the validation split carved from the training set, `pretext embed` (the files the viewers read) and `pretext export` (torchvision
 //! names), on a small SimCLR run trained by the test.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -52,6 +52,19 @@ fn monitor_eval_embed_and_export() {
     }
     // The last stage is what `knn_top1` reports.
     assert_eq!(knn["knn_top1"], knn["stages"]["stage4"]);
+
+    assert_eq!((knn["split"].as_str(), knn["test_images"].as_u64()), (Some("test"), Some(2000)));
+
+    // --validation N: the last N training images are the queries, the rest the bank; no test image.
+    let val = json_line(&["eval", "knn", "--run", r, "--limit", "1000", "--validation", "250", "--json"]);
+    assert_eq!((val["split"].as_str(), val["train_images"].as_u64()), (Some("validation"), Some(750)));
+    assert_eq!(val["test_images"], 250);
+    fraction(&val, "knn_top1");
+    let shown = pretext(&["eval", "knn", "--pixels", "--data", "shapes", "--limit", "1000", "--validation", "250"]);
+    shown.assert_success();
+    assert!(shown.stdout.contains("750 train, 250 validation images"), "{}", shown.stdout);
+    pretext(&["eval", "knn", "--run", r, "--limit", "1000", "--validation", "1000"])
+        .assert_one_line_error(&["--validation 1000", "1 to 999"]);
 
     let linear = json_line(&["eval", "linear", "--run", r, "--limit", "1000", "--json"]);
     fraction(&linear, "linear_top1");

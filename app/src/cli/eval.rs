@@ -1,6 +1,8 @@
 //! `pretext eval knn|linear|finetune`: how good a run's features are, measured as the field
 //! does — kNN (k=200, T=0.1, train split as the bank, test split queried) and a linear probe
 //! on frozen features of every backbone stage, or fine-tuning of the whole network.
+//! `--validation N` queries the last N training images instead of the test split, with the
+//! rest as the bank, so that settings are chosen without looking at the test split.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -33,6 +35,11 @@ pub struct EvalArgs {
     /// Use only the first N training images (the kNN bank, the probe's or fine-tuning's training set).
     #[arg(long, value_name = "N")]
     limit: Option<usize>,
+    /// Score on a validation split instead of the test split: the last N training images
+    /// (after --limit) are the queries and the images before them the bank or training set.
+    /// Use it to choose settings; report the test split.
+    #[arg(long, value_name = "N")]
+    validation: Option<usize>,
     /// Evaluate raw pixels (and mean-centred pixels) instead of a run's features: the floor
     /// any learned representation should beat. Needs --data, no --run.
     #[arg(long, conflicts_with_all = ["run", "checkpoint", "random_init"])]
@@ -57,7 +64,10 @@ struct Report {
     checkpoint: String,
     epoch: u64,
     data: String,
+    /// The split queried: `test`, or `validation` (the end of the training split).
+    split: &'static str,
     train_images: usize,
+    /// Images of the queried split (the test split, or the validation images).
     test_images: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     knn_top1: Option<f64>,
@@ -77,6 +87,7 @@ impl Report {
         checkpoint: String,
         epoch: u64,
         data: &str,
+        split: &'static str,
         (train_images, test_images): (usize, usize),
     ) -> Self {
         Self {
@@ -84,6 +95,7 @@ impl Report {
             checkpoint,
             epoch,
             data: data.to_string(),
+            split,
             train_images,
             test_images,
             knn_top1: None,
@@ -130,13 +142,13 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     let run = args.weights.run_dir()?;
     let eval =
         Evaluation::open(run, &args.weights.weights()).with_context(|| format!("cannot evaluate {}", run.display()))?;
-    let (mut train, test) = eval.dataset(args.data.as_deref())?;
-    if let Some(n) = args.limit {
-        train = std::sync::Arc::new(train.take(n));
-    }
+    let (train, test) = eval.dataset(args.data.as_deref())?;
+    let (train, test, split) = query_split(std::sync::Arc::unwrap_or_clone(train), Some(test), args)?;
+    let train = std::sync::Arc::new(train);
     let checkpoint = eval.checkpoint.as_ref().map_or_else(|| "random-init".into(), |c| c.file.clone());
     let data = data_spec(&eval.info, args.data.as_deref());
-    let mut report = Report::new(run.display().to_string(), checkpoint, eval.epoch(), data, (train.len(), test.len()));
+    let mut report =
+        Report::new(run.display().to_string(), checkpoint, eval.epoch(), data, split, (train.len(), test.len()));
     match args.protocol {
         Protocol::Knn | Protocol::Linear => {
             let (train_f, test_f) = eval.features(&train, &test)?;
@@ -162,6 +174,32 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         }
     }
     print_report(report, started, args.json)
+}
+
+/// The bank (or training set) and the queries, after `--limit`: the test split, or with
+/// `--validation N` the last N training images, the rest staying the bank. Also names the
+/// queried split.
+fn query_split(
+    mut train: Dataset,
+    test: Option<Dataset>,
+    args: &EvalArgs,
+) -> anyhow::Result<(Dataset, Dataset, &'static str)> {
+    if let Some(n) = args.limit {
+        train.truncate(n);
+    }
+    let Some(n) = args.validation else {
+        let test = test.ok_or_else(|| anyhow::anyhow!("the dataset has no test split; use --validation N"))?;
+        return Ok((train, test, "test"));
+    };
+    if n == 0 || n >= train.len() {
+        anyhow::bail!(
+            "--validation {n} must leave training images for the bank: use 1 to {} with {} training images",
+            train.len().saturating_sub(1),
+            train.len()
+        );
+    }
+    let queries = train.split_last(n);
+    Ok((train, queries, "validation"))
 }
 
 /// Scores every feature matrix with the protocol into `report.stages`.
@@ -200,13 +238,11 @@ fn run_pixels(args: &EvalArgs, started: Instant) -> anyhow::Result<()> {
     if args.protocol == Protocol::Finetune {
         anyhow::bail!("--pixels measures kNN or a linear probe; there is no network to fine-tune");
     }
-    let DataSplits { mut train, test } = data::open(spec, &OpenOptions::default())?;
-    let test = test.ok_or_else(|| anyhow::anyhow!("the dataset `{spec}` has no test split to evaluate on"))?;
-    if let Some(n) = args.limit {
-        train.truncate(n);
-    }
+    let DataSplits { train, test } = data::open(spec, &OpenOptions::default())?;
+    let (train, test, split) =
+        query_split(train, test, args).with_context(|| format!("cannot evaluate raw pixels of `{spec}`"))?;
     let (train_f, test_f) = pixel_features(&train, &test);
-    let mut report = Report::new("-".into(), "raw pixels".into(), 0, spec, (train.len(), test.len()));
+    let mut report = Report::new("-".into(), "raw pixels".into(), 0, spec, split, (train.len(), test.len()));
     score_stages(args.protocol, &mut report, &train_f, &test_f, &train, &test)?;
     let raw = report.stages.get("pixels").copied();
     set_top1(&mut report, args.protocol, raw);
@@ -220,7 +256,10 @@ fn print_report(mut report: Report, started: Instant, json: bool) -> anyhow::Res
         return Ok(());
     }
     println!("run        {} ({}, epoch {})", report.run, report.checkpoint, report.epoch);
-    println!("data       {}: {} train, {} test images", report.data, report.train_images, report.test_images);
+    println!(
+        "data       {}: {} train, {} {} images",
+        report.data, report.train_images, report.test_images, report.split
+    );
     for (stage, top1) in &report.stages {
         println!("{stage:<10} {:.2}%", top1 * 100.0);
     }

@@ -33,6 +33,28 @@ pub fn crop(img: &Image, top: usize, left: usize, height: usize, width: usize) -
     out
 }
 
+/// torchvision's `RandomCrop(size, padding=pad)` at the image's own size: `img` shifted by a
+/// uniformly random offset of up to `pad` pixels along each axis, the uncovered border
+/// zero. `pad == 0` returns the image unchanged.
+pub fn pad_crop(img: &Image, pad: usize, rng: &mut impl Rng) -> Image {
+    if pad == 0 {
+        return img.clone();
+    }
+    let (dy, dx) = (rng.random_range(0..=2 * pad), rng.random_range(0..=2 * pad));
+    let mut out = Image::zeros(img.c, img.h, img.w);
+    // Output pixel (y, x) is input pixel (y + dy - pad, x + dx - pad) where that exists.
+    let span = |len: usize, d: usize| (pad.saturating_sub(d), (len + pad).saturating_sub(d).min(len));
+    let ((y0, y1), (x0, x1)) = (span(img.h, dy), span(img.w, dx));
+    for ch in 0..img.c {
+        for y in y0..y1 {
+            let src = (ch * img.h + y + dy - pad) * img.w + x0 + dx - pad;
+            let dst = (ch * img.h + y) * img.w + x0;
+            out.data[dst..dst + (x1 - x0)].copy_from_slice(&img.data[src..src + (x1 - x0)]);
+        }
+    }
+    out
+}
+
 /// For each output index along one axis: the two source indices and the weight of the second,
 /// with PyTorch's half-pixel mapping, clamped at the edges.
 fn axis_weights(src_len: usize, dst_len: usize) -> Vec<(usize, usize, f32)> {
@@ -157,6 +179,37 @@ mod tests {
         let img = Image { c: 1, h: 2, w: 3, data: vec![1., 2., 3., 4., 5., 6.] };
         assert_eq!(crop(&img, 0, 1, 2, 2).data, vec![2., 3., 5., 6.]);
         assert_eq!(crop(&img, 1, 2, 2, 2).data, vec![6., 0., 0., 0.]);
+    }
+
+    #[test]
+    fn pad_crop_shifts_within_the_padding() {
+        let img = ramp(2, 6, 5);
+        let mut rng = StdRng::seed_from_u64(4);
+        assert_eq!(pad_crop(&img, 0, &mut rng), img);
+        let mut shifts = std::collections::BTreeSet::new();
+        for _ in 0..200 {
+            let out = pad_crop(&img, 2, &mut rng);
+            assert_eq!((out.c, out.h, out.w), (2, 6, 5));
+            // Find the shift from any surviving pixel, then check every pixel against it.
+            let (sy, sx) = (-2..=2)
+                .flat_map(|sy| (-2..=2).map(move |sx| (sy, sx)))
+                .find(|&(sy, sx): &(isize, isize)| {
+                    (0..6).all(|y| {
+                        (0..5).all(|x| {
+                            let (iy, ix) = (y as isize + sy, x as isize + sx);
+                            let want = if (0..6).contains(&iy) && (0..5).contains(&ix) {
+                                img.at(1, iy as usize, ix as usize)
+                            } else {
+                                0.0
+                            };
+                            out.at(1, y, x) == want
+                        })
+                    })
+                })
+                .unwrap_or_else(|| panic!("every output is the input shifted by at most the padding"));
+            shifts.insert((sy, sx));
+        }
+        assert_eq!(shifts.len(), 25, "all 5×5 shifts occur: {shifts:?}");
     }
 
     #[test]

@@ -17,8 +17,10 @@ pub use color::{
     adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, color_jitter, gaussian_blur,
     gaussian_blur_with_kernel, gaussian_kernel_size, grayscale,
 };
-pub use crop::{CropBox, crop, random_resized_crop, random_resized_crop_params, resize_bilinear, resized_crop};
+pub use crop::{
+    CropBox, crop, pad_crop, random_resized_crop, random_resized_crop_params, resize_bilinear, resized_crop,
+};
 pub use flip::{hflip, rot90, vflip};
 pub use image::Image;
 pub use pipeline::{DEFAULT_CROP_RATIO, Normalize, SimclrAugment};
-pub use tiles::{tiles, tiles_centered};
+pub use tiles::{channel_mean_std, normalize_tiles, standardize, tiles, tiles_centered};

@@ -46,6 +46,46 @@ pub fn tiles_centered(img: &Image, grid: usize, tile: usize) -> Vec<Image> {
     (0..grid * grid).map(|i| crop(img, (i / grid) * cell_h + dy, (i % grid) * cell_w + dx, tile, tile)).collect()
 }
 
+/// Per-channel mean and standard deviation of `img`'s values.
+pub fn channel_mean_std(img: &Image) -> Vec<(f32, f32)> {
+    (0..img.c)
+        .map(|ch| {
+            let p = img.plane(ch);
+            let n = p.len().max(1) as f32;
+            let mean = p.iter().sum::<f32>() / n;
+            let var = p.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+            (mean, var.sqrt())
+        })
+        .collect()
+}
+
+/// Standard deviation under which a channel counts as flat: it is shifted, never scaled up.
+const FLAT_STD: f32 = 1e-3;
+
+/// Shifts and scales every channel of `img` so that its mean and standard deviation are
+/// `target[ch]` (`(0.0, 1.0)` standardises). A flat channel only gets the mean: scaling
+/// would amplify nothing but rounding noise. Values may leave `0..=1`.
+pub fn standardize(img: &mut Image, target: &[(f32, f32)]) {
+    let stats = channel_mean_std(img);
+    for (ch, (&(mean, std), &(to_mean, to_std))) in stats.iter().zip(target).enumerate() {
+        let scale = if std < FLAT_STD { 0.0 } else { to_std / std };
+        for v in img.plane_mut(ch) {
+            *v = to_mean + (*v - mean) * scale;
+        }
+    }
+}
+
+/// Per-tile normalisation (Noroozi & Favaro 2016): every tile is standardised on its own, so
+/// the brightness and contrast of a tile say nothing about where it came from. Each tile is
+/// given the mean and standard deviation of `whole`, the image it was cut from, so that tiles
+/// keep the input statistics of whole images, which is what evaluation shows the backbone.
+pub fn normalize_tiles(tiles: &mut [Image], whole: &Image) {
+    let target = channel_mean_std(whole);
+    for t in tiles {
+        standardize(t, &target);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use rand::SeedableRng;
@@ -92,6 +132,32 @@ mod tests {
         }
         assert_eq!(back, img);
         assert_eq!(tiles_centered(&img, 3, 4), t);
+    }
+
+    #[test]
+    fn normalised_tiles_share_the_image_statistics() {
+        let mut img = Image::zeros(2, 9, 9);
+        // A dark flat corner, a bright high-contrast centre: different statistics per tile.
+        for (i, v) in img.data.iter_mut().enumerate() {
+            let (y, x) = ((i / 9) % 9, i % 9);
+            *v = if (3..6).contains(&y) && (3..6).contains(&x) { ((i * 37) % 11) as f32 / 10.0 } else { 0.0 };
+        }
+        let mut cut = tiles(&img, 3, 3, &mut StdRng::seed_from_u64(0));
+        let mut zero_mean = cut[4].clone();
+        standardize(&mut zero_mean, &[(0.0, 1.0), (0.0, 1.0)]);
+        for (mean, std) in channel_mean_std(&zero_mean) {
+            assert!(mean.abs() < 1e-5 && (std - 1.0).abs() < 1e-4, "mean {mean}, std {std}");
+        }
+        normalize_tiles(&mut cut, &img);
+        let want = channel_mean_std(&img);
+        for (i, t) in cut.iter().enumerate() {
+            for (ch, (mean, std)) in channel_mean_std(t).into_iter().enumerate() {
+                assert!((mean - want[ch].0).abs() < 1e-5, "tile {i}: mean {mean}");
+                // The flat corners only take the mean; the textured centre takes both.
+                let want_std = if i == 4 { want[ch].1 } else { 0.0 };
+                assert!((std - want_std).abs() < 1e-4, "tile {i}: std {std}, want {want_std}");
+            }
+        }
     }
 
     #[test]

@@ -69,6 +69,15 @@ impl Dataset {
         self.labels.truncate(n);
     }
 
+    /// Holds out the last `n` images (all of them if there are fewer): they are removed from
+    /// this dataset and returned, e.g. as a validation split carved from a training set.
+    pub fn split_last(&mut self, n: usize) -> Self {
+        let keep = self.len() - n.min(self.len());
+        let held_out = self.subset(&(keep..self.len()).collect::<Vec<_>>());
+        self.truncate(keep);
+        held_out
+    }
+
     /// The images at `indices`, in that order (panics on an index out of range, like
     /// slice indexing: indices come from the program, not from a file).
     pub fn subset(&self, indices: &[usize]) -> Self {
@@ -164,6 +173,11 @@ mod tests {
         u.truncate(1);
         assert_eq!(u, d.take(1));
         assert_eq!(d.class_counts(), vec![2, 1]);
+        let mut bank = d.clone();
+        let held_out = bank.split_last(1);
+        assert_eq!((bank.labels, held_out.labels), (vec![0, 1], vec![0]));
+        assert_eq!((bank.images.data, held_out.images.data), (vec![1, 2, 3, 4], vec![5, 6]));
+        assert_eq!(d.clone().split_last(9), d);
     }
 
     #[test]

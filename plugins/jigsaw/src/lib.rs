@@ -6,12 +6,16 @@
 //! tile is encoded by the shared backbone on its own, the nine features are concatenated in
 //! tile order, and an MLP predicts the index of the permutation applied. The seed article's
 //! listing instead used the identity order as the label and stacked tiles into one image.
+//!
+//! Against low-level shortcuts the paper also normalises every tile on its own; here each
+//! tile takes the mean and standard deviation of its whole image (`tile_norm`), and tiles
+//! can get their own brightness and contrast jitter (`tile_jitter`).
 
 pub mod permutations;
 
 use candle_core::Tensor;
 use candle_nn::{Linear, Module, VarBuilder};
-use pretext_core::augment::{Image, tiles};
+use pretext_core::augment::{Image, color_jitter, normalize_tiles, tiles};
 use pretext_core::data::{ByteImages, FloatImages};
 use pretext_core::task::losses::classification;
 use pretext_core::task::{InputSpec, PretextTask, Sample, TaskError, TaskInfo, TaskOutput, Views};
@@ -34,11 +38,26 @@ pub struct JigsawConfig {
     pub tile_fraction: f32,
     /// Hidden size of the classifier over the nine concatenated tile features.
     pub hidden_dim: usize,
+    /// Per-tile normalisation (Noroozi & Favaro): shift and scale every tile, per channel,
+    /// to the mean and standard deviation of its whole image, so that a tile's brightness
+    /// and contrast do not give its position away.
+    pub tile_norm: bool,
+    /// Strength of a brightness and contrast jitter drawn for every tile on its own (as
+    /// torchvision's `ColorJitter(b, b)`); 0 turns it off. Applied before `tile_norm`,
+    /// which undoes most of it, so it matters mainly with `tile_norm` off.
+    pub tile_jitter: f32,
 }
 
 impl Default for JigsawConfig {
     fn default() -> Self {
-        Self { permutations: 100, permutation_seed: 1, tile_fraction: 0.85, hidden_dim: 512 }
+        Self {
+            permutations: 100,
+            permutation_seed: 1,
+            tile_fraction: 0.85,
+            hidden_dim: 512,
+            tile_norm: true,
+            tile_jitter: 0.0,
+        }
     }
 }
 
@@ -46,6 +65,8 @@ pub struct Jigsaw {
     perms: Vec<Permutation>,
     tile: usize,
     hidden_dim: usize,
+    tile_norm: bool,
+    tile_jitter: f32,
 }
 
 /// Concatenated tile features → Linear → ReLU → Linear → permutation logits.
@@ -66,7 +87,16 @@ impl Jigsaw {
 
     /// The shuffled tiles of image `i` and the index of the permutation applied.
     pub fn puzzle(&self, batch: &ByteImages, i: usize, rng: &mut StdRng) -> (Vec<Image>, usize) {
-        let cut = tiles(&Image::from_bytes(batch, i), GRID, self.tile, rng);
+        let whole = Image::from_bytes(batch, i);
+        let mut cut = tiles(&whole, GRID, self.tile, rng);
+        if self.tile_jitter > 0.0 {
+            for t in &mut cut {
+                *t = color_jitter(t, self.tile_jitter, self.tile_jitter, 0.0, 0.0, rng);
+            }
+        }
+        if self.tile_norm {
+            normalize_tiles(&mut cut, &whole);
+        }
         let label = rng.random_range(0..self.perms.len());
         (arrange(&cut, &self.perms[label]), label)
     }
@@ -89,6 +119,9 @@ impl PretextTask for Jigsaw {
         if config.permutations < 2 || config.permutations > 1000 {
             return Err(TaskError::Config("permutations must be between 2 and 1000".into()));
         }
+        if !(config.tile_jitter >= 0.0 && config.tile_jitter.is_finite()) {
+            return Err(TaskError::Config("tile_jitter must be a non-negative number".into()));
+        }
         if !(config.tile_fraction > 0.0 && config.tile_fraction <= 1.0) {
             return Err(TaskError::Config("tile_fraction must be in (0, 1]".into()));
         }
@@ -102,7 +135,13 @@ impl PretextTask for Jigsaw {
             )));
         }
         let perms = maximal_hamming_set(config.permutations, config.permutation_seed);
-        Ok(Self { perms, tile, hidden_dim: config.hidden_dim })
+        Ok(Self {
+            perms,
+            tile,
+            hidden_dim: config.hidden_dim,
+            tile_norm: config.tile_norm,
+            tile_jitter: config.tile_jitter,
+        })
     }
 
     fn make_views(&self, batch: &ByteImages, rng: &mut StdRng) -> Result<Views, TaskError> {
@@ -168,7 +207,8 @@ mod tests {
 
     #[test]
     fn the_label_is_the_index_of_the_permutation_applied() {
-        let task = Jigsaw::new(JigsawConfig::default(), InputSpec { channels: 1, height: 30, width: 30 }).unwrap();
+        let config = JigsawConfig { tile_norm: false, ..JigsawConfig::default() };
+        let task = Jigsaw::new(config, InputSpec { channels: 1, height: 30, width: 30 }).unwrap();
         // Each 10×10 cell is filled with its own index, so any tile cut from it, wherever
         // the jitter puts it, shows which cell it came from.
         let data: Vec<u8> =
@@ -186,10 +226,31 @@ mod tests {
     }
 
     #[test]
+    fn tiles_are_normalised_to_the_image_statistics() {
+        let input = InputSpec { channels: 1, height: 30, width: 30 };
+        let task = Jigsaw::new(JigsawConfig { tile_jitter: 0.5, ..JigsawConfig::default() }, input).unwrap();
+        // A bright textured band over a dark one: tile statistics differ by position.
+        let data: Vec<u8> =
+            (0..30 * 30usize).map(|p| if p / 30 < 10 { 150 + u8::try_from(p % 7).unwrap() * 15 } else { 20 }).collect();
+        let batch = ByteImages::new(1, 1, 30, 30, data).unwrap();
+        let whole = pretext_core::augment::channel_mean_std(&Image::from_bytes(&batch, 0))[0];
+        let views = task.make_views(&batch, &mut StdRng::seed_from_u64(3)).unwrap();
+        for pos in 0..9 {
+            let tile = Image::from_floats(&views.images, pos);
+            let (mean, std) = pretext_core::augment::channel_mean_std(&tile)[0];
+            assert!((mean - whole.0).abs() < 1e-4, "tile {pos}: mean {mean}, image mean {}", whole.0);
+            // Flat tiles (the dark band) keep no spread; textured ones take the image's.
+            assert!(std < 1e-4 || (std - whole.1).abs() < 1e-4, "tile {pos}: std {std}, image std {}", whole.1);
+        }
+    }
+
+    #[test]
     fn tiny_images_and_bad_settings_are_refused() {
         let input = InputSpec { channels: 1, height: 5, width: 5 };
         assert!(Jigsaw::new(JigsawConfig::default(), input).is_err());
         let bad = JigsawConfig { permutations: 1, ..JigsawConfig::default() };
+        assert!(Jigsaw::new(bad, InputSpec { channels: 1, height: 30, width: 30 }).is_err());
+        let bad = JigsawConfig { tile_jitter: -0.1, ..JigsawConfig::default() };
         assert!(Jigsaw::new(bad, InputSpec { channels: 1, height: 30, width: 30 }).is_err());
     }
 }

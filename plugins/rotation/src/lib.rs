@@ -1,12 +1,14 @@
 //! Rotation prediction (Gidaris et al. 2018, "RotNet") as a Pretext plugin.
 //!
 //! Every image is shown at 0°, 90°, 180° and 270° (counter-clockwise quarter turns, as
-//! `torch.rot90`), optionally flipped first, and the network classifies which rotation it
-//! sees: a 4-way cross-entropy on the backbone's features through a linear head.
+//! `torch.rot90`), after the standard augmentation of the paper (a random shift within
+//! `crop_padding` pixels and a horizontal flip, the same for all four views), and the
+//! network classifies which rotation it sees: a 4-way cross-entropy on the backbone's
+//! features through a linear head.
 
 use candle_core::Tensor;
 use candle_nn::{Linear, Module, VarBuilder};
-use pretext_core::augment::{Image, hflip, rot90};
+use pretext_core::augment::{Image, hflip, pad_crop, rot90};
 use pretext_core::data::{ByteImages, FloatImages};
 use pretext_core::task::losses::classification;
 use pretext_core::task::{InputSpec, PretextTask, Sample, TaskError, TaskInfo, TaskOutput, Views};
@@ -22,11 +24,15 @@ pub const ROTATIONS: [i32; 4] = [0, 1, 2, 3];
 pub struct RotationConfig {
     /// Probability of a horizontal flip before rotating (the same flip for all four views).
     pub flip_p: f32,
+    /// Random crop with this much zero padding before rotating (torchvision's
+    /// `RandomCrop(size, padding)`, as RotNet's CIFAR training): the image moves by up to
+    /// this many pixels along each axis. 0 turns it off.
+    pub crop_padding: usize,
 }
 
 impl Default for RotationConfig {
     fn default() -> Self {
-        Self { flip_p: 0.5 }
+        Self { flip_p: 0.5, crop_padding: 0 }
     }
 }
 
@@ -37,7 +43,7 @@ pub struct Rotation {
 impl Rotation {
     /// The four rotated views of image `i`, in the order of [`ROTATIONS`].
     fn rotations(&self, batch: &ByteImages, i: usize, rng: &mut StdRng) -> Vec<Image> {
-        let mut img = Image::from_bytes(batch, i);
+        let mut img = pad_crop(&Image::from_bytes(batch, i), self.config.crop_padding, rng);
         if rng.random::<f32>() < self.config.flip_p {
             img = hflip(&img);
         }
@@ -117,8 +123,11 @@ mod tests {
 
     #[test]
     fn four_views_per_image_labelled_by_quarter_turns() {
-        let task =
-            Rotation::new(RotationConfig { flip_p: 0.0 }, InputSpec { channels: 1, height: 2, width: 2 }).unwrap();
+        let task = Rotation::new(
+            RotationConfig { flip_p: 0.0, crop_padding: 0 },
+            InputSpec { channels: 1, height: 2, width: 2 },
+        )
+        .unwrap();
         // One 2×2 image [[10, 20], [30, 40]]; counter-clockwise quarter turn: [[20, 40], [10, 30]].
         let batch = ByteImages::new(1, 1, 2, 2, vec![10, 20, 30, 40]).unwrap();
         let views = task.make_views(&batch, &mut StdRng::seed_from_u64(0)).unwrap();
@@ -128,6 +137,23 @@ mod tests {
         assert_eq!(as_bytes(1), vec![20, 40, 10, 30]);
         assert_eq!(as_bytes(2), vec![40, 30, 20, 10]);
         assert_eq!(as_bytes(3), vec![30, 10, 40, 20]);
+    }
+
+    #[test]
+    fn the_four_views_share_one_shift() {
+        let config = RotationConfig { flip_p: 0.0, crop_padding: 3 };
+        let task = Rotation::new(config, InputSpec { channels: 1, height: 8, width: 8 }).unwrap();
+        let batch = ByteImages::new(1, 1, 8, 8, (1..=64).collect()).unwrap();
+        let mut moved = 0;
+        for seed in 0..10 {
+            let views = task.make_views(&batch, &mut StdRng::seed_from_u64(seed)).unwrap();
+            let upright = Image::from_floats(&views.images, 0);
+            for (k, &turns) in ROTATIONS.iter().enumerate() {
+                assert_eq!(Image::from_floats(&views.images, k), rot90(&upright, turns));
+            }
+            moved += usize::from(upright.to_bytes() != batch.data);
+        }
+        assert!(moved > 5, "the shift should usually move the image ({moved} of 10)");
     }
 
     #[test]
