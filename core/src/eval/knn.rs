@@ -8,8 +8,10 @@
 
 use candle_core::{Device, Tensor};
 
-/// Queries per similarity block: bounds memory at `CHUNK × bank` floats.
-const CHUNK: usize = 512;
+/// Queries per similarity block: bounds memory at `CHUNK × bank` floats. Small enough that a
+/// block over a 60 000-image bank (31 MB) stays under the mmap threshold the binary sets
+/// (`host::keep_freed_memory`), so blocks reuse memory instead of faulting in fresh pages.
+const CHUNK: usize = 128;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct KnnConfig {
@@ -35,12 +37,12 @@ pub fn l2_normalized(data: &[f32], cols: usize) -> Vec<f32> {
     out
 }
 
-/// Applies `f` to every row of a row-major block, with a scratch index buffer per thread;
-/// in parallel where threads exist.
+/// Applies `f` to every row of a row-major block, with a scratch buffer per thread; in
+/// parallel where threads exist.
 fn map_rows<T: Send>(
     block: &[f32],
     cols: usize,
-    f: impl Fn(usize, &[f32], &mut Vec<u32>) -> T + Sync + Send,
+    f: impl Fn(usize, &[f32], &mut Vec<f32>) -> T + Sync + Send,
 ) -> Vec<T> {
     #[cfg(not(target_arch = "wasm32"))]
     {
@@ -59,8 +61,8 @@ fn map_rows<T: Send>(
 /// searched against itself). Inputs need not be normalised.
 ///
 /// Similarities come one block of queries at a time from a matrix product into one buffer,
-/// and each row's selection reuses a per-thread index buffer: allocating a bank-sized
-/// buffer per query made this page-fault bound (measured in docs/benchmarks.md).
+/// and each row's selection reuses a per-thread buffer: allocating a bank-sized buffer per
+/// query made this page-fault bound (measured in docs/benchmarks.md).
 pub fn top_k(
     bank: &[f32],
     queries: &[f32],
@@ -83,21 +85,39 @@ pub fn top_k(
         let rows = (n_query - start).min(CHUNK);
         let q = Tensor::from_slice(&queries[start * cols..(start + rows) * cols], (rows, cols), &Device::Cpu)?;
         let sims = q.matmul(&bank_t)?.flatten_all()?.to_vec1::<f32>()?;
-        out.extend(map_rows(&sims, n_bank, |r, row, idx| {
-            let me = start + r;
-            idx.clear();
-            idx.extend((0..n_bank).filter(|&j| !(exclude_self && j == me)).filter_map(|j| u32::try_from(j).ok()));
-            let keep = k.min(idx.len());
-            let by_sim = |a: &u32, b: &u32| row[*b as usize].total_cmp(&row[*a as usize]).then(a.cmp(b));
-            if keep > 0 && keep < idx.len() {
-                idx.select_nth_unstable_by(keep - 1, by_sim);
-            }
-            let best = &mut idx[..keep];
-            best.sort_unstable_by(by_sim);
-            best.iter().map(|&j| (j as usize, row[j as usize])).collect::<Vec<_>>()
-        }));
+        out.extend(map_rows(&sims, n_bank, |r, row, values| best_k(row, k, exclude_self.then_some(start + r), values)));
     }
     Ok(out)
+}
+
+/// The `k` largest entries of `row` but `skip`, as (index, value), largest first and ties by
+/// index: the first `k` of `row` sorted by (value descending, index ascending).
+///
+/// The `k`-th largest value comes from a selection over a copy of the values (`scratch`),
+/// which compares floats directly instead of through indices; every entry above it is in,
+/// and equal ones fill up in index order.
+fn best_k(row: &[f32], k: usize, skip: Option<usize>, scratch: &mut Vec<f32>) -> Vec<(usize, f32)> {
+    let candidates = || row.iter().copied().enumerate().filter(move |&(j, _)| Some(j) != skip);
+    scratch.clear();
+    scratch.extend(candidates().map(|(_, v)| v));
+    let keep = k.min(scratch.len());
+    if keep == 0 {
+        return Vec::new();
+    }
+    let (_, &mut threshold, _) = scratch.select_nth_unstable_by(keep - 1, |a, b| b.total_cmp(a));
+    let mut best = Vec::with_capacity(keep);
+    let mut ties = Vec::new();
+    for (j, v) in candidates() {
+        match v.total_cmp(&threshold) {
+            std::cmp::Ordering::Greater => best.push((j, v)),
+            std::cmp::Ordering::Equal => ties.push((j, v)),
+            std::cmp::Ordering::Less => {}
+        }
+    }
+    let missing = keep - best.len();
+    best.extend(ties.into_iter().take(missing));
+    best.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    best
 }
 
 /// Predicted class of each query by the weighted vote of its `k` nearest bank rows.
@@ -203,6 +223,26 @@ mod tests {
             // f32 against f64 may flip a vote that is a near tie; nothing more.
             assert!(agree >= want.len() - 2, "{agree} of {} agree for {cfg:?}", want.len());
             assert!(accuracy(&got, &query_labels) > 0.5);
+        }
+    }
+
+    #[test]
+    fn best_k_is_the_head_of_the_full_sort_ties_included() {
+        let mut rng = StdRng::seed_from_u64(9);
+        let mut scratch = Vec::new();
+        for case in 0..200 {
+            let n = rng.random_range(0..60);
+            // Few distinct values (zeros of both signs among them), so ties are everywhere.
+            let row: Vec<f32> = (0..n).map(|_| [0.5f32, -0.25, 0.0, -0.0, 1.0][rng.random_range(0..5)]).collect();
+            let skip = if n > 0 && case % 2 == 0 { Some(rng.random_range(0..n)) } else { None };
+            let k = rng.random_range(0..n + 3);
+            let mut want: Vec<(usize, f32)> =
+                row.iter().copied().enumerate().filter(|&(j, _)| Some(j) != skip).collect();
+            want.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            want.truncate(k);
+            let got = best_k(&row, k, skip, &mut scratch);
+            let bits = |v: &[(usize, f32)]| v.iter().map(|&(j, x)| (j, x.to_bits())).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "row {row:?}, k {k}, skip {skip:?}");
         }
     }
 
