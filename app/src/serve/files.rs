@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::ui::source::fs::list_names;
+
 /// The files `web/build.sh` writes; the server refuses to start without them.
 pub const VIEWER_FILES: &[&str] = &["index.html", "viewer.js", "viewer_bg.wasm"];
 
@@ -16,22 +18,14 @@ pub fn confined(root: &Path, parts: &[&str]) -> Option<PathBuf> {
     real.starts_with(root).then_some(real)
 }
 
-/// Sorted names of the entries of `dir` that are folders (`want_dirs`) or plain files,
-/// leaving out hidden ones and symlinks. A missing folder lists as empty.
+/// Sorted names of the folders (`want_dirs`) or plain files of `dir`, leaving out hidden
+/// entries and symlinks. A missing folder lists as empty.
 pub fn list(dir: &Path, want_dirs: bool) -> std::io::Result<Vec<String>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
-    let mut names: Vec<String> = entries
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_ok_and(|t| if want_dirs { t.is_dir() } else { t.is_file() }))
-        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
-        .filter(|n| !n.starts_with('.') && !n.ends_with(".tmp"))
-        .collect();
-    names.sort();
-    Ok(names)
+    let keep = if want_dirs { std::fs::FileType::is_dir } else { std::fs::FileType::is_file };
+    match list_names(dir, keep) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        listed => listed,
+    }
 }
 
 /// The `Content-Type` for a file name; browsers insist on `application/wasm` for streaming

@@ -64,20 +64,26 @@ fn worker(rx: &Mutex<Receiver<Job>>) {
     }
 }
 
-fn read_dir_names(dir: &Path, want_dirs: bool) -> Result<Vec<String>, String> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !want_dirs => return Ok(Vec::new()),
-        Err(e) => return Err(format!("cannot list {}: {e}", dir.display())),
-    };
-    let mut names: Vec<String> = entries
+/// Sorted names of the entries of `dir` whose file type passes `keep`, leaving out hidden
+/// ones (the run store writes its temporary files hidden). `pretext serve` lists with it too.
+pub fn list_names(dir: &Path, keep: impl Fn(&std::fs::FileType) -> bool) -> std::io::Result<Vec<String>> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)?
         .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir() == want_dirs))
+        .filter(|e| e.file_type().is_ok_and(|t| keep(&t)))
         .filter_map(|e| e.file_name().to_str().map(str::to_owned))
         .filter(|n| !n.starts_with('.'))
         .collect();
     names.sort();
     Ok(names)
+}
+
+/// The run folders (`want_dirs`) or a run folder's files; a missing run folder is empty,
+/// a missing runs directory an error.
+fn read_dir_names(dir: &Path, want_dirs: bool) -> Result<Vec<String>, String> {
+    match list_names(dir, |t| t.is_dir() == want_dirs) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !want_dirs => Ok(Vec::new()),
+        listed => listed.map_err(|e| format!("cannot list {}: {e}", dir.display())),
+    }
 }
 
 impl RunSource for FsSource {
