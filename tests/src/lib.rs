@@ -29,6 +29,16 @@ pub fn train_small(task: &str, data: &str, limit: usize, out: &std::path::Path) 
     pretext(&[&args[..], &["--batch-size", "32", "--limit", &limit, "--seed", "1", "--out", out]].concat())
 }
 
+/// A two-epoch SimCLR run on 256 `shapes` images with the kNN monitor every epoch (ConvNet
+/// width 8, batch 32): what the evaluation and viewer tests look at. Asserts success.
+pub fn train_monitored_simclr(out: &std::path::Path) {
+    let out = out.to_str().expect("test paths are UTF-8");
+    let args =
+        ["train", "--task", "simclr", "--data", "shapes", "--backbone", "convnet", "--width", "8", "--epochs", "2"];
+    pretext(&[&args[..], &["--batch-size", "32", "--limit", "256", "--knn-every", "1", "--out", out]].concat())
+        .assert_success();
+}
+
 /// A fresh temporary directory, removed when dropped.
 pub fn temp_dir() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("pretext-e2e-").tempdir().expect("cannot create a temporary directory")

@@ -5,10 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
-
 use pretext_core::run::{EmbeddingFile, RunLayout};
-use pretext_tests::{RunCheck, pretext, temp_dir};
+use pretext_tests::{RunCheck, pretext, temp_dir, train_monitored_simclr};
 
 fn json_line(args: &[&str]) -> serde_json::Value {
     let out = pretext(args);
@@ -24,19 +22,11 @@ fn fraction(v: &serde_json::Value, key: &str) -> f64 {
     x
 }
 
-fn train(out: &Path) {
-    let o = out.to_str().unwrap();
-    let args =
-        ["train", "--task", "simclr", "--data", "shapes", "--backbone", "convnet", "--width", "8", "--epochs", "2"];
-    pretext(&[&args[..], &["--batch-size", "32", "--limit", "256", "--knn-every", "1", "--out", o]].concat())
-        .assert_success();
-}
-
 #[test]
 fn monitor_eval_embed_and_export() {
     let tmp = temp_dir();
     let run = tmp.path().join("simclr");
-    train(&run);
+    train_monitored_simclr(&run);
     let r = run.to_str().unwrap();
 
     let epochs: Vec<_> = RunCheck::new(&run).metrics().into_iter().filter(|m| m.epoch_end).collect();

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use pretext_tests::process::run_command;
 use pretext_tests::serve::Served;
-use pretext_tests::{RunCheck, pretext, target_dir, temp_dir, workspace_root};
+use pretext_tests::{RunCheck, pretext, target_dir, temp_dir, train_monitored_simclr, workspace_root};
 
 /// Builds the viewer into `web/dist` unless `PRETEXT_E2E_NO_BUILD=1` (CI built it already).
 fn viewer_dist() -> PathBuf {
@@ -45,12 +45,8 @@ fn browser_tools() -> (PathBuf, PathBuf) {
 
 fn train_fixture(runs: &Path) -> PathBuf {
     let run = runs.join("fixture");
-    let o = run.to_str().unwrap();
-    let args =
-        ["train", "--task", "simclr", "--data", "shapes", "--backbone", "convnet", "--width", "8", "--epochs", "2"];
-    pretext(&[&args[..], &["--batch-size", "32", "--limit", "256", "--knn-every", "1", "--out", o]].concat())
-        .assert_success();
-    pretext(&["embed", "--run", o, "--limit", "300"]).assert_success();
+    train_monitored_simclr(&run);
+    pretext(&["embed", "--run", run.to_str().unwrap(), "--limit", "300"]).assert_success();
     run
 }
 
