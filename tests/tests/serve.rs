@@ -9,7 +9,7 @@ use std::os::unix::fs::symlink;
 use std::path::Path;
 
 use pretext_tests::serve::Served;
-use pretext_tests::{pretext, process::assert_no_panic_text, temp_dir};
+use pretext_tests::{pretext, temp_dir};
 
 const SECRET: &str = "TOP-SECRET-NOT-FOR-THE-BROWSER";
 
@@ -138,11 +138,7 @@ fn start_up_errors_are_one_sentence() {
         (vec!["serve", "/nonexistent/runs", "--addr", "127.0.0.1:0", "--dist", d], "is not a runs directory"),
     ];
     for (args, needle) in cases {
-        let out = pretext(&args);
-        assert_eq!(out.code(), Some(1), "{args:?}: {out:?}");
-        assert_no_panic_text(&out.stderr);
-        let lines = out.stderr_lines();
-        assert_eq!(lines.len(), 1, "{args:?}: {}", out.stderr);
-        assert!(lines[0].starts_with("error:") && lines[0].contains(needle), "{args:?}: {}", lines[0]);
+        let line = pretext(&args).assert_one_line_error(&[needle]);
+        assert!(line.contains(needle), "{args:?}: {line}");
     }
 }
