@@ -8,8 +8,12 @@
 # bench/quality/results.md). Finished runs are reused, so an interrupted benchmark resumes.
 #
 # Usage: bench/quality/run.sh            (EPOCHS, BATCH, WIDTH, OUT, TASKS override the budget;
-#        EPOCHS_SIMCLR, EPOCHS_ROTATION, EPOCHS_JIGSAW give one task its own epochs, and
-#        SUPERVISED_EPOCHS the supervised baseline's)
+#        EPOCHS_<TASK> and WIDTH_<TASK>, e.g. EPOCHS_SIMCLR, give one task its own epochs or
+#        backbone width, and SUPERVISED_EPOCHS the supervised baseline's; a task's settings
+#        come from bench/quality/<task>.toml when that file exists)
+#
+# The random-init baseline is measured at every width a task uses, and each task's margin
+# is taken against the random init of its own width.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -26,14 +30,19 @@ cargo build --release --workspace --quiet
 P=target/release/pretext
 mkdir -p "$OUT"
 
-common=(--data fashion-mnist --backbone convnet --width "$WIDTH" --batch-size "$BATCH" --knn-every 1)
+common=(--data fashion-mnist --backbone convnet --batch-size "$BATCH" --knn-every 1)
+widths=()
 for task in $TASKS; do
-  override="EPOCHS_$(echo "$task" | tr '[:lower:]' '[:upper:]')"
-  epochs=${!override:-$EPOCHS}
+  upper=$(echo "$task" | tr '[:lower:]' '[:upper:]')
+  epochs_var="EPOCHS_$upper" width_var="WIDTH_$upper"
+  epochs=${!epochs_var:-$EPOCHS} width=${!width_var:-$WIDTH}
+  widths+=("$width")
+  settings=()
+  [ -e "bench/quality/$task.toml" ] && settings=(--config "bench/quality/$task.toml")
   if ! grep -q '"status": "completed"' "$OUT/$task/run.json" 2>/dev/null; then
     rm -rf "$OUT/$task"
-    echo "== training $task: --epochs $epochs ${common[*]}"
-    $P train --task "$task" --epochs "$epochs" "${common[@]}" --out "$OUT/$task"
+    echo "== training $task: --epochs $epochs --width $width ${common[*]} ${settings[*]}"
+    $P train --task "$task" --epochs "$epochs" --width "$width" "${common[@]}" "${settings[@]}" --out "$OUT/$task"
   fi
   for protocol in knn linear; do
     [ -s "$OUT/$task.$protocol.json" ] || $P eval $protocol --run "$OUT/$task" --json > "$OUT/$task.$protocol.json"
@@ -43,10 +52,18 @@ done
 first=$(set -- $TASKS; echo "$1")
 for protocol in knn linear; do
   [ -s "$OUT/pixels.$protocol.json" ] || $P eval $protocol --pixels --data fashion-mnist --json > "$OUT/pixels.$protocol.json"
-  [ -s "$OUT/random.$protocol.json" ] || $P eval $protocol --run "$OUT/$first" --random-init --json > "$OUT/random.$protocol.json"
+done
+# The random init of each width used, from the first task's run of that width (the seeded
+# backbone does not depend on the task).
+i=0
+for task in $TASKS; do
+  width=${widths[$i]}; i=$((i + 1))
+  for protocol in knn linear; do
+    [ -s "$OUT/random-w$width.$protocol.json" ] || $P eval $protocol --run "$OUT/$task" --random-init --json > "$OUT/random-w$width.$protocol.json"
+  done
 done
 [ -s "$OUT/supervised.json" ] || { /usr/bin/time -f '%e' -o "$OUT/supervised.time" \
   $P eval finetune --run "$OUT/$first" --random-init --epochs "$SUPERVISED_EPOCHS" --batch-size "$BATCH" --json > "$OUT/supervised.json"; }
 
-budget="ConvNet width $WIDTH, batch $BATCH, AdamW 1e-3, warmup + cosine; epochs per row"
+budget="ConvNet, batch $BATCH, AdamW 1e-3, warmup + cosine; width and epochs per row"
 SUPERVISED_EPOCHS=$SUPERVISED_EPOCHS python3 bench/quality/table.py "$OUT" "$TASKS" "$budget" | tee bench/quality/results.md

@@ -1,6 +1,8 @@
 """Prints the quality benchmark's Markdown table from the JSON files bench/quality/run.sh wrote."""
+import glob
 import json
 import os
+import re
 import sys
 
 out, tasks, budget = sys.argv[1], sys.argv[2].split(), sys.argv[3]
@@ -11,43 +13,62 @@ def load(name):
     return json.load(open(path)) if os.path.exists(path) and os.path.getsize(path) > 0 else {}
 
 
-def metrics(task):
+def epoch_records(task):
     lines = [json.loads(l) for l in open(os.path.join(out, task, "metrics.jsonl")) if l.strip()]
-    epochs = [r for r in lines if r.get("epoch_end")]
-    return epochs
+    return [r for r in lines if r.get("epoch_end")]
 
 
 def pct(v):
     return "–" if v is None else f"{100 * v:.1f}%"
 
 
+def best_stage(result):
+    stage, value = max(result.get("stages", {}).items(), key=lambda kv: kv[1], default=(None, None))
+    return f"{stage} {pct(value)}" if stage else "–"
+
+
+px_k, px_l = load("pixels.knn.json"), load("pixels.linear.json")
+randoms = {}
+for path in sorted(glob.glob(os.path.join(out, "random-w*.knn.json"))):
+    width = int(re.search(r"random-w(\d+)\.knn\.json$", path).group(1))
+    randoms[width] = (load(os.path.basename(path)), load(f"random-w{width}.linear.json"))
+
+
+def margin(k, width):
+    """kNN points above (or below) the two floors a pretext task has to clear: raw pixels and
+    the random init of its own width."""
+    floors = [px_k.get("knn_top1"), randoms.get(width, ({}, {}))[0].get("knn_top1")]
+    if k is None or None in floors:
+        return "–"
+    return " / ".join(f"{100 * (k - f):+.1f}" for f in floors) + ("" if k > max(floors) else " **below a floor**")
+
+
 rows = []
 for task in tasks:
     knn, lin = load(f"{task}.knn.json"), load(f"{task}.linear.json")
-    epochs = metrics(task)
+    epochs = epoch_records(task)
     wall = epochs[-1]["elapsed_s"] if epochs else None
     ips = sum(r["images_per_sec"] for r in epochs) / len(epochs) if epochs else None
-    best_stage = max(knn.get("stages", {}).items(), key=lambda kv: kv[1], default=(None, None))
     info = json.load(open(os.path.join(out, task, "run.json")))
-    rows.append((f"{task} ({info['epochs_done']} epochs)", knn.get("knn_top1"), lin.get("linear_top1"), f"{best_stage[0]} {pct(best_stage[1])}" if best_stage[0] else "–",
-                 f"{wall / 60:.1f} min" if wall else "–", f"{ips:.0f}" if ips else "–"))
-px_k, px_l = load("pixels.knn.json"), load("pixels.linear.json")
-rows.append(("raw pixels", px_k.get("knn_top1"), px_l.get("linear_top1"),
+    width = info["backbone"]["width"]
+    rows.append((f"{task} ({info['epochs_done']} epochs)", width, knn.get("knn_top1"), margin(knn.get("knn_top1"), width),
+                 lin.get("linear_top1"), best_stage(knn), f"{wall / 60:.1f} min" if wall else "–", f"{ips:.0f}" if ips else "–"))
+rows.append(("raw pixels", "–", px_k.get("knn_top1"), "–", px_l.get("linear_top1"),
              f"centred {pct(px_k.get('stages', {}).get('pixels_centred'))}", "–", "–"))
-rk, rl = load("random.knn.json"), load("random.linear.json")
-best_random = max(rk.get("stages", {}).items(), key=lambda kv: kv[1], default=(None, None))
-rows.append(("random-init backbone", rk.get("knn_top1"), rl.get("linear_top1"),
-             f"{best_random[0]} {pct(best_random[1])}" if best_random[0] else "–", "–", "–"))
+for width, (rk, rl) in randoms.items():
+    rows.append(("random-init backbone", width, rk.get("knn_top1"), "–", rl.get("linear_top1"), best_stage(rk), "–", "–"))
 sup = load("supervised.json")
-sup_time = open(os.path.join(out, "supervised.time")).read().strip() if os.path.exists(os.path.join(out, "supervised.time")) else None
+sup_time_path = os.path.join(out, "supervised.time")
+sup_time = open(sup_time_path).read().strip() if os.path.exists(sup_time_path) else None
 sup_epochs = os.environ.get("SUPERVISED_EPOCHS", "")
-rows.append((f"supervised (same backbone, labels{', ' + sup_epochs + ' epochs' if sup_epochs else ''})", None, None, f"test top-1 {pct(sup.get('finetune_top1'))}",
-             f"{float(sup_time) / 60:.1f} min" if sup_time else "–", "–"))
+sup_width = json.load(open(os.path.join(out, tasks[0], "run.json")))["backbone"]["width"]
+rows.append((f"supervised (same backbone, labels{', ' + sup_epochs + ' epochs' if sup_epochs else ''})", sup_width, None, "–", None,
+             f"test top-1 {pct(sup.get('finetune_top1'))}", f"{float(sup_time) / 60:.1f} min" if sup_time else "–", "–"))
 
 print(f"Fashion-MNIST test split (10 000 images), bank/probe on the 60 000 training images. Budget: {budget}.\n")
-print("| features | kNN top-1 (last stage) | linear top-1 (last stage) | best kNN stage / note | train wall time | train images/s |")
-print("|---|---|---|---|---|---|")
-for name, k, l, note, wall, ips in rows:
-    print(f"| {name} | {pct(k)} | {pct(l)} | {note} | {wall} | {ips} |")
+print("| features | width | kNN top-1 (last stage) | kNN vs pixels / random init (points) | linear top-1 (last stage) | best kNN stage / note | train wall time | train images/s |")
+print("|---|---|---|---|---|---|---|---|")
+for name, width, k, vs, l, note, wall, ips in rows:
+    print(f"| {name} | {width} | {pct(k)} | {vs} | {pct(l)} | {note} | {wall} | {ips} |")
 print("\nCommands, machine load, the validation experiments behind the settings and what still falls short: "
       "docs/benchmarks.md, section \"Learning quality on Fashion-MNIST\".")

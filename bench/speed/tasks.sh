@@ -55,8 +55,10 @@ for round in $(seq "$ROUNDS"); do
     for task in $TASKS; do
         echo "round $round/$ROUNDS: $task" >&2
         out=$work/$task-$round
+        settings=()
+        [ -e "bench/speed/$task.toml" ] && settings=(--config "bench/speed/$task.toml")
         "$pretext" train --task "$task" --data fashion-mnist --backbone convnet --batch-size "$BATCH" \
-            --epochs 2 --limit "$LIMIT" --knn-every 0 --workers 2 --out "$out" > /dev/null
+            --epochs 2 --limit "$LIMIT" --knn-every 0 --workers 2 "${settings[@]}" --out "$out" > /dev/null
         python3 - "$out/metrics.jsonl" "$task" "$THREADS" "$BATCH" <<'EOF' | tee -a "$results" >&2
 import json, sys
 path, task, threads, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])

@@ -31,6 +31,11 @@ fn train_task(task: &str) {
     assert_eq!((info.dataset.name.as_str(), info.dataset.train_images, info.dataset.height), ("shapes", 256, 32));
     assert_eq!((info.seed, info.epochs), (1, 3));
     assert_eq!(info.config["batch_size"], 32);
+    // Every task setting is recorded, defaults included, so that a later plugin with other
+    // defaults resumes this run as it started.
+    let plugins: serde_json::Value = serde_json::from_str(&pretext(&["plugins", "--json"]).stdout).unwrap();
+    let plugin = plugins.as_array().unwrap().iter().find(|p| p["name"] == task).unwrap();
+    assert_eq!(info.config["task_config"], plugin["default_config"]);
     // Each epoch's checkpoint is kept (checkpoint_every defaults to 1).
     let epochs: Vec<u64> = run.verified_checkpoints().iter().map(|m| m.epoch).collect();
     assert_eq!(epochs, [1, 2, 3]);

@@ -110,6 +110,16 @@ fn uniform(rng: &mut impl Rng, lo: f32, hi: f32) -> f32 {
     lo + (hi - lo) * rng.random::<f32>()
 }
 
+/// Checks an area range for [`random_resized_crop`]: `0 < low <= high <= 1`. The error is
+/// one sentence for a task's configuration error.
+pub fn check_crop_scale((lo, hi): (f32, f32)) -> Result<(), String> {
+    if 0.0 < lo && lo <= hi && hi <= 1.0 {
+        Ok(())
+    } else {
+        Err(format!("crop_scale must satisfy 0 < low <= high <= 1, got [{lo}, {hi}]"))
+    }
+}
+
 /// torchvision's `RandomResizedCrop.get_params`: up to ten tries at a box covering a random
 /// fraction `scale` of the area with a log-uniform aspect ratio (width/height) in `ratio`,
 /// then a centre crop clamped to `ratio`.

@@ -18,7 +18,8 @@ pub use color::{
     gaussian_blur_with_kernel, gaussian_kernel_size, grayscale,
 };
 pub use crop::{
-    CropBox, crop, pad_crop, random_resized_crop, random_resized_crop_params, resize_bilinear, resized_crop,
+    CropBox, check_crop_scale, crop, pad_crop, random_resized_crop, random_resized_crop_params, resize_bilinear,
+    resized_crop,
 };
 pub use flip::{hflip, rot90, vflip};
 pub use image::Image;

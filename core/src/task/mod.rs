@@ -10,6 +10,7 @@ pub mod abi;
 mod error;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod export;
+pub mod heads;
 pub mod losses;
 mod optim;
 mod session;
@@ -25,7 +26,7 @@ use crate::data::{ByteImages, FloatImages};
 
 pub use error::TaskError;
 pub use optim::{Optimizer, OptimizerConfig, OptimizerKind, named_vars};
-pub use session::{Description, Normalize, Session, SessionConfig, StepMetrics};
+pub use session::{Description, Normalize, Session, SessionConfig, StepMetrics, merge_settings};
 
 /// What a task tells the host and the viewers about itself.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

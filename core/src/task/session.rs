@@ -276,7 +276,16 @@ impl<T: PretextTask> Session<T> {
 
 /// Fills fields missing from `given` with the defaults of `C`, so a user can set one field.
 fn merge_defaults<C: PretextConfig>(given: &serde_json::Value) -> Result<C, TaskError> {
-    let mut merged = serde_json::to_value(C::default()).map_err(|e| TaskError::Config(e.to_string()))?;
+    let defaults = serde_json::to_value(C::default()).map_err(|e| TaskError::Config(e.to_string()))?;
+    serde_json::from_value(merge_settings(defaults, given)?).map_err(|e| TaskError::Config(e.to_string()))
+}
+
+/// A task's settings: `defaults` (a table, as [`Description::default_config`]) with the
+/// `given` ones in their place. A setting the defaults lack is refused, so a typo is an
+/// error rather than silently ignored. The host records the result in `run.json`, so that a
+/// run resumes with the settings it started with even if a newer plugin changes a default.
+pub fn merge_settings(defaults: serde_json::Value, given: &serde_json::Value) -> Result<serde_json::Value, TaskError> {
+    let mut merged = defaults;
     match (given, &mut merged) {
         (serde_json::Value::Null, _) => {}
         (serde_json::Value::Object(g), serde_json::Value::Object(m)) => {
@@ -289,7 +298,7 @@ fn merge_defaults<C: PretextConfig>(given: &serde_json::Value) -> Result<C, Task
         }
         _ => return Err(TaskError::Config("the task configuration must be a table of settings".into())),
     }
-    serde_json::from_value(merged).map_err(|e| TaskError::Config(e.to_string()))
+    Ok(merged)
 }
 
 trait PretextConfig: Serialize + serde::de::DeserializeOwned + Default {}

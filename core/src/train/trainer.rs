@@ -19,7 +19,7 @@ use crate::model::BackboneSpec;
 use crate::run::store::{RunStore, StoreError, now_unix};
 use crate::run::{DatasetInfo, FORMAT_VERSION, MetricRecord, RunInfo, RunStatus, TaskRef, checkpoint_stem};
 use crate::task::wire::Matrix;
-use crate::task::{InputSpec, Normalize, OptimizerConfig, SessionConfig};
+use crate::task::{InputSpec, Normalize, OptimizerConfig, SessionConfig, merge_settings};
 
 use super::samples::write_samples;
 use super::{LrSchedule, TrainConfig, TrainError, batch_seed};
@@ -97,6 +97,10 @@ pub fn train(
 ) -> Result<Summary, TrainError> {
     config.validate().map_err(TrainError::Config)?;
     let plugin = host::resolve(&config.task)?;
+    // Every setting spelled out, defaults included: `run.json` then says exactly what ran.
+    let task_config = merge_settings(plugin.description.default_config.clone(), &config.task_config)
+        .map_err(|e| TrainError::Config(format!("plugin `{}`: {e}", plugin.name())))?;
+    let config = &TrainConfig { task_config, ..config.clone() };
     let splits = data::open(&config.data, &OpenOptions { limit: config.limit, seed: config.seed })?;
     let train_set = Arc::new(splits.train);
     if train_set.is_empty() {

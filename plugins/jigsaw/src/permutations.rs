@@ -9,20 +9,20 @@ use rand::Rng;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-/// The number of tiles of a 3×3 grid.
-pub const TILES: usize = 9;
+/// Position `j` holds tile `perm[j]`.
+pub type Permutation = Vec<u8>;
 
-pub type Permutation = [u8; TILES];
-
-/// All 9! permutations of 0..9 in lexicographic order.
-fn all_permutations() -> Vec<Permutation> {
-    let mut out = Vec::with_capacity(362_880);
-    let mut p: Permutation = [0, 1, 2, 3, 4, 5, 6, 7, 8];
+/// All `tiles!` permutations of `0..tiles` in lexicographic order (`tiles` ≤ 9 or so: 9! is
+/// 362 880).
+fn all_permutations(tiles: u8) -> Vec<Permutation> {
+    let mut out = Vec::new();
+    let mut p: Permutation = (0..tiles).collect();
+    let n = p.len();
     loop {
-        out.push(p);
+        out.push(p.clone());
         // Next lexicographic permutation (Narayana Pandita).
-        let Some(i) = (0..TILES - 1).rev().find(|&i| p[i] < p[i + 1]) else { return out };
-        let Some(j) = (i + 1..TILES).rev().find(|&j| p[j] > p[i]) else { return out };
+        let Some(i) = (0..n.saturating_sub(1)).rev().find(|&i| p[i] < p[i + 1]) else { return out };
+        let Some(j) = (i + 1..n).rev().find(|&j| p[j] > p[i]) else { return out };
         p.swap(i, j);
         p[i + 1..].reverse();
     }
@@ -33,20 +33,21 @@ pub fn hamming(a: &Permutation, b: &Permutation) -> u8 {
     u8::try_from(differing).unwrap_or(u8::MAX)
 }
 
-/// `count` distinct permutations with a large minimum pairwise Hamming distance.
-pub fn maximal_hamming_set(count: usize, seed: u64) -> Vec<Permutation> {
-    let all = all_permutations();
+/// `count` distinct permutations of `0..tiles` with a large minimum pairwise Hamming
+/// distance (all of them, if `count` is `tiles!` or more).
+pub fn maximal_hamming_set(count: usize, tiles: u8, seed: u64) -> Vec<Permutation> {
+    let all = all_permutations(tiles);
     let count = count.min(all.len());
     let mut rng = StdRng::seed_from_u64(seed);
     let mut chosen = Vec::with_capacity(count);
     let mut min_dist = vec![u8::MAX; all.len()];
     let mut next = rng.random_range(0..all.len());
     while chosen.len() < count {
-        let pick = all[next];
-        chosen.push(pick);
+        let pick = all[next].clone();
         for (d, p) in min_dist.iter_mut().zip(&all) {
             *d = (*d).min(hamming(p, &pick));
         }
+        chosen.push(pick);
         let Some(&best) = min_dist.iter().max() else { break };
         if best == 0 {
             break;
@@ -62,19 +63,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn there_are_nine_factorial_distinct_permutations() {
-        let all = all_permutations();
-        assert_eq!(all.len(), 362_880);
-        assert!(all.windows(2).all(|w| w[0] < w[1]), "lexicographic and hence distinct");
+    fn there_are_n_factorial_distinct_permutations() {
+        for (tiles, count) in [(4, 24), (9, 362_880)] {
+            let all = all_permutations(tiles);
+            assert_eq!(all.len(), count);
+            assert!(all.windows(2).all(|w| w[0] < w[1]), "lexicographic and hence distinct");
+        }
+        // A set asked for more than there are holds each permutation once.
+        let mut four = maximal_hamming_set(100, 4, 1);
+        four.sort();
+        assert_eq!(four, all_permutations(4));
     }
 
     #[test]
     fn the_set_is_distinct_far_apart_and_seeded() {
-        let set = maximal_hamming_set(100, 7);
+        let set = maximal_hamming_set(100, 9, 7);
         assert_eq!(set.len(), 100);
         let mut min = u8::MAX;
         for (i, a) in set.iter().enumerate() {
-            let mut sorted = *a;
+            let mut sorted = a.clone();
             sorted.sort_unstable();
             assert_eq!(sorted, [0, 1, 2, 3, 4, 5, 6, 7, 8], "{a:?} is a permutation");
             for b in &set[i + 1..] {
@@ -84,7 +91,7 @@ mod tests {
         // Random pairs of permutations of 9 differ in about 8 positions; a max-min set of
         // 100 keeps every pair at least 6 apart.
         assert!(min >= 6, "minimum Hamming distance {min}");
-        assert_eq!(set, maximal_hamming_set(100, 7));
-        assert_ne!(set, maximal_hamming_set(100, 8));
+        assert_eq!(set, maximal_hamming_set(100, 9, 7));
+        assert_ne!(set, maximal_hamming_set(100, 9, 8));
     }
 }

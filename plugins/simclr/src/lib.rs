@@ -7,9 +7,10 @@
 //! the normalisation (SimCLR uses cosine similarity); `nt_xent` normalises.
 
 use candle_core::{DType, Tensor};
-use candle_nn::{BatchNorm, BatchNormConfig, Linear, Module, ModuleT, VarBuilder};
-use pretext_core::augment::{Image, SimclrAugment};
+use candle_nn::VarBuilder;
+use pretext_core::augment::{Image, SimclrAugment, check_crop_scale};
 use pretext_core::data::{ByteImages, FloatImages};
+use pretext_core::task::heads::Mlp;
 use pretext_core::task::{InputSpec, PretextTask, Sample, TaskError, TaskInfo, TaskOutput, Views};
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
@@ -53,20 +54,6 @@ pub struct Simclr {
     augment: SimclrAugment,
 }
 
-/// Linear → BatchNorm → ReLU → Linear, SimCLR's projection head (the paper's and
-/// solo-learn's; the batch norm speeds up early training of a small network markedly).
-pub struct Projector {
-    hidden: Linear,
-    norm: BatchNorm,
-    out: Linear,
-}
-
-impl Projector {
-    fn forward_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        self.out.forward(&self.norm.forward_t(&self.hidden.forward(xs)?, train)?.relu()?)
-    }
-}
-
 /// NT-Xent over `2N` projections: rows `i` and `i + N` are the two views of image `i`.
 /// Rows are L2-normalised, similarities divided by `temperature`, each row's own similarity
 /// left out, and the cross-entropy of picking the positive averaged over all `2N` rows.
@@ -98,7 +85,9 @@ impl Simclr {
 
 impl PretextTask for Simclr {
     type Config = SimclrConfig;
-    type Head = Projector;
+    /// Linear → BatchNorm → ReLU → Linear, SimCLR's projection head (the paper's and
+    /// solo-learn's; the batch norm speeds up early training of a small network markedly).
+    type Head = Mlp;
 
     fn info() -> TaskInfo {
         TaskInfo {
@@ -113,10 +102,7 @@ impl PretextTask for Simclr {
         if !(config.temperature > 0.0 && config.temperature.is_finite()) {
             return Err(TaskError::Config("temperature must be a positive number".into()));
         }
-        let (lo, hi) = config.crop_scale;
-        if !(0.0 < lo && lo <= hi && hi <= 1.0) {
-            return Err(TaskError::Config("crop_scale must satisfy 0 < min <= max <= 1".into()));
-        }
+        check_crop_scale(config.crop_scale).map_err(TaskError::Config)?;
         if input.height != input.width {
             return Err(TaskError::Config(format!("SimCLR needs square images, got {}×{}", input.height, input.width)));
         }
@@ -144,22 +130,12 @@ impl PretextTask for Simclr {
         Ok(Views { images, targets: Vec::new() })
     }
 
-    fn build_head(&self, feature_dim: usize, vb: VarBuilder) -> candle_core::Result<Projector> {
+    fn build_head(&self, feature_dim: usize, vb: VarBuilder) -> candle_core::Result<Mlp> {
         let hidden = if self.config.hidden_dim == 0 { feature_dim } else { self.config.hidden_dim };
-        Ok(Projector {
-            hidden: candle_nn::linear(feature_dim, hidden, vb.pp("0"))?,
-            norm: candle_nn::batch_norm(hidden, BatchNormConfig::default(), vb.pp("1"))?,
-            out: candle_nn::linear(hidden, self.config.projection_dim, vb.pp("3"))?,
-        })
+        Mlp::new(feature_dim, hidden, self.config.projection_dim, true, vb)
     }
 
-    fn loss(
-        &self,
-        head: &Projector,
-        features: &Tensor,
-        _: Option<&Tensor>,
-        train: bool,
-    ) -> candle_core::Result<TaskOutput> {
+    fn loss(&self, head: &Mlp, features: &Tensor, _: Option<&Tensor>, train: bool) -> candle_core::Result<TaskOutput> {
         let (loss, acc) = nt_xent(&head.forward_t(features, train)?, self.config.temperature)?;
         Ok(TaskOutput { loss, metrics: vec![("pretext_acc".into(), acc)] })
     }
