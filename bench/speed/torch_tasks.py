@@ -1,7 +1,10 @@
 """PyTorch side of `bench/speed/tasks.sh`: the seed article's SimCLR and Jigsaw training
 code, corrected as docs/DESIGN.md asks, plus RotNet in the same style, at Pretext's model,
 batch, image size and thread count. It only measures; keep it identical in work to the
-plugins (plugins/{simclr,jigsaw,rotation}/src/lib.rs), or the ratio means nothing.
+plugins (plugins/{simclr,jigsaw,rotation}/src/lib.rs), or the ratio means nothing. Where
+the plugins' defaults have moved past these listings (rotation's MLP head and crop,
+jigsaw's per-tile layer), tasks.sh runs Pretext with bench/speed/<task>.toml, which sets
+them back to what is implemented here.
 
 What was corrected or fitted against the seed's listings:
 - the backbone is Pretext's ConvNet (conv3x3-BN-ReLU x4, strides 1,2,2,2, widths
