@@ -81,6 +81,19 @@ fn an_existing_run_is_not_overwritten_and_resume_of_a_finished_run_adds_nothing(
     pretext(&base).assert_one_line_error(&[out_s, "already holds a run", "--resume"]);
     assert_eq!(std::fs::read(out.join("metrics.jsonl")).unwrap(), before, "the refused run changed the metrics");
     RunCheck::new(&out).latest();
+
+    // A run whose recorded task settings no longer match its checkpoints (as after a plugin
+    // changed a default under a run that did not record it) is refused with the way out.
+    let info_path = out.join("run.json");
+    let mut info: serde_json::Value = serde_json::from_slice(&std::fs::read(&info_path).unwrap()).unwrap();
+    info["config"]["task_config"]["hidden_dim"] = serde_json::json!(0);
+    std::fs::write(&info_path, serde_json::to_vec_pretty(&info).unwrap()).unwrap();
+    pretext(&["train", "--resume", "--out", out_s, "--epochs", "2"]).assert_one_line_error(&[
+        "checkpoint",
+        "task_config",
+        "run.json",
+    ]);
+    assert_eq!(std::fs::read(out.join("metrics.jsonl")).unwrap(), before, "the refused resume changed the metrics");
 }
 
 /// The acceptance commands at their full size: `--limit 2048 --batch-size 64 --epochs 3`

@@ -150,7 +150,14 @@ pub fn train(
         None
     };
     if let Some((meta, weights)) = checkpoint {
-        session.load_state(&weights)?;
+        // The usual cause besides a damaged file: a run started before its plugin changed
+        // a default, whose run.json then lacks the setting the checkpoint was made with.
+        session.load_state(&weights).map_err(|e| {
+            TrainError::Config(format!(
+                "{e}; if this run was trained with other task settings, put them under `task_config` in {}",
+                store.layout.run_json().display()
+            ))
+        })?;
         first_epoch = meta.epoch + 1;
         history = store.read_metrics()?;
         history.retain(|r| r.epoch <= meta.epoch);
