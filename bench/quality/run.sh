@@ -31,12 +31,10 @@ P=target/release/pretext
 mkdir -p "$OUT"
 
 common=(--data fashion-mnist --backbone convnet --batch-size "$BATCH" --knn-every 1)
-widths=()
 for task in $TASKS; do
   upper=$(echo "$task" | tr '[:lower:]' '[:upper:]')
   epochs_var="EPOCHS_$upper" width_var="WIDTH_$upper"
   epochs=${!epochs_var:-$EPOCHS} width=${!width_var:-$WIDTH}
-  widths+=("$width")
   settings=()
   [ -e "bench/quality/$task.toml" ] && settings=(--config "bench/quality/$task.toml")
   if ! grep -q '"status": "completed"' "$OUT/$task/run.json" 2>/dev/null; then
@@ -46,21 +44,15 @@ for task in $TASKS; do
   fi
   for protocol in knn linear; do
     [ -s "$OUT/$task.$protocol.json" ] || $P eval $protocol --run "$OUT/$task" --json > "$OUT/$task.$protocol.json"
+    # The random init of this width, from the first run of that width (the seeded backbone
+    # does not depend on the task).
+    [ -s "$OUT/random-w$width.$protocol.json" ] || $P eval $protocol --run "$OUT/$task" --random-init --json > "$OUT/random-w$width.$protocol.json"
   done
 done
 
 first=$(set -- $TASKS; echo "$1")
 for protocol in knn linear; do
   [ -s "$OUT/pixels.$protocol.json" ] || $P eval $protocol --pixels --data fashion-mnist --json > "$OUT/pixels.$protocol.json"
-done
-# The random init of each width used, from the first task's run of that width (the seeded
-# backbone does not depend on the task).
-i=0
-for task in $TASKS; do
-  width=${widths[$i]}; i=$((i + 1))
-  for protocol in knn linear; do
-    [ -s "$OUT/random-w$width.$protocol.json" ] || $P eval $protocol --run "$OUT/$task" --random-init --json > "$OUT/random-w$width.$protocol.json"
-  done
 done
 [ -s "$OUT/supervised.json" ] || { /usr/bin/time -f '%e' -o "$OUT/supervised.time" \
   $P eval finetune --run "$OUT/$first" --random-init --epochs "$SUPERVISED_EPOCHS" --batch-size "$BATCH" --json > "$OUT/supervised.json"; }

@@ -44,13 +44,14 @@ def margin(k, width):
 
 
 rows = []
+widths = {}
 for task in tasks:
     knn, lin = load(f"{task}.knn.json"), load(f"{task}.linear.json")
     epochs = epoch_records(task)
     wall = epochs[-1]["elapsed_s"] if epochs else None
     ips = sum(r["images_per_sec"] for r in epochs) / len(epochs) if epochs else None
     info = json.load(open(os.path.join(out, task, "run.json")))
-    width = info["backbone"]["width"]
+    width = widths[task] = info["backbone"]["width"]
     rows.append((f"{task} ({info['epochs_done']} epochs)", width, knn.get("knn_top1"), margin(knn.get("knn_top1"), width),
                  lin.get("linear_top1"), best_stage(knn), f"{wall / 60:.1f} min" if wall else "–", f"{ips:.0f}" if ips else "–"))
 rows.append(("raw pixels", "–", px_k.get("knn_top1"), "–", px_l.get("linear_top1"),
@@ -61,7 +62,7 @@ sup = load("supervised.json")
 sup_time_path = os.path.join(out, "supervised.time")
 sup_time = open(sup_time_path).read().strip() if os.path.exists(sup_time_path) else None
 sup_epochs = os.environ.get("SUPERVISED_EPOCHS", "")
-sup_width = json.load(open(os.path.join(out, tasks[0], "run.json")))["backbone"]["width"]
+sup_width = widths[tasks[0]]
 rows.append((f"supervised (same backbone, labels{', ' + sup_epochs + ' epochs' if sup_epochs else ''})", sup_width, None, "–", None,
              f"test top-1 {pct(sup.get('finetune_top1'))}", f"{float(sup_time) / 60:.1f} min" if sup_time else "–", "–"))
 

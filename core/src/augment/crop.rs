@@ -110,6 +110,9 @@ fn uniform(rng: &mut impl Rng, lo: f32, hi: f32) -> f32 {
     lo + (hi - lo) * rng.random::<f32>()
 }
 
+/// Aspect-ratio range of SimCLR's (and torchvision's default) random resized crop.
+pub const DEFAULT_CROP_RATIO: (f32, f32) = (3.0 / 4.0, 4.0 / 3.0);
+
 /// Checks an area range for [`random_resized_crop`]: `0 < low <= high <= 1`. The error is
 /// one sentence for a task's configuration error.
 pub fn check_crop_scale((lo, hi): (f32, f32)) -> Result<(), String> {
@@ -170,6 +173,14 @@ pub fn random_resized_crop(
 ) -> Image {
     let region = random_resized_crop_params(img.h, img.w, scale, ratio, rng);
     resized_crop(img, region, out_h, out_w)
+}
+
+/// A random resized crop of `img` back to its own size (area range `scale`, aspect ratio
+/// [`DEFAULT_CROP_RATIO`]), the tasks' "zoom in on part of the image" augmentation.
+/// `scale` starting at 1 means off: `img` comes back as it is and nothing is drawn from
+/// `rng`, so turning the option off leaves every later draw as it was.
+pub fn random_zoom(img: Image, scale: (f32, f32), rng: &mut impl Rng) -> Image {
+    if scale.0 < 1.0 { random_resized_crop(&img, img.h, img.w, scale, DEFAULT_CROP_RATIO, rng) } else { img }
 }
 
 #[cfg(test)]

@@ -18,10 +18,10 @@ pub use color::{
     gaussian_blur_with_kernel, gaussian_kernel_size, grayscale,
 };
 pub use crop::{
-    CropBox, check_crop_scale, crop, pad_crop, random_resized_crop, random_resized_crop_params, resize_bilinear,
-    resized_crop,
+    CropBox, DEFAULT_CROP_RATIO, check_crop_scale, crop, pad_crop, random_resized_crop, random_resized_crop_params,
+    random_zoom, resize_bilinear, resized_crop,
 };
 pub use flip::{hflip, rot90, vflip};
 pub use image::Image;
-pub use pipeline::{DEFAULT_CROP_RATIO, Normalize, SimclrAugment};
+pub use pipeline::{Normalize, SimclrAugment};
 pub use tiles::{channel_mean_std, normalize_tiles, standardize, tiles, tiles_centered};

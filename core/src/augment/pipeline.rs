@@ -9,13 +9,10 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::color::{color_jitter, gaussian_blur, grayscale};
-use super::crop::random_resized_crop;
+use super::crop::{DEFAULT_CROP_RATIO, random_resized_crop};
 use super::flip::hflip;
 use super::image::Image;
 use crate::data::FloatImages;
-
-/// Aspect-ratio range of SimCLR's (and torchvision's default) random resized crop.
-pub const DEFAULT_CROP_RATIO: (f32, f32) = (3.0 / 4.0, 4.0 / 3.0);
 
 /// Blur sigma range of SimCLR's Gaussian blur, in pixels.
 const BLUR_SIGMA: (f32, f32) = (0.1, 2.0);

@@ -13,7 +13,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::InputNorm;
-use crate::augment::{DEFAULT_CROP_RATIO, Image, hflip, random_resized_crop};
+use crate::augment::{Image, hflip, random_zoom};
 use crate::data::{Dataset, FloatImages, Prefetch, batches, epoch_order};
 use crate::model::{Backbone, BackboneSpec, seeded_var_builder};
 use crate::task::{Normalize, Optimizer, OptimizerConfig, OptimizerKind, named_vars};
@@ -47,7 +47,7 @@ fn augment(batch: &crate::data::ByteImages, rng: &mut StdRng) -> FloatImages {
     let mut out = FloatImages::empty(batch.c, batch.h, batch.w);
     for i in 0..batch.n {
         let img = Image::from_bytes(batch, i);
-        let mut view = random_resized_crop(&img, batch.h, batch.w, (0.6, 1.0), DEFAULT_CROP_RATIO, rng);
+        let mut view = random_zoom(img, (0.6, 1.0), rng);
         if rng.random::<bool>() {
             view = hflip(&view);
         }

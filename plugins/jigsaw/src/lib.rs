@@ -20,12 +20,10 @@
 pub mod permutations;
 
 use candle_core::Tensor;
-use candle_nn::{BatchNorm, BatchNormConfig, Linear, Module, ModuleT, VarBuilder};
-use pretext_core::augment::{
-    DEFAULT_CROP_RATIO, Image, check_crop_scale, color_jitter, normalize_tiles, random_resized_crop, tiles,
-};
+use candle_nn::VarBuilder;
+use pretext_core::augment::{Image, check_crop_scale, color_jitter, normalize_tiles, random_zoom, tiles};
 use pretext_core::data::{ByteImages, FloatImages};
-use pretext_core::task::heads::Mlp;
+use pretext_core::task::heads::{Dense, Mlp};
 use pretext_core::task::losses::classification;
 use pretext_core::task::{InputSpec, PretextTask, Sample, TaskError, TaskInfo, TaskOutput, Views};
 use rand::Rng;
@@ -94,7 +92,7 @@ pub struct Jigsaw {
 /// The optional per-tile layer, then an MLP from the concatenated tile features to
 /// the permutation logits.
 pub struct PermutationHead {
-    tile: Option<(Linear, BatchNorm)>,
+    tile: Option<Dense>,
     classifier: Mlp,
 }
 
@@ -110,10 +108,7 @@ impl Jigsaw {
 
     /// The shuffled tiles of image `i` and the index of the permutation applied.
     pub fn puzzle(&self, batch: &ByteImages, i: usize, rng: &mut StdRng) -> (Vec<Image>, usize) {
-        let mut whole = Image::from_bytes(batch, i);
-        if self.crop_scale.0 < 1.0 {
-            whole = random_resized_crop(&whole, whole.h, whole.w, self.crop_scale, DEFAULT_CROP_RATIO, rng);
-        }
+        let whole = random_zoom(Image::from_bytes(batch, i), self.crop_scale, rng);
         let mut cut = tiles(&whole, self.grid, self.tile, rng);
         if self.tile_jitter > 0.0 {
             for t in &mut cut {
@@ -202,11 +197,7 @@ impl PretextTask for Jigsaw {
     fn build_head(&self, feature_dim: usize, vb: VarBuilder) -> candle_core::Result<PermutationHead> {
         let (tile, tile_dim) = match self.tile_dim {
             0 => (None, feature_dim),
-            dim => {
-                let linear = candle_nn::linear(feature_dim, dim, vb.pp("tile.0"))?;
-                let norm = candle_nn::batch_norm(dim, BatchNormConfig::default(), vb.pp("tile.1"))?;
-                (Some((linear, norm)), dim)
-            }
+            dim => (Some(Dense::new(feature_dim, dim, true, vb.pp("tile"))?), dim),
         };
         let classifier = Mlp::new(self.grid * self.grid * tile_dim, self.hidden_dim, self.perms.len(), false, vb)?;
         Ok(PermutationHead { tile, classifier })
@@ -222,7 +213,7 @@ impl PretextTask for Jigsaw {
         let Some(targets) = targets else { candle_core::bail!("jigsaw views come with targets") };
         let tiles = match &head.tile {
             None => features.clone(),
-            Some((linear, norm)) => norm.forward_t(&linear.forward(features)?, train)?.relu()?,
+            Some(layer) => layer.forward_t(features, train)?,
         };
         let (rows, dim) = tiles.dims2()?;
         // Rows are tiles in puzzle order, grid² per image: one row of grid²·D per image.

@@ -9,7 +9,7 @@
 
 use candle_core::Tensor;
 use candle_nn::{Linear, Module, VarBuilder};
-use pretext_core::augment::{DEFAULT_CROP_RATIO, Image, check_crop_scale, hflip, pad_crop, random_resized_crop, rot90};
+use pretext_core::augment::{Image, check_crop_scale, hflip, pad_crop, random_zoom, rot90};
 use pretext_core::data::{ByteImages, FloatImages};
 use pretext_core::task::heads::Mlp;
 use pretext_core::task::losses::classification;
@@ -60,10 +60,8 @@ pub enum RotationHead {
 impl Rotation {
     /// The four rotated views of image `i`, in the order of [`ROTATIONS`].
     fn rotations(&self, batch: &ByteImages, i: usize, rng: &mut StdRng) -> Vec<Image> {
-        let mut img = pad_crop(&Image::from_bytes(batch, i), self.config.crop_padding, rng);
-        if self.config.crop_scale.0 < 1.0 {
-            img = random_resized_crop(&img, img.h, img.w, self.config.crop_scale, DEFAULT_CROP_RATIO, rng);
-        }
+        let shifted = pad_crop(&Image::from_bytes(batch, i), self.config.crop_padding, rng);
+        let mut img = random_zoom(shifted, self.config.crop_scale, rng);
         if rng.random::<f32>() < self.config.flip_p {
             img = hflip(&img);
         }
