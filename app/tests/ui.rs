@@ -302,3 +302,119 @@ fn stop_then_resume_from_the_train_view() {
     let info = store.read_info().unwrap();
     assert_eq!((info.status, info.epochs_done), (RunStatus::Completed, 3));
 }
+
+#[test]
+fn train_on_a_folder_of_photos_after_previewing_it() {
+    let plugins = plugin_dir();
+    let tmp = tempfile::Builder::new().prefix("pretext-ui-photos-").tempdir().unwrap();
+    let photos = tmp.path().join("holiday-photos");
+    let mixed = pretext_tests::photos::write_mixed_folder(&photos, 40);
+    let runs = tmp.path().join("runs");
+    std::fs::create_dir(&runs).unwrap();
+    let mut h = harness(PretextApp::native(runs.clone(), vec![plugins]));
+    settle(&mut h, 30, "the (empty) runs list", |h| has_label(h, "No runs yet"));
+    open_view(&mut h, View::Train);
+    wait_for_label(&mut h, "simclr 0.");
+    {
+        let form = h.state_mut().train_form_mut();
+        form.data = photos.display().to_string();
+        form.image_size = Some(32);
+        form.cache_dir = tmp.path().join("cache").display().to_string();
+        form.epochs = 2;
+        form.batch_size = 16;
+        form.limit = None;
+        form.knn_every = 0;
+        form.name = "photos".into();
+    }
+    h.get_by_label("Preview").click();
+    settle(&mut h, 120, "the data preview", |h| h.state().preview_summary().is_some());
+    let summary = h.state().preview_summary().unwrap();
+    assert_eq!((summary.images, summary.size, summary.classes.len()), (mixed.good, 32, 0));
+    assert_eq!(summary.report.skipped_count, mixed.bad.len());
+    wait_for_label(&mut h, &format!("holiday-photos: {} images", mixed.good));
+    wait_for_label(&mut h, "32×32 RGB, resized (shorter side, centre crop), unlabeled");
+    wait_for_label(&mut h, "4 image files could not be used and were skipped");
+    wait_for_label(&mut h, "skipped files (4)");
+    wait_for_label(&mut h, "The first 24 images, as they will be trained on");
+
+    // Edit a task setting in the form: SimCLR's temperature, typed into its field.
+    wait_for_label(&mut h, "temperature");
+    assert_eq!(h.get_by_label("temperature").value().as_deref(), Some("0.2"), "shown as the plugin declares it");
+    h.get_by_label("temperature").scroll_to_me();
+    h.step();
+    h.get_by_label("temperature").focus();
+    h.step();
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+    h.get_by_label("temperature").type_text("0.5");
+    h.step();
+    h.key_press(egui::Key::Enter);
+    h.step();
+    h.step();
+    assert_eq!(h.get_by_label("temperature").value().as_deref(), Some("0.5"));
+    h.get_by_label("Start").scroll_to_me();
+    h.step();
+    screenshot(&mut h, "train-folder");
+
+    h.get_by_label("Start").click_accesskit();
+    h.step();
+    assert!(h.state().is_training());
+    settle(&mut h, 180, "the training to finish", |h| !h.state().is_training());
+    wait_for_label(&mut h, "Training finished: 2 epochs");
+    let info = RunStore::open(&runs.join("photos")).read_info().unwrap();
+    assert_eq!((info.status, info.dataset.train_images), (RunStatus::Completed, mixed.good));
+    assert_eq!(info.dataset.report.skipped_count, 4);
+    assert_eq!(info.config["task_config"]["temperature"], serde_json::json!(0.5), "the edited setting was used");
+    assert!(info.dataset.report.cache.is_some_and(|c| c.reused), "training reused the cache the preview built");
+}
+
+#[test]
+fn an_unlabeled_run_shows_its_embedding_without_classes() {
+    let plugins = plugin_dir();
+    let tmp = tempfile::Builder::new().prefix("pretext-ui-unlabeled-").tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    pretext_tests::photos::write_jpegs(&photos, 64);
+    let runs = tmp.path().join("runs");
+    let run = runs.join("unlabeled");
+    let config = TrainConfig {
+        task: simclr_in(&plugins).display().to_string(),
+        data: photos.display().to_string(),
+        image_size: Some(32),
+        cache_dir: Some(tmp.path().join("cache")),
+        epochs: 1,
+        batch_size: 32,
+        workers: 1,
+        out: Some(run.clone()),
+        ..TrainConfig::default()
+    };
+    train(&config, false, &AtomicBool::new(false), &mut |_| {}).unwrap();
+    let eval = Evaluation::open(&run, &Weights::Latest).unwrap();
+    let (_, file) =
+        write_embedding(&eval, None, &EmbedOptions { limit: 40, tsne: false, ..EmbedOptions::default() }).unwrap();
+    assert!(file.labels.is_empty() && file.classes.is_empty() && file.knn_top1.is_none());
+
+    let mut h = harness(PretextApp::native(runs, vec![]));
+    settle(&mut h, 30, "the runs list", |h| h.state().run_names() == ["unlabeled"]);
+    h.state_mut().select_run("unlabeled");
+    h.state_mut().set_view(View::Overview);
+    wait_for_label(&mut h, "unlabeled");
+    h.state_mut().set_view(View::Embedding);
+    settle(&mut h, 60, "the embedding scatter", |h| h.state().embedding_point_pos(0).is_some());
+    wait_for_label(&mut h, "40 points");
+    assert!(!has_label(&h, "class"), "no legend of classes for unlabeled data");
+    let pos = (0..40).filter_map(|i| h.state().embedding_point_pos(i)).next().unwrap();
+    h.hover_at(pos);
+    for pressed in [true, false] {
+        h.event(egui::Event::PointerButton {
+            pos,
+            button: egui::PointerButton::Primary,
+            pressed,
+            modifiers: egui::Modifiers::NONE,
+        });
+    }
+    h.step();
+    h.step();
+    let selected = h.state().embedding_selection().expect("a click on a point selects it");
+    wait_for_label(&mut h, &format!("Nearest neighbours of #{selected}"));
+    assert!(!has_label(&h, "share its class"));
+    screenshot(&mut h, "embedding-unlabeled");
+}

@@ -35,7 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let images: usize = args.first().and_then(|s| s.parse().ok()).unwrap_or(10_000);
     let batch: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(256).max(1);
-    let data = open("fashion-mnist", &OpenOptions { limit: Some(images), seed: 0 })?.train;
+    let data = open("fashion-mnist", &OpenOptions { limit: Some(images), ..OpenOptions::default() })?.train;
     let aug = SimclrAugment::with_size(data.height());
     let jobs: Vec<Vec<usize>> = (0..data.len()).collect::<Vec<_>>().chunks(batch).map(<[usize]>::to_vec).collect();
     let run = |jobs: &[Vec<usize>]| -> usize {

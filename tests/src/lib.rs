@@ -10,13 +10,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod fixtures;
+pub mod photos;
 pub mod process;
 pub mod runs;
 pub mod serve;
 
 pub use process::{
     Output, build_rust_fixture, ensure_built, faulty_plugin, pretext, pretext_bin, pretext_with, target_dir,
-    workspace_root,
+    test_cache_dir, workspace_root,
 };
 pub use runs::{RunCheck, epoch_losses};
 

@@ -116,7 +116,9 @@ impl Output {
         assert_eq!(lines.last(), errors.first().copied(), "the error must be the last line:\n{}", self.stderr);
         for line in &lines[..lines.len() - 1] {
             assert!(
-                line.starts_with("training ") || line.starts_with("epoch "),
+                ["training ", "epoch ", "note: ", "pixel cache: ", "reading headers ", "decoding "]
+                    .iter()
+                    .any(|p| line.starts_with(p)),
                 "unexpected line before the error: {line}\n{}",
                 self.stderr
             );
@@ -205,10 +207,28 @@ pub fn pretext_command(args: &[&str], envs: &[(&str, &Path)]) -> Command {
     for var in HERMETIC {
         cmd.env_remove(var);
     }
+    cmd.env(pretext_core::data::cache::CACHE_ENV, test_cache_dir());
     for (k, v) in envs {
         cmd.env(k, v);
     }
     cmd
+}
+
+/// The pixel cache of this test binary's `pretext` runs (under `target/release`, emptied
+/// when the binary first asks for it), so tests never write to the user's cache.
+pub fn test_cache_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().ok();
+        let name = exe
+            .as_deref()
+            .and_then(Path::file_stem)
+            .map_or_else(|| "tests".into(), |s| s.to_string_lossy().into_owned());
+        let dir = target_dir().join("test-cache").join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    })
+    .clone()
 }
 
 /// Runs `pretext ARGS` with a 10-minute limit.

@@ -33,12 +33,6 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<()> {
     let options = EmbedOptions { limit: args.limit, tsne: !args.no_tsne, ..EmbedOptions::default() };
     let (path, file) = write_embedding(&eval, args.data.as_deref(), &options)?;
     let knn = file.knn_top1.map(|k| format!(", kNN top-1 {:.2}%", k * 100.0)).unwrap_or_default();
-    println!(
-        "embedded {} images of {} (epoch {}{knn}) into {}",
-        file.labels.len(),
-        file.data,
-        file.epoch,
-        path.display()
-    );
+    println!("embedded {} images of {} (epoch {}{knn}) into {}", file.pca.len(), file.data, file.epoch, path.display());
     Ok(())
 }

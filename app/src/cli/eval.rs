@@ -10,7 +10,9 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use pretext_core::data::{self, DataSplits, Dataset, OpenOptions};
-use pretext_core::eval::{Evaluation, FinetuneConfig, KnnConfig, ProbeConfig, data_spec, knn_top1, probe_top1};
+use pretext_core::eval::{
+    Evaluation, FinetuneConfig, HOLD_OUT, KnnConfig, ProbeConfig, bank_and_queries, data_spec, knn_top1, probe_top1,
+};
 use pretext_core::task::wire::Matrix;
 use serde::Serialize;
 
@@ -64,7 +66,8 @@ struct Report {
     checkpoint: String,
     epoch: u64,
     data: String,
-    /// The split queried: `test`, or `validation` (the end of the training split).
+    /// The split queried: `test`; `held-out` (a seeded, class-balanced fifth of a training
+    /// split that has no test split); or `validation` (the end of the training split).
     split: &'static str,
     train_images: usize,
     /// Images of the queried split (the test split, or the validation images).
@@ -114,7 +117,7 @@ fn pixel_features(train: &Dataset, test: &Dataset) -> (Vec<Matrix>, Vec<Matrix>)
         name: name.into(),
         rows: d.len(),
         cols,
-        data: d.images.data.iter().map(|&v| f32::from(v) / 255.0).collect(),
+        data: d.images.data().iter().map(|&v| f32::from(v) / 255.0).collect(),
     };
     let (train_raw, test_raw) = (raw(train, "pixels"), raw(test, "pixels"));
     let mut mean = vec![0f32; cols];
@@ -142,8 +145,8 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     let run = args.weights.run_dir()?;
     let eval =
         Evaluation::open(run, &args.weights.weights()).with_context(|| format!("cannot evaluate {}", run.display()))?;
-    let (train, test) = eval.dataset(args.data.as_deref())?;
-    let (train, test, split) = query_split(std::sync::Arc::unwrap_or_clone(train), Some(test), args)?;
+    let (train, test) = eval.dataset(args.data.as_deref(), true)?;
+    let (train, test, split) = query_split(train, test, args)?;
     let train = std::sync::Arc::new(train);
     let checkpoint = eval.checkpoint.as_ref().map_or_else(|| "random-init".into(), |c| c.file.clone());
     let data = data_spec(&eval.info, args.data.as_deref());
@@ -176,7 +179,8 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     print_report(report, started, args.json)
 }
 
-/// The bank (or training set) and the queries, after `--limit`: the test split, or with
+/// The bank (or training set) and the queries, after `--limit`: the test split (or, for
+/// data without one, a seeded class-balanced fifth of the training split), or with
 /// `--validation N` the last N training images, the rest staying the bank. Also names the
 /// queried split.
 fn query_split(
@@ -188,8 +192,7 @@ fn query_split(
         train.truncate(n);
     }
     let Some(n) = args.validation else {
-        let test = test.ok_or_else(|| anyhow::anyhow!("the dataset has no test split; use --validation N"))?;
-        return Ok((train, test, "test"));
+        return Ok(bank_and_queries(train, test));
     };
     if n == 0 || n >= train.len() {
         anyhow::bail!(
@@ -238,7 +241,10 @@ fn run_pixels(args: &EvalArgs, started: Instant) -> anyhow::Result<()> {
     if args.protocol == Protocol::Finetune {
         anyhow::bail!("--pixels measures kNN or a linear probe; there is no network to fine-tune");
     }
-    let DataSplits { train, test } = data::open(spec, &OpenOptions::default())?;
+    let DataSplits { train, test, .. } = data::open(spec, &OpenOptions::default())?;
+    if !train.is_labelled() {
+        anyhow::bail!("`{spec}` is unlabeled; --pixels needs a labelled dataset");
+    }
     let (train, test, split) =
         query_split(train, test, args).with_context(|| format!("cannot evaluate raw pixels of `{spec}`"))?;
     let (train_f, test_f) = pixel_features(&train, &test);
@@ -256,8 +262,13 @@ fn print_report(mut report: Report, started: Instant, json: bool) -> anyhow::Res
         return Ok(());
     }
     println!("run        {} ({}, epoch {})", report.run, report.checkpoint, report.epoch);
+    let how = if report.split == "held-out" {
+        format!(" ({:.0}% of each class, seeded: the data has no test split)", HOLD_OUT * 100.0)
+    } else {
+        String::new()
+    };
     println!(
-        "data       {}: {} train, {} {} images",
+        "data       {}: {} train, {} {} images{how}",
         report.data, report.train_images, report.test_images, report.split
     );
     for (stage, top1) in &report.stages {

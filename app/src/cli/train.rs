@@ -21,9 +21,31 @@ pub struct TrainArgs {
     /// Task plugin: a name from `pretext plugins` or a path to a plugin library.
     #[arg(long, value_name = "NAME|PATH")]
     task: Option<String>,
-    /// Dataset: shapes (built in), fashion-mnist, mnist, cifar10, or a path.
+    /// Dataset: shapes (built in), fashion-mnist, mnist, cifar10, or a path: a folder of
+    /// images (class folders give labels), a list file of image paths, IDX or CIFAR files.
     #[arg(long, value_name = "SPEC")]
     data: Option<String>,
+    /// Train at N×N pixels (shorter side resized to N, then centre-cropped). Default: the
+    /// data's own size when every image has one square size, else 64.
+    #[arg(long, value_name = "N")]
+    image_size: Option<usize>,
+    /// Treat class folders and label columns as unlabeled images.
+    #[arg(long)]
+    no_labels: bool,
+    /// Stop at the first image file that cannot be used instead of skipping it.
+    #[arg(long)]
+    strict_data: bool,
+    /// Where the pixel cache of image files lives (default: $PRETEXT_CACHE, else
+    /// $XDG_CACHE_HOME/pretext, else ~/.cache/pretext).
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Decode image files into memory on every run; write no pixel cache.
+    #[arg(long)]
+    no_cache: bool,
+    /// A labelled dataset for the kNN monitor (--knn-every) when the training data has no
+    /// labels or no test split.
+    #[arg(long, value_name = "SPEC")]
+    knn_data: Option<String>,
     #[arg(long, value_parser = parse_backbone, value_name = "resnet18|convnet")]
     backbone: Option<BackboneKind>,
     /// Base channel width of the backbone (resnet18: 64, convnet: 16).
@@ -103,6 +125,18 @@ impl TrainArgs {
         if self.out.is_some() {
             c.out = self.out;
         }
+        if self.image_size.is_some() {
+            c.image_size = self.image_size;
+        }
+        if self.cache_dir.is_some() {
+            c.cache_dir = self.cache_dir;
+        }
+        if self.knn_data.is_some() {
+            c.knn_data = self.knn_data;
+        }
+        c.no_labels |= self.no_labels;
+        c.strict_data |= self.strict_data;
+        c.no_cache |= self.no_cache;
         c
     }
 }

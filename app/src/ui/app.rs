@@ -306,6 +306,18 @@ impl PretextApp {
     pub fn is_training(&self) -> bool {
         self.train.is_running()
     }
+
+    /// Whether the Train view's data preview is still reading.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn is_previewing(&self) -> bool {
+        self.train.is_previewing()
+    }
+
+    /// What the Train view's data preview found, once it has read the data.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn preview_summary(&self) -> Option<pretext_core::train::DataSummary> {
+        self.train.preview_summary()
+    }
 }
 
 impl eframe::App for PretextApp {

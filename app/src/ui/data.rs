@@ -185,11 +185,12 @@ impl RunData {
 }
 
 /// The embedding's arrays must agree in length and its indices must be in range, so the
-/// views can index without checking.
+/// views can index without checking. Labels are either one per point or none (unlabeled).
 fn check_embedding(file: &EmbeddingFile) -> Result<(), String> {
-    let n = file.labels.len();
-    if file.pca.len() != n || file.neighbours.len() != n || file.tsne.as_ref().is_some_and(|t| t.len() != n) {
-        return Err(format!("its arrays disagree in length ({n} labels, {} points)", file.pca.len()));
+    let n = file.pca.len();
+    let labels_ok = file.labels.len() == n || file.labels.is_empty();
+    if !labels_ok || file.neighbours.len() != n || file.tsne.as_ref().is_some_and(|t| t.len() != n) {
+        return Err(format!("its arrays disagree in length ({} labels, {n} points)", file.labels.len()));
     }
     if file.labels.iter().any(|&l| l as usize >= file.classes.len().max(1)) {
         return Err("a label is not one of its classes".into());

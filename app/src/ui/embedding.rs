@@ -69,9 +69,25 @@ pub fn atlas_uv(file: &EmbeddingFile, texture_size: [usize; 2], i: usize) -> Rec
     Rect::from_min_size(pos2(col * s / w, row * s / h), vec2(s / w, s / h))
 }
 
+/// Whether the embedded images have classes (embeddings of unlabeled data have none).
+fn labelled(file: &EmbeddingFile) -> bool {
+    !file.classes.is_empty() && file.labels.len() == file.pca.len()
+}
+
+/// ` · class` for image `i`, or nothing when the data is unlabeled.
 fn class_name(file: &EmbeddingFile, i: usize) -> String {
-    let label = file.labels[i] as usize;
-    file.classes.get(label).cloned().unwrap_or_else(|| format!("class {label}"))
+    match file.labels.get(i).filter(|_| labelled(file)) {
+        Some(&label) => {
+            let label = label as usize;
+            format!(" · {}", file.classes.get(label).cloned().unwrap_or_else(|| format!("class {label}")))
+        }
+        None => String::new(),
+    }
+}
+
+/// Whether images `i` and `j` share a class (false when the data is unlabeled).
+fn same_class(file: &EmbeddingFile, i: usize, j: usize) -> bool {
+    labelled(file) && file.labels.get(i).is_some_and(|a| file.labels.get(j) == Some(a))
 }
 
 pub fn show(
@@ -159,7 +175,7 @@ fn controls(ui: &mut egui::Ui, state: &mut EmbeddingState, files: &[String], fil
         }
         if let Some(f) = file {
             ui.separator();
-            ui.label(format!("{} points of {} ({})", f.labels.len(), f.data, f.stage));
+            ui.label(format!("{} points of {} ({})", f.pca.len(), f.data, f.stage));
             if let Some(k) = f.knn_top1 {
                 ui.label(format!("kNN top-1 {:.1}%", k * 100.0));
             }
@@ -173,9 +189,10 @@ fn scatter(ui: &mut egui::Ui, state: &mut EmbeddingState, file: &EmbeddingFile) 
         _ => &file.pca,
     };
     state.points = coords.iter().map(|&[x, y]| [f64::from(x), f64::from(y)]).collect();
+    let labelled = labelled(file);
     let mut by_class: Vec<Vec<[f64; 2]>> = vec![Vec::new(); file.classes.len().max(1)];
     for (i, p) in state.points.iter().enumerate() {
-        let label = (file.labels[i] as usize).min(by_class.len() - 1);
+        let label = if labelled { (file.labels[i] as usize).min(by_class.len() - 1) } else { 0 };
         by_class[label].push(*p);
     }
     let selected = state.selected;
@@ -183,15 +200,18 @@ fn scatter(ui: &mut egui::Ui, state: &mut EmbeddingState, file: &EmbeddingFile) 
         selected.map(|s| file.neighbours[s].iter().map(|&j| state.points[j as usize]).collect()).unwrap_or_default();
     let chosen: Option<[f64; 2]> = selected.map(|s| state.points[s]);
     let stroke = ui.visuals().strong_text_color();
-    let response = Plot::new("embedding-scatter")
-        .legend(Legend::default().title("class").follow_insertion_order(true))
-        .data_aspect(1.0)
-        .show_axes(false)
-        .show_grid(false)
-        .allow_double_click_reset(true)
-        .show(ui, |plot| {
+    let mut plot = Plot::new("embedding-scatter");
+    if labelled {
+        plot = plot.legend(Legend::default().title("class").follow_insertion_order(true));
+    }
+    let response =
+        plot.data_aspect(1.0).show_axes(false).show_grid(false).allow_double_click_reset(true).show(ui, |plot| {
             for (c, pts) in by_class.into_iter().enumerate() {
-                let name = file.classes.get(c).cloned().unwrap_or_else(|| format!("class {c}"));
+                let name = match file.classes.get(c) {
+                    Some(name) if labelled => name.clone(),
+                    _ if labelled => format!("class {c}"),
+                    _ => "images".to_string(),
+                };
                 plot.points(Points::new(name, PlotPoints::from(pts)).color(palette(c)).radius(2.5).filled(true));
             }
             if !neighbours.is_empty() {
@@ -241,7 +261,7 @@ fn side(ui: &mut egui::Ui, state: &mut EmbeddingState, file: &EmbeddingFile, atl
         Some(i) => {
             ui.horizontal(|ui| {
                 thumb(ui, file, atlas, i, THUMB * 1.5);
-                ui.label(format!("Under the cursor: #{i} · {}", class_name(file, i)));
+                ui.label(format!("Under the cursor: #{i}{}", class_name(file, i)));
             });
         }
         None => {
@@ -252,10 +272,12 @@ fn side(ui: &mut egui::Ui, state: &mut EmbeddingState, file: &EmbeddingFile, atl
     let Some(s) = state.selected else { return };
     ui.horizontal(|ui| {
         thumb(ui, file, atlas, s, THUMB * 1.5);
-        ui.label(format!("Nearest neighbours of #{s} · {}", class_name(file, s)));
+        ui.label(format!("Nearest neighbours of #{s}{}", class_name(file, s)));
     });
-    let same = file.neighbours[s].iter().filter(|&&j| file.labels[j as usize] == file.labels[s]).count();
-    ui.weak(format!("{same} of {} share its class", file.neighbours[s].len()));
+    if labelled(file) {
+        let same = file.neighbours[s].iter().filter(|&&j| same_class(file, j as usize, s)).count();
+        ui.weak(format!("{same} of {} share its class", file.neighbours[s].len()));
+    }
     let columns = (((ui.available_width() - 8.0) / (THUMB + 12.0)).floor() as usize).max(1);
     let mut clicked = None;
     egui::ScrollArea::vertical().show(ui, |ui| {
@@ -267,8 +289,8 @@ fn side(ui: &mut egui::Ui, state: &mut EmbeddingState, file: &EmbeddingFile, atl
                         clicked = Some(j);
                     }
                     let name = class_name(file, j);
-                    let text = egui::RichText::new(format!("#{j} {name}")).small();
-                    if file.labels[j] == file.labels[s] {
+                    let text = egui::RichText::new(format!("#{j}{name}")).small();
+                    if same_class(file, j, s) || !labelled(file) {
                         ui.label(text);
                     } else {
                         ui.colored_label(ui.visuals().warn_fg_color, text);

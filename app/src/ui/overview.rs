@@ -61,19 +61,27 @@ fn summary(ui: &mut egui::Ui, info: &RunInfo) {
         ui.end_row();
         let d = &info.dataset;
         ui.label("Dataset");
+        let classes =
+            if d.classes.is_empty() { "unlabeled".to_string() } else { format!("{} classes", d.classes.len()) };
         ui.label(format!(
-            "{} ({}): {} train / {} test images, {}×{}×{}, {} classes",
-            d.name,
-            d.spec,
-            d.train_images,
-            d.test_images,
-            d.channels,
-            d.height,
-            d.width,
-            d.classes.len()
+            "{} ({}): {} train / {} test images, {}×{}×{}, {classes}",
+            d.name, d.spec, d.train_images, d.test_images, d.channels, d.height, d.width,
         ))
         .on_hover_text(d.classes.join(", "));
         ui.end_row();
+        let notes = d.report.notes();
+        if !notes.is_empty() {
+            ui.label("Data notes");
+            ui.vertical(|ui| {
+                for note in notes {
+                    ui.label(note);
+                }
+                for k in &d.report.skipped {
+                    ui.weak(format!("{}: {}", k.path, k.reason));
+                }
+            });
+            ui.end_row();
+        }
         ui.label("Backbone");
         ui.label(format!(
             "{} (width {}, {} input channels)",

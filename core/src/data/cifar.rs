@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use super::dataset::{DataSplits, Dataset};
 use super::error::DataError;
 use super::images::ByteImages;
+use super::report::DataReport;
 
 const SIDE: usize = 32;
 const PIXELS: usize = 3 * SIDE * SIDE;
@@ -117,7 +118,7 @@ fn load_batches(paths: &[PathBuf], classes: &[String], name: &str) -> Result<Dat
     for path in paths {
         read_batch(path, classes.len(), &mut images, &mut labels)?;
     }
-    Ok(Dataset { name: name.to_owned(), images, labels, classes: classes.to_vec() })
+    Ok(Dataset { name: name.to_owned(), images: images.into(), labels, classes: classes.to_vec() })
 }
 
 /// Loads the training batches and, when present, `test_batch.bin` as the test split.
@@ -128,7 +129,7 @@ pub fn load_files(files: &CifarFiles, name: &str) -> Result<DataSplits, DataErro
         Some(path) => Some(load_batches(std::slice::from_ref(path), &classes, name)?),
         None => None,
     };
-    Ok(DataSplits { train, test })
+    Ok(DataSplits { train, test, report: DataReport::default() })
 }
 
 pub fn load_dir(dir: &Path, name: &str) -> Result<DataSplits, DataError> {

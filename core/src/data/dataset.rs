@@ -1,27 +1,34 @@
-//! A labelled set of byte images held in memory, and its train/test pair.
+//! A set of byte images, labelled or not, and its train/test pair.
 //!
-//! This is the one shape every loader (built-in shapes, IDX, CIFAR-10, ImageFolder)
-//! produces and every consumer (trainer, evaluation, viewer) reads. It must stay free of
+//! This is the one shape every loader (built-in shapes, IDX, CIFAR-10, image folders and
+//! lists) produces and every consumer (trainer, evaluation, viewer) reads. The pixels are a
+//! [`PixelStore`]: in memory, or memory-mapped from the pixel cache. It must stay free of
 //! files, threads, tensors and devices so that it also compiles for the browser viewer.
 
-use super::images::{ByteImages, Images};
+use super::pixels::PixelStore;
+use super::report::DataReport;
+use super::splitmix::SplitMix64;
 
-/// Images with one class index per image.
+/// Images with, when the source has labels, one class index per image.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Dataset {
     /// A short human name, e.g. `fashion-mnist` or the folder it came from.
     pub name: String,
-    pub images: ByteImages,
-    /// `labels[i]` is the class of image `i`, an index into `classes`.
+    pub images: PixelStore,
+    /// `labels[i]` is the class of image `i`, an index into `classes`; empty when the data
+    /// is unlabeled.
     pub labels: Vec<u32>,
+    /// Empty when the data is unlabeled.
     pub classes: Vec<String>,
 }
 
-/// The training split and, when the source has one, the held-out test split.
+/// The training split and, when the source has one, the held-out test split, with what
+/// opening them found (skipped files, the cache used, the image size chosen).
 #[derive(Clone, Debug, PartialEq)]
 pub struct DataSplits {
     pub train: Dataset,
     pub test: Option<Dataset>,
+    pub report: DataReport,
 }
 
 impl Dataset {
@@ -49,23 +56,26 @@ impl Dataset {
         self.classes.len()
     }
 
-    /// The first `n` images and their labels (all of them if there are fewer).
+    /// Whether every image has a class.
+    pub fn is_labelled(&self) -> bool {
+        !self.classes.is_empty() && self.labels.len() == self.len()
+    }
+
+    /// The first `n` images and their labels (all of them if there are fewer); a mapped
+    /// store is shared, not copied.
     pub fn take(&self, n: usize) -> Self {
         let n = n.min(self.len());
         Self {
             name: self.name.clone(),
-            images: self.images.take(n),
+            images: self.images.prefix(n),
             labels: self.labels[..n.min(self.labels.len())].to_vec(),
             classes: self.classes.clone(),
         }
     }
 
-    /// Like [`Dataset::take`] but without copying: the dataset is cut in place.
+    /// Like [`Dataset::take`] but in place.
     pub fn truncate(&mut self, n: usize) {
-        let n = n.min(self.len());
-        let len = self.images.image_len();
-        self.images.data.truncate(n * len);
-        self.images.n = n;
+        self.images.truncate(n);
         self.labels.truncate(n);
     }
 
@@ -83,10 +93,39 @@ impl Dataset {
     pub fn subset(&self, indices: &[usize]) -> Self {
         Self {
             name: self.name.clone(),
-            images: self.images.gather(indices),
-            labels: indices.iter().map(|&i| self.labels[i]).collect(),
+            images: self.images.gather(indices).into(),
+            labels: indices.iter().filter_map(|&i| self.labels.get(i).copied()).collect(),
             classes: self.classes.clone(),
         }
+    }
+
+    /// Holds out about `fraction` of each class's images, chosen by `seed` (the held-out
+    /// images keep the set's order): `(rest, held_out)`. For evaluating on labelled data
+    /// that has no test split.
+    pub fn hold_out(&self, fraction: f64, seed: u64) -> (Self, Self) {
+        let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); self.classes.len().max(1)];
+        for (i, &l) in self.labels.iter().enumerate() {
+            if let Some(c) = by_class.get_mut(l as usize) {
+                c.push(i);
+            }
+        }
+        let mut held = vec![false; self.len()];
+        let mut rng = SplitMix64(seed ^ 0x686f_6c64_6f75_7400);
+        for members in &mut by_class {
+            for i in (1..members.len()).rev() {
+                // `i + 1` fits in u64 and the result is at most `i`: both casts are lossless.
+                #[allow(clippy::cast_possible_truncation)]
+                let j = rng.below(i as u64 + 1) as usize;
+                members.swap(i, j);
+            }
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+            let n = ((members.len() as f64 * fraction).round() as usize).min(members.len().saturating_sub(1));
+            for &i in &members[..n] {
+                held[i] = true;
+            }
+        }
+        let (out, kept): (Vec<usize>, Vec<usize>) = (0..self.len()).partition(|&i| held[i]);
+        (self.subset(&kept), self.subset(&out))
     }
 
     /// How many images each class has.
@@ -108,7 +147,7 @@ impl Dataset {
 /// its start, because some sources (class folders) are ordered by class. A channel with no
 /// spread gets a standard deviation of 1 so dividing by it is always safe; an empty set gives
 /// mean 0 and std 1.
-pub fn channel_stats(images: &Images<u8>, max_images: usize) -> (Vec<f32>, Vec<f32>) {
+pub fn channel_stats(images: &PixelStore, max_images: usize) -> (Vec<f32>, Vec<f32>) {
     let c = images.c;
     let plane = images.h * images.w;
     let used = images.n.min(max_images);
@@ -147,11 +186,12 @@ pub fn channel_stats(images: &Images<u8>, max_images: usize) -> (Vec<f32>, Vec<f
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::data::ByteImages;
 
     fn tiny() -> Dataset {
         Dataset {
             name: "tiny".into(),
-            images: ByteImages::new(3, 1, 1, 2, vec![1, 2, 3, 4, 5, 6]).unwrap(),
+            images: ByteImages::new(3, 1, 1, 2, vec![1, 2, 3, 4, 5, 6]).unwrap().into(),
             labels: vec![0, 1, 0],
             classes: vec!["a".into(), "b".into()],
         }
@@ -164,11 +204,11 @@ mod tests {
         assert_eq!((d.channels(), d.height(), d.width()), (1, 1, 2));
         let t = d.take(2);
         assert_eq!(t.labels, vec![0, 1]);
-        assert_eq!(t.images.data, vec![1, 2, 3, 4]);
+        assert_eq!(t.images.data(), [1, 2, 3, 4]);
         assert_eq!(d.take(10).len(), 3);
         let s = d.subset(&[2, 1]);
         assert_eq!(s.labels, vec![0, 1]);
-        assert_eq!(s.images.data, vec![5, 6, 3, 4]);
+        assert_eq!(s.images.data(), [5, 6, 3, 4]);
         let mut u = d.clone();
         u.truncate(1);
         assert_eq!(u, d.take(1));
@@ -176,19 +216,38 @@ mod tests {
         let mut bank = d.clone();
         let held_out = bank.split_last(1);
         assert_eq!((bank.labels, held_out.labels), (vec![0, 1], vec![0]));
-        assert_eq!((bank.images.data, held_out.images.data), (vec![1, 2, 3, 4], vec![5, 6]));
+        assert_eq!((bank.images.data(), held_out.images.data()), (&[1, 2, 3, 4][..], &[5, 6][..]));
         assert_eq!(d.clone().split_last(9), d);
     }
 
     #[test]
+    fn hold_out_is_seeded_and_class_balanced() {
+        let n = 100;
+        let d = Dataset {
+            name: "h".into(),
+            images: ByteImages::new(n, 1, 1, 1, (0..n).map(|i| i as u8).collect()).unwrap().into(),
+            labels: (0..n).map(|i| u32::from(i >= 80)).collect(),
+            classes: vec!["a".into(), "b".into()],
+        };
+        let (rest, held) = d.hold_out(0.25, 7);
+        assert_eq!((rest.len(), held.len()), (75, 25));
+        assert_eq!(held.class_counts(), vec![20, 5], "a quarter of each class");
+        let mut all: Vec<u8> = rest.images.data().iter().chain(held.images.data()).copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..n).map(|i| i as u8).collect::<Vec<_>>(), "a partition");
+        assert_eq!(d.hold_out(0.25, 7).1, held, "same seed, same split");
+        assert_ne!(d.hold_out(0.25, 8).1, held);
+    }
+
+    #[test]
     fn stats_in_unit_range() {
-        let imgs = ByteImages::new(2, 2, 1, 2, vec![0, 255, 7, 7, 255, 0, 7, 7]).unwrap();
+        let imgs = ByteImages::new(2, 2, 1, 2, vec![0, 255, 7, 7, 255, 0, 7, 7]).unwrap().into();
         let (mean, std) = channel_stats(&imgs, 100);
         assert!((mean[0] - 0.5).abs() < 1e-6);
         assert!((std[0] - 0.5).abs() < 1e-6);
         assert!((mean[1] - 7.0 / 255.0).abs() < 1e-6);
         assert_eq!(std[1], 1.0, "a constant channel must not divide by zero");
-        let (m, s) = channel_stats(&ByteImages::empty(3, 2, 2), 10);
+        let (m, s) = channel_stats(&ByteImages::empty(3, 2, 2).into(), 10);
         assert_eq!((m, s), (vec![0.0; 3], vec![1.0; 3]));
     }
 }

@@ -53,6 +53,12 @@ pub enum DataError {
     Decode { path: PathBuf, reason: String },
 
     #[error(
+        "cannot use the pixel cache in {}: {cause}; choose another folder with --cache-dir, or --no-cache",
+        .path.display()
+    )]
+    Cache { path: PathBuf, cause: String },
+
+    #[error(
         "dataset '{name}' was not found (looked in {}); {hint}",
         display_paths(.searched)
     )]
@@ -60,13 +66,14 @@ pub enum DataError {
 
     #[error(
         "unknown dataset '{spec}': use shapes, fashion-mnist, mnist, cifar10 or the path of \
-         IDX files, CIFAR-10 batches or a folder of class folders"
+         IDX files, CIFAR-10 batches, a folder of images or a list file of image paths"
     )]
     UnknownSpec { spec: String },
 
     #[error(
         "{} is not a dataset this program can read: expected IDX files, CIFAR-10 `*.bin` \
-         batches or class folders of PNG/JPEG images",
+         batches, a folder holding images (JPEG, PNG, WebP, BMP, TIFF, GIF) or a list file \
+         (.txt, .csv) of image paths",
         .path.display()
     )]
     Undetected { path: PathBuf },

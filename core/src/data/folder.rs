@@ -1,169 +1,160 @@
-//! Reading an ImageFolder tree: `root/<class>/<image>.png|jpg|jpeg`, or `root/train/<class>/…`
-//! with `root/test/<class>/…` (or `val`) for a held-out split.
+//! Listing a folder of images: every image file under it, recursively, with class labels
+//! when the folder is laid out as classes.
 //!
-//! Classes are the sub-folders sorted by name; each class's images are sorted by file name.
-//! Images are decoded to RGB and resized (bilinear) to the size of the first one, so every
-//! image of a dataset has one shape. The dataset lists images class by class in turn
-//! (first image of each class, then the second of each, …) rather than class after class,
-//! so that keeping the first N images, as `--limit` does, keeps every class. An empty
-//! folder, a class with no image or a file that does not decode is a [`DataError`] naming
-//! it. This file must not decide where datasets live (that is `spec.rs`).
+//! The rules, in order:
+//! - `root/train/` (with `root/test/` or `root/val/`) splits the data; otherwise `root` is
+//!   the training split and there is no test split.
+//! - A split is **labelled** when no image lies directly in it, at least two of its
+//!   sub-folders hold images directly, and every image under it lies under such a folder:
+//!   `cats/x.jpg`, `dogs/y.png` (torchvision's ImageFolder; a class folder's own sub-folders
+//!   belong to it). Anything else — a flat folder, a photo archive like `2023/01/x.jpg` —
+//!   is **unlabeled**, as is every folder when labels are turned off.
+//! - Hidden files and folders (`.name`) and files whose extension is not an image's are
+//!   left out and counted. Files are sorted by path; labelled files are interleaved class
+//!   by class so that `--limit N` keeps every class.
+//!
+//! This file must not open image files (`decode.rs` does) nor decide where datasets live
+//! (`spec.rs` does).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use image::imageops::FilterType;
-use rayon::prelude::*;
-
-use super::dataset::{DataSplits, Dataset};
+use super::decode::is_image;
 use super::error::DataError;
-use super::images::ByteImages;
+use super::listing::{ListedFile, Listing, interleave};
 
-const EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
+/// How deep a folder tree is followed (symbolic links can make loops).
+const MAX_DEPTH: usize = 32;
 
-fn is_image(path: &Path) -> bool {
-    path.extension().and_then(|e| e.to_str()).is_some_and(|e| EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+/// The image files under a folder and how many other files it has.
+#[derive(Default)]
+struct Walk {
+    /// Paths relative to the walked folder, sorted.
+    images: Vec<PathBuf>,
+    ignored: usize,
 }
 
-/// Visible sub-folders or files of `dir`, sorted by name.
-fn entries(dir: &Path, want_dirs: bool) -> Result<Vec<PathBuf>, DataError> {
-    let read = std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))?;
-    let mut out = Vec::new();
-    for entry in read {
-        let path = entry.map_err(|e| DataError::io(dir, e))?.path();
-        let hidden = path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
-        if !hidden && path.is_dir() == want_dirs {
-            out.push(path);
-        }
-    }
-    out.sort();
+fn hidden(path: &Path) -> bool {
+    path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'))
+}
+
+fn walk(root: &Path) -> Result<Walk, DataError> {
+    let mut out = Walk::default();
+    walk_into(root, Path::new(""), 0, &mut out)?;
+    out.images.sort();
     Ok(out)
 }
 
-fn class_name(path: &Path) -> String {
-    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
-}
-
-/// The class folders of `root` and the image files of each.
-fn list_classes(root: &Path) -> Result<Vec<(String, Vec<PathBuf>)>, DataError> {
-    let dirs = entries(root, true)?;
-    if dirs.is_empty() {
-        return Err(DataError::Empty { path: root.to_path_buf(), what: "class folders" });
-    }
-    dirs.into_iter()
-        .map(|dir| {
-            let files: Vec<PathBuf> = entries(&dir, false)?.into_iter().filter(|p| is_image(p)).collect();
-            if files.is_empty() {
-                return Err(DataError::Empty { path: dir, what: "PNG or JPEG images" });
+fn walk_into(root: &Path, rel: &Path, depth: usize, out: &mut Walk) -> Result<(), DataError> {
+    let dir = root.join(rel);
+    let read = std::fs::read_dir(&dir).map_err(|e| DataError::io(&dir, e))?;
+    for entry in read {
+        let entry = entry.map_err(|e| DataError::io(&dir, e))?;
+        let path = entry.path();
+        let name = rel.join(entry.file_name());
+        if hidden(&path) {
+            out.ignored += 1;
+        } else if path.is_dir() {
+            if depth < MAX_DEPTH {
+                walk_into(root, &name, depth + 1, out)?;
             }
-            Ok((class_name(&dir), files))
-        })
-        .collect()
+        } else if is_image(&path) {
+            out.images.push(name);
+        } else {
+            out.ignored += 1;
+        }
+    }
+    Ok(())
 }
 
-/// Whether `root` looks like an ImageFolder tree: a sub-folder (of `root`, or of
-/// `root/train`) holding at least one image file.
+/// Whether there is an image file anywhere under `root` (stopping at the first one).
 pub fn looks_like_folder(root: &Path) -> bool {
-    let base = if root.join("train").is_dir() { root.join("train") } else { root.to_path_buf() };
-    entries(&base, true)
-        .is_ok_and(|dirs| dirs.iter().any(|d| entries(d, false).is_ok_and(|files| files.iter().any(|f| is_image(f)))))
+    fn any(dir: &Path, depth: usize) -> bool {
+        let Ok(read) = std::fs::read_dir(dir) else { return false };
+        read.flatten()
+            .map(|e| e.path())
+            .filter(|p| !hidden(p))
+            .any(|p| if p.is_dir() { depth < MAX_DEPTH && any(&p, depth + 1) } else { is_image(&p) })
+    }
+    root.is_dir() && any(root, 0)
 }
 
-/// Loads `root`. With a `train` sub-folder, that is the training split and `test` (else
-/// `val`) the test split; otherwise `root` itself holds the classes and there is no test
-/// split. `limit` caps the training images before any is decoded.
-pub fn load(root: &Path, name: &str, limit: Option<usize>) -> Result<DataSplits, DataError> {
+/// The class of each image when `walk` is laid out as class folders, else `None`.
+fn classes_of(walk: &Walk) -> Option<BTreeMap<String, Vec<PathBuf>>> {
+    let mut direct: BTreeMap<String, bool> = BTreeMap::new();
+    let mut per_class: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    for rel in &walk.images {
+        let mut parts = rel.components();
+        let (Some(first), Some(_)) = (parts.next(), parts.next()) else { return None };
+        let class = first.as_os_str().to_string_lossy().into_owned();
+        *direct.entry(class.clone()).or_default() |= rel.components().count() == 2;
+        per_class.entry(class).or_default().push(rel.clone());
+    }
+    (per_class.len() >= 2 && direct.values().all(|&d| d)).then_some(per_class)
+}
+
+/// Lists `root` (see the module docs); `labels: false` lists every folder unlabeled.
+pub fn list(root: &Path, name: &str, labels: bool) -> Result<Listing, DataError> {
     if !root.is_dir() {
         return Err(DataError::NotFound { path: root.to_path_buf() });
     }
+    let source = root.canonicalize().map_err(|e| DataError::io(root, e))?;
     let train_dir = root.join("train");
-    if !train_dir.is_dir() {
-        let train = load_tree(root, name, limit, None)?;
-        return Ok(DataSplits { train, test: None });
+    let (train_dir, test_dir) = if train_dir.is_dir() {
+        (train_dir, ["test", "val"].iter().map(|d| root.join(d)).find(|d| d.is_dir()))
+    } else {
+        (root.to_path_buf(), None)
+    };
+    let train_walk = walk(&train_dir)?;
+    if train_walk.images.is_empty() {
+        return Err(DataError::Empty { path: train_dir, what: "image files (JPEG, PNG, WebP, BMP, TIFF or GIF)" });
     }
-    let train = load_tree(&train_dir, name, limit, None)?;
-    let test_dir = ["test", "val"].iter().map(|d| root.join(d)).find(|d| d.is_dir());
+    let mut ignored = train_walk.ignored;
+    let train_classes = if labels { classes_of(&train_walk) } else { None };
+    let classes: Vec<String> = train_classes.as_ref().map(|c| c.keys().cloned().collect()).unwrap_or_default();
+    let train = files_of(&train_dir, train_walk, train_classes.as_ref(), &classes)?;
     let test = match test_dir {
-        Some(dir) => Some(load_tree(&dir, name, None, Some(&train))?),
+        Some(dir) => {
+            let w = walk(&dir)?;
+            ignored += w.ignored;
+            let per_class = if classes.is_empty() {
+                None
+            } else {
+                // The test split takes the training classes and may not add one.
+                let found = classes_of(&w).ok_or_else(|| {
+                    DataError::inconsistent(&dir, "the training split has class folders but this split does not")
+                })?;
+                Some(found)
+            };
+            Some(files_of(&dir, w, per_class.as_ref(), &classes)?)
+        }
         None => None,
     };
-    Ok(DataSplits { train, test })
+    Ok(Listing { name: name.to_owned(), source, root: root.to_path_buf(), classes, train, test, ignored })
 }
 
-/// Loads one class tree. A test tree (`like` is the training set) takes the training
-/// classes and image size, and may not add a class of its own.
-fn load_tree(dir: &Path, name: &str, limit: Option<usize>, like: Option<&Dataset>) -> Result<Dataset, DataError> {
-    let listed = list_classes(dir)?;
-    let classes: Vec<String> = match like {
-        Some(train) => train.classes.clone(),
-        None => listed.iter().map(|(c, _)| c.clone()).collect(),
+/// The walked files with their labels, in training order.
+fn files_of(
+    dir: &Path,
+    walk: Walk,
+    per_class: Option<&BTreeMap<String, Vec<PathBuf>>>,
+    classes: &[String],
+) -> Result<Vec<ListedFile>, DataError> {
+    let Some(per_class) = per_class else {
+        return Ok(walk.images.into_iter().map(|rel| ListedFile { path: dir.join(rel), label: 0 }).collect());
     };
-    let mut per_class = Vec::with_capacity(listed.len());
-    for (class, files) in listed {
-        let Some(label) = classes.iter().position(|c| *c == class) else {
+    let mut grouped = Vec::with_capacity(per_class.len());
+    for (class, files) in per_class {
+        let Some(label) = classes.iter().position(|c| c == class) else {
             return Err(DataError::inconsistent(
-                &dir.join(&class),
+                &dir.join(class),
                 "it is a class folder that the training split does not have",
             ));
         };
-        per_class.push((label as u32, files));
+        let label = u32::try_from(label).unwrap_or(u32::MAX);
+        grouped.push(files.iter().map(|rel| ListedFile { path: dir.join(rel), label }).collect());
     }
-    let mut order = interleave(&per_class);
-    if let Some(limit) = limit {
-        order.truncate(limit);
-    }
-    let Some(&(_, first)) = order.first() else {
-        return Ok(Dataset { name: name.to_owned(), images: ByteImages::empty(3, 0, 0), labels: Vec::new(), classes });
-    };
-    let (w, h) = match like {
-        Some(train) => (train.width() as u32, train.height() as u32),
-        None => {
-            let img = decode(first)?;
-            (img.width(), img.height())
-        }
-    };
-    let pixels: Vec<Vec<u8>> =
-        order.par_iter().map(|&(_, path)| decode_resized(path, w, h)).collect::<Result<_, _>>()?;
-    let mut images = ByteImages::empty(3, h as usize, w as usize);
-    images.data.reserve(pixels.len() * images.image_len());
-    for p in &pixels {
-        images.data.extend_from_slice(p);
-    }
-    images.n = pixels.len();
-    Ok(Dataset { name: name.to_owned(), images, labels: order.iter().map(|&(l, _)| l).collect(), classes })
-}
-
-/// Class-by-class round robin over the files of each class.
-fn interleave(per_class: &[(u32, Vec<PathBuf>)]) -> Vec<(u32, &Path)> {
-    let longest = per_class.iter().map(|(_, f)| f.len()).max().unwrap_or(0);
-    (0..longest).flat_map(|i| per_class.iter().filter_map(move |(l, f)| f.get(i).map(|p| (*l, p.as_path())))).collect()
-}
-
-fn decode(path: &Path) -> Result<image::RgbImage, DataError> {
-    let reader = image::ImageReader::open(path)
-        .map_err(|e| DataError::io(path, e))?
-        .with_guessed_format()
-        .map_err(|e| DataError::io(path, e))?;
-    let img = reader.decode().map_err(|e| DataError::Decode { path: path.to_path_buf(), reason: e.to_string() })?;
-    if img.width() == 0 || img.height() == 0 {
-        return Err(DataError::Decode { path: path.to_path_buf(), reason: "it has no pixels".to_owned() });
-    }
-    Ok(img.to_rgb8())
-}
-
-/// The image at `path` as planar RGB of `w`×`h`.
-fn decode_resized(path: &Path, w: u32, h: u32) -> Result<Vec<u8>, DataError> {
-    let mut img = decode(path)?;
-    if img.dimensions() != (w, h) {
-        img = image::imageops::resize(&img, w, h, FilterType::Triangle);
-    }
-    let plane = (w * h) as usize;
-    let mut out = vec![0u8; 3 * plane];
-    for (i, px) in img.pixels().enumerate() {
-        for ch in 0..3 {
-            out[ch * plane + i] = px.0[ch];
-        }
-    }
-    Ok(out)
+    Ok(interleave(grouped))
 }
 
 #[cfg(test)]
@@ -171,7 +162,7 @@ fn decode_resized(path: &Path, w: u32, h: u32) -> Result<Vec<u8>, DataError> {
 pub(crate) mod tests {
     use super::*;
 
-    fn save(path: &Path, w: u32, h: u32, value: u8) {
+    pub(crate) fn save(path: &Path, w: u32, h: u32, value: u8) {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         image::RgbImage::from_pixel(w, h, image::Rgb([value, value / 2, 255 - value])).save(path).unwrap();
     }
@@ -186,22 +177,42 @@ pub(crate) mod tests {
         std::fs::write(root.join("cats/notes.txt"), "not an image").unwrap();
     }
 
+    fn names(files: &[ListedFile], root: &Path) -> Vec<String> {
+        files.iter().map(|f| f.path.strip_prefix(root).unwrap().display().to_string()).collect()
+    }
+
     #[test]
-    fn classes_labels_and_order() {
+    fn class_folders_are_labelled_and_interleaved() {
         let dir = tempfile::tempdir().unwrap();
         write_tree(dir.path());
         assert!(looks_like_folder(dir.path()));
-        let d = load(dir.path(), "pets", None).unwrap().train;
-        assert_eq!(d.classes, vec!["cats", "dogs"]);
-        assert_eq!(d.labels, vec![0, 1, 0, 1, 0]);
-        assert_eq!((d.len(), d.channels(), d.height(), d.width()), (5, 3, 4, 4));
-        // cats/x, dogs/a, cats/y (resized from 8×6), dogs/b: planes R, G, B.
-        assert_eq!(d.images.image(1)[..16], [20; 16]);
-        assert_eq!(d.images.image(1)[16..32], [10; 16]);
-        assert_eq!(d.images.image(2)[0], 11);
-        assert_eq!(d.images.image(3)[32], 225);
-        let limited = load(dir.path(), "pets", Some(2)).unwrap().train;
-        assert_eq!(limited.labels, vec![0, 1]);
+        let l = list(dir.path(), "pets", true).unwrap();
+        assert_eq!(l.classes, vec!["cats", "dogs"]);
+        assert_eq!(names(&l.train, dir.path()), ["cats/x.png", "dogs/a.png", "cats/y.PNG", "dogs/b.png", "cats/z.jpg"]);
+        assert_eq!(l.train.iter().map(|f| f.label).collect::<Vec<_>>(), [0, 1, 0, 1, 0]);
+        assert_eq!((l.ignored, l.test.is_none()), (1, true));
+        let off = list(dir.path(), "pets", false).unwrap();
+        assert!(off.classes.is_empty());
+        assert_eq!(names(&off.train, dir.path())[0], "cats/x.png");
+    }
+
+    #[test]
+    fn flat_and_nested_folders_are_unlabeled() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        save(&root.join("b.png"), 3, 3, 1);
+        save(&root.join("a/deep/er/c.jpg"), 3, 3, 1);
+        save(&root.join(".hidden.png"), 3, 3, 1);
+        std::fs::create_dir(root.join(".git")).unwrap();
+        let l = list(root, "flat", true).unwrap();
+        assert!(l.classes.is_empty());
+        assert_eq!(names(&l.train, root), ["a/deep/er/c.jpg", "b.png"]);
+        assert_eq!(l.ignored, 2);
+        // A photo archive by year and month: no folder holds images directly.
+        let dir = tempfile::tempdir().unwrap();
+        save(&dir.path().join("2023/01/x.jpg"), 3, 3, 1);
+        save(&dir.path().join("2024/02/y.jpg"), 3, 3, 1);
+        assert!(list(dir.path(), "photos", true).unwrap().classes.is_empty());
     }
 
     #[test]
@@ -209,31 +220,22 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         write_tree(&dir.path().join("train"));
         save(&dir.path().join("val/dogs/q.png"), 5, 5, 40);
-        let splits = load(dir.path(), "pets", None).unwrap();
-        let test = splits.test.unwrap();
-        assert_eq!(test.labels, vec![1]);
-        assert_eq!(test.classes, splits.train.classes);
-        assert_eq!((test.height(), test.width()), (4, 4));
+        save(&dir.path().join("val/cats/r.png"), 5, 5, 40);
+        let l = list(dir.path(), "pets", true).unwrap();
+        let test = l.test.unwrap();
+        assert_eq!(test.iter().map(|f| f.label).collect::<Vec<_>>(), [0, 1]);
         save(&dir.path().join("val/birds/q.png"), 4, 4, 40);
-        let e = load(dir.path(), "pets", None).unwrap_err();
+        let e = list(dir.path(), "pets", true).unwrap_err();
         assert!(e.to_string().contains("birds"), "{e}");
     }
 
     #[test]
-    fn bad_trees_are_errors() {
+    fn empty_and_missing_folders_are_errors() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(matches!(load(dir.path(), "x", None), Err(DataError::Empty { .. })));
+        assert!(matches!(list(dir.path(), "x", true), Err(DataError::Empty { .. })));
         assert!(!looks_like_folder(dir.path()));
-        std::fs::create_dir(dir.path().join("empty")).unwrap();
-        let e = load(dir.path(), "x", None).unwrap_err();
-        assert!(e.to_string().contains("empty"), "{e}");
-        write_tree(dir.path());
-        std::fs::remove_dir(dir.path().join("empty")).unwrap();
-        std::fs::write(dir.path().join("dogs/broken.png"), b"\x89PNG\r\n\x1a\nnot really").unwrap();
-        match load(dir.path(), "x", None).unwrap_err() {
-            DataError::Decode { path, .. } => assert!(path.ends_with("broken.png")),
-            e => panic!("{e}"),
-        }
-        assert!(matches!(load(&dir.path().join("nope"), "x", None), Err(DataError::NotFound { .. })));
+        std::fs::write(dir.path().join("readme.txt"), "hi").unwrap();
+        assert!(!looks_like_folder(dir.path()));
+        assert!(matches!(list(&dir.path().join("nope"), "x", true), Err(DataError::NotFound { .. })));
     }
 }

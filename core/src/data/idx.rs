@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use super::dataset::{DataSplits, Dataset};
 use super::error::DataError;
 use super::images::ByteImages;
+use super::report::DataReport;
 
 /// Magic number of an IDX file of unsigned bytes with three dimensions (images).
 pub const IMAGES_MAGIC: u32 = 0x0000_0803;
@@ -133,7 +134,7 @@ pub fn load_pair(images_path: &Path, labels_path: &Path, name: &str) -> Result<D
     }
     let count = labels.iter().max().map_or(0, |&m| m as usize + 1);
     let hint = format!("{name} {}", images_path.display());
-    Ok(Dataset { name: name.to_owned(), images, labels, classes: class_names(&hint, count) })
+    Ok(Dataset { name: name.to_owned(), images: images.into(), labels, classes: class_names(&hint, count) })
 }
 
 /// The first of `stems` (each tried plain and with `.gz`) that exists in `dir`.
@@ -180,7 +181,7 @@ pub fn load_files(files: &IdxFiles, name: &str) -> Result<DataSplits, DataError>
         }
         None => None,
     };
-    Ok(DataSplits { train, test })
+    Ok(DataSplits { train, test, report: DataReport::default() })
 }
 
 fn check_compatible(train: &Dataset, test: &Dataset, test_path: &Path) -> Result<(), DataError> {
@@ -236,7 +237,7 @@ pub fn load_single(path: &Path, name: &str) -> Result<DataSplits, DataError> {
     let images = find_file(dir, &[&images_stem]).ok_or_else(|| DataError::NotFound { path: dir.join(&images_stem) })?;
     let labels = find_file(dir, &[&labels_stem]).ok_or_else(|| DataError::NotFound { path: dir.join(&labels_stem) })?;
     let train = load_pair(&images, &labels, name)?;
-    Ok(DataSplits { train, test: None })
+    Ok(DataSplits { train, test: None, report: DataReport::default() })
 }
 
 #[cfg(test)]

@@ -95,11 +95,7 @@ impl<T: Copy + Default> Images<T> {
 
     /// The images at `indices`, in that order (panics on an index out of range).
     pub fn gather(&self, indices: &[usize]) -> Self {
-        let mut data = Vec::with_capacity(indices.len() * self.image_len());
-        for &i in indices {
-            data.extend_from_slice(self.image(i));
-        }
-        Self { n: indices.len(), c: self.c, h: self.h, w: self.w, data }
+        gather_with((self.c, self.h, self.w), indices, |i| self.image(i))
     }
 
     /// Image `i` as a batch of one (panics if `i >= n`).
@@ -117,6 +113,20 @@ impl<T: Copy + Default> Images<T> {
     pub fn map<U: Copy + Default>(&self, f: impl Fn(T) -> U) -> Images<U> {
         Images { n: self.n, c: self.c, h: self.h, w: self.w, data: self.data.iter().map(|&v| f(v)).collect() }
     }
+}
+
+/// The batch of `image(i)` for each of `indices`, in that order, each `c`×`h`×`w` values:
+/// the one gather behind in-memory batches and memory-mapped stores.
+pub(crate) fn gather_with<'a, T: Copy + 'a>(
+    (c, h, w): (usize, usize, usize),
+    indices: &[usize],
+    image: impl Fn(usize) -> &'a [T],
+) -> Images<T> {
+    let mut data = Vec::with_capacity(indices.len() * c * h * w);
+    for &i in indices {
+        data.extend_from_slice(image(i));
+    }
+    Images { n: indices.len(), c, h, w, data }
 }
 
 impl ByteImages {

@@ -32,7 +32,7 @@ pub fn generate(n: usize, seed: u64) -> Dataset {
     }
     Dataset {
         name: "shapes".to_owned(),
-        images: ByteImages { n, c: 3, h: SIZE, w: SIZE, data },
+        images: ByteImages { n, c: 3, h: SIZE, w: SIZE, data }.into(),
         labels,
         classes: CLASSES.iter().map(|&s| s.to_owned()).collect(),
     }
@@ -187,7 +187,7 @@ mod tests {
         let a = generate(40, 7);
         assert_eq!(a, generate(40, 7));
         assert_ne!(a.images, generate(40, 8).images);
-        assert_eq!(generate(10, 7).images.data[..], a.images.data[..10 * 3 * SIZE * SIZE], "prefix");
+        assert_eq!(generate(10, 7).images.data(), &a.images.data()[..10 * 3 * SIZE * SIZE], "prefix");
         assert_eq!((a.len(), a.channels(), a.height(), a.width()), (40, 3, 32, 32));
     }
 

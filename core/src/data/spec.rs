@@ -3,13 +3,16 @@
 //!
 //! All knowledge of where datasets live (`$PRETEXT_DATA`, `/usr/share/datasets`, folder
 //! names, install hints) is here and nowhere else. This file must not parse file formats
-//! itself (`idx.rs`, `cifar.rs`, `folder.rs` do) and must not change pixels.
+//! itself (`idx.rs`, `cifar.rs`, `folder.rs`, `listfile.rs` do) nor decode images
+//! (`imagefiles.rs` does); it only brings in-memory sets to a requested `--image-size`.
 
 use std::path::{Path, PathBuf};
 
-use super::dataset::DataSplits;
+use super::dataset::{DataSplits, Dataset};
 use super::error::DataError;
-use super::{cifar, folder, idx, shapes};
+use super::imagefiles::{DecodeOptions, MAX_IMAGE_SIZE};
+use super::report::SizeSource;
+use super::{Progress, cache, cifar, decode, folder, idx, imagefiles, listfile, shapes};
 
 /// Environment variable naming a folder of datasets (or a dataset folder itself).
 pub const DATA_ENV: &str = "PRETEXT_DATA";
@@ -20,6 +23,18 @@ pub const SHAPES_TRAIN: usize = 10_000;
 /// Test images of the built-in `shapes` set.
 pub const SHAPES_TEST: usize = 2_000;
 
+/// Where the pixels of image files are kept between runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum CacheMode {
+    /// The default cache folder ([`cache::default_root`]).
+    #[default]
+    Default,
+    /// A cache folder of the user's choosing.
+    Dir(PathBuf),
+    /// Decode into memory every time; write nothing.
+    Off,
+}
+
 /// How to open a dataset.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OpenOptions {
@@ -28,6 +43,26 @@ pub struct OpenOptions {
     /// Seed of the procedural `shapes` set; file datasets ignore it. Keep it fixed across
     /// runs that should be compared on the same images.
     pub seed: u64,
+    /// Bring every image to N×N; `None` keeps the data's own square size, or picks the
+    /// default training size for image files of mixed sizes.
+    pub image_size: Option<usize>,
+    /// Ignore class folders and label columns: every image unlabeled.
+    pub no_labels: bool,
+    /// Stop at the first image file that cannot be used instead of skipping it.
+    pub strict: bool,
+    pub cache: CacheMode,
+}
+
+impl OpenOptions {
+    /// Checks the options themselves; one sentence when they cannot work.
+    pub fn validate(&self) -> Result<(), String> {
+        match self.image_size {
+            Some(n) if !(8..=MAX_IMAGE_SIZE).contains(&n) => {
+                Err(format!("--image-size must be between 8 and {MAX_IMAGE_SIZE}, not {n}"))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,36 +108,84 @@ const KNOWN: [Known; 3] = [
 ];
 
 /// Opens the dataset that `spec` names: `shapes`, `fashion-mnist`, `mnist`, `cifar10`, or a
-/// path to IDX files, CIFAR-10 batches or an ImageFolder tree.
+/// path to IDX files, CIFAR-10 batches, a folder of images or a list file.
 pub fn open(spec: &str, opts: &OpenOptions) -> Result<DataSplits, DataError> {
+    open_with(spec, opts, &mut |_| {})
+}
+
+/// [`open`], reporting the progress of reading and decoding image files.
+pub fn open_with(spec: &str, opts: &OpenOptions, progress: &mut dyn FnMut(Progress)) -> Result<DataSplits, DataError> {
+    opts.validate().map_err(|reason| DataError::Inconsistent { path: spec.into(), reason })?;
     let spec = spec.trim();
-    let mut splits = if spec.eq_ignore_ascii_case("shapes") {
-        DataSplits {
+    if spec.eq_ignore_ascii_case("shapes") {
+        let splits = DataSplits {
             train: shapes::generate(opts.limit.unwrap_or(SHAPES_TRAIN), opts.seed),
             test: Some(shapes::generate(SHAPES_TEST, test_seed(opts.seed))),
-        }
-    } else if let Some(known) = find_known(spec) {
+            report: super::DataReport::default(),
+        };
+        // Generated at its limit already; only the size may change.
+        return Ok(in_memory(splits, &OpenOptions { limit: None, ..opts.clone() }));
+    }
+    if let Some(known) = find_known(spec) {
         let env = std::env::var_os(DATA_ENV).filter(|v| !v.is_empty()).map(PathBuf::from);
         let dir = locate(known, env.as_deref(), Path::new(SYSTEM_DATA))?;
         log::info!("dataset {} found in {}", known.name, dir.display());
-        load_format(known.format, &dir, known.name)?
-    } else {
-        let path = Path::new(spec);
-        if !path.exists() {
-            // A bare word is more likely a misspelt dataset name than a missing file.
-            let looks_like_name = !spec.contains(['/', '\\', '.']);
-            return Err(if looks_like_name {
-                DataError::UnknownSpec { spec: spec.to_owned() }
-            } else {
-                DataError::NotFound { path: path.to_path_buf() }
-            });
-        }
-        open_path(path, opts.limit)?
-    };
+        return Ok(in_memory(load_format(known.format, &dir, known.name)?, opts));
+    }
+    let path = Path::new(spec);
+    if !path.exists() {
+        // A bare word is more likely a misspelt dataset name than a missing file.
+        let looks_like_name = !spec.contains(['/', '\\', '.']);
+        return Err(if looks_like_name {
+            DataError::UnknownSpec { spec: spec.to_owned() }
+        } else {
+            DataError::NotFound { path: path.to_path_buf() }
+        });
+    }
+    open_path(path, opts, progress)
+}
+
+/// An in-memory set cut to `--limit` and brought to `--image-size` (image files arrive
+/// with both done).
+fn in_memory(mut splits: DataSplits, opts: &OpenOptions) -> DataSplits {
     if let Some(limit) = opts.limit {
         splits.train.truncate(limit);
     }
-    Ok(splits)
+    if let Some(n) = opts.image_size
+        && splits.report.size_source == SizeSource::Native
+    {
+        resize_in_memory(&mut splits, n);
+    }
+    splits
+}
+
+/// Brings an in-memory set (shapes, IDX, CIFAR) to `size`×`size`, as image files are.
+fn resize_in_memory(splits: &mut DataSplits, size: usize) {
+    let resize = |d: &mut Dataset| {
+        let s = &d.images;
+        if (s.h, s.w) == (size, size) {
+            return;
+        }
+        let (c, h, w) = (s.c, s.h, s.w);
+        let side = u32::try_from(size).unwrap_or(u32::MAX);
+        let mut out = super::ByteImages::empty(c, size, size);
+        out.data.reserve(s.n * c * size * size);
+        for i in 0..s.n {
+            match decode::from_planar(s.image(i), c, h, w) {
+                Some(img) => out.data.extend(decode::to_planar(&decode::square(&img, side), c)),
+                None => out.data.extend(std::iter::repeat_n(0, c * size * size)),
+            }
+            out.n += 1;
+        }
+        d.images = out.into();
+    };
+    let resized = (splits.train.height(), splits.train.width()) != (size, size);
+    resize(&mut splits.train);
+    if let Some(t) = &mut splits.test {
+        resize(t);
+    }
+    splits.report.size_source = SizeSource::Requested;
+    splits.report.resized = resized;
 }
 
 /// The seed of the `shapes` test split: distinct from the training seed for every seed.
@@ -166,30 +249,35 @@ fn name_of(path: &Path) -> String {
         .map_or_else(|| "data".to_owned(), |n| n.to_string_lossy().into_owned())
 }
 
-/// Opens an existing path, detecting its format. `limit` lets ImageFolder skip decoding
-/// images that would be dropped anyway.
-fn open_path(path: &Path, limit: Option<usize>) -> Result<DataSplits, DataError> {
+/// Opens an existing path, detecting its format. `opts.limit` lets image files skip
+/// decoding images that would be dropped anyway.
+fn open_path(path: &Path, opts: &OpenOptions, progress: &mut dyn FnMut(Progress)) -> Result<DataSplits, DataError> {
     let name = name_of(path);
+    let labels = !opts.no_labels;
     if path.is_file() {
         if idx::looks_like_idx(path) {
-            return idx::load_single(path, &name);
+            return Ok(in_memory(idx::load_single(path, &name)?, opts));
         }
         if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("bin")) {
             let files = cifar::CifarFiles { train: vec![path.to_path_buf()], test: None, meta: None };
-            return cifar::load_files(&files, &name);
+            return Ok(in_memory(cifar::load_files(&files, &name)?, opts));
+        }
+        if listfile::looks_like_list(path) {
+            let stem = path.file_stem().map_or_else(|| name.clone(), |s| s.to_string_lossy().into_owned());
+            return open_listing(&listfile::list(path, &stem, labels)?, opts, progress);
         }
         return Err(DataError::Undetected { path: path.to_path_buf() });
     }
     if let Some(files) = idx::find_files(path) {
-        return idx::load_files(&files, &name);
+        return Ok(in_memory(idx::load_files(&files, &name)?, opts));
     }
     for dir in [path.to_path_buf(), path.join("cifar-10-batches-bin")] {
         if let Some(files) = cifar::find_files(&dir) {
-            return cifar::load_files(&files, &name);
+            return Ok(in_memory(cifar::load_files(&files, &name)?, opts));
         }
     }
     if folder::looks_like_folder(path) {
-        return folder::load(path, &name, limit);
+        return open_listing(&folder::list(path, &name, labels)?, opts, progress);
     }
     let is_empty = std::fs::read_dir(path).map_err(|e| DataError::io(path, e))?.next().is_none();
     Err(if is_empty {
@@ -197,6 +285,20 @@ fn open_path(path: &Path, limit: Option<usize>) -> Result<DataSplits, DataError>
     } else {
         DataError::Undetected { path: path.to_path_buf() }
     })
+}
+
+/// Decodes listed image files, through the pixel cache unless it is off.
+fn open_listing(
+    listing: &super::listing::Listing,
+    opts: &OpenOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<DataSplits, DataError> {
+    let decode = DecodeOptions { image_size: opts.image_size, strict: opts.strict };
+    match &opts.cache {
+        CacheMode::Off => imagefiles::load(listing, &decode, opts.limit, progress),
+        CacheMode::Default => cache::open(&cache::default_root(), listing, &decode, opts.limit, progress),
+        CacheMode::Dir(dir) => cache::open(dir, listing, &decode, opts.limit, progress),
+    }
 }
 
 #[cfg(test)]
@@ -207,7 +309,7 @@ mod tests {
 
     #[test]
     fn shapes_splits_and_limit() {
-        let s = open("shapes", &OpenOptions { limit: Some(50), seed: 3 }).unwrap();
+        let s = open("shapes", &OpenOptions { limit: Some(50), seed: 3, ..OpenOptions::default() }).unwrap();
         assert_eq!(s.train.len(), 50);
         let test = s.test.unwrap();
         assert_eq!(test.len(), SHAPES_TEST);
@@ -225,7 +327,7 @@ mod tests {
         idx::tests::write_mnist_dir(&m, true);
         cifar::tests::write_cifar_dir(&c);
         folder::tests::write_tree(&f);
-        let opts = OpenOptions::default();
+        let opts = OpenOptions { cache: CacheMode::Off, ..OpenOptions::default() };
 
         let s = open(m.to_str().unwrap(), &opts).unwrap();
         assert_eq!((s.train.len(), s.train.name.as_str()), (3, "m"));
@@ -233,7 +335,7 @@ mod tests {
         let s = open(m.join("train-images-idx3-ubyte.gz").to_str().unwrap(), &opts).unwrap();
         assert_eq!(s.train.len(), 3);
 
-        let s = open(c.to_str().unwrap(), &OpenOptions { limit: Some(4), seed: 0 }).unwrap();
+        let s = open(c.to_str().unwrap(), &OpenOptions { limit: Some(4), ..OpenOptions::default() }).unwrap();
         assert_eq!((s.train.len(), s.train.channels()), (4, 3));
         assert_eq!(s.test.unwrap().len(), 4);
 
@@ -285,7 +387,7 @@ mod tests {
             );
             return;
         }
-        let s = open("fashion-mnist", &OpenOptions { limit: Some(1000), seed: 0 }).unwrap();
+        let s = open("fashion-mnist", &OpenOptions { limit: Some(1000), ..OpenOptions::default() }).unwrap();
         assert_eq!((s.train.len(), s.train.height(), s.train.classes[9].as_str()), (1000, 28, "Ankle boot"));
         assert_eq!(s.test.map(|t| t.len()), Some(10_000));
     }

@@ -17,7 +17,26 @@ use crate::model::{Backbone, seeded_var_builder};
 use crate::run::store::{RunStore, StoreError, write_atomic, write_json};
 use crate::run::{Atlas, CheckpointMeta, EmbeddingFile, FORMAT_VERSION, RunInfo};
 use crate::task::wire::Matrix;
-use crate::train::encode_png;
+use crate::train::{TrainConfig, encode_png};
+
+/// Share of each class held out for evaluation when labelled data has no test split.
+pub const HOLD_OUT: f64 = 0.2;
+
+/// Seed of the held-out split: one fixed split, so that every run and the raw-pixel floor
+/// are scored on the same images.
+const HOLD_OUT_SEED: u64 = 0;
+
+/// The bank (or training set) and the queries: the test split when there is one, else a
+/// seeded, class-balanced [`HOLD_OUT`] of the training split. Also names the split.
+pub fn bank_and_queries(train: Dataset, test: Option<Dataset>) -> (Dataset, Dataset, &'static str) {
+    match test {
+        Some(test) => (train, test, "test"),
+        None => {
+            let (bank, queries) = train.hold_out(HOLD_OUT, HOLD_OUT_SEED);
+            (bank, queries, "held-out")
+        }
+    }
+}
 
 #[derive(Debug, Error)]
 pub enum EvalError {
@@ -94,13 +113,33 @@ impl Evaluation {
         })
     }
 
-    /// The labelled dataset to evaluate on; it must have a test split and the run's image shape.
-    pub fn dataset(&self, data: Option<&str>) -> Result<(Arc<Dataset>, Dataset), EvalError> {
+    /// How the run's own data is opened: as it was for training (same image size, same
+    /// cache), without the training limit.
+    fn own_options(&self) -> OpenOptions {
+        let config: Option<TrainConfig> = serde_json::from_value(self.info.config.clone()).ok();
+        let mut opts = config.map(|c| c.open_options()).unwrap_or_default();
+        opts.limit = None;
+        opts.seed = self.info.seed;
+        opts
+    }
+
+    /// The dataset to evaluate on — `data`, or the run's own — at the run's image size:
+    /// its training split and, if it has one, its test split. With `labelled`, unlabeled
+    /// data is refused in one sentence.
+    pub fn dataset(&self, data: Option<&str>, labelled: bool) -> Result<(Dataset, Option<Dataset>), EvalError> {
         let spec = data_spec(&self.info, data);
-        let DataSplits { train, test } = data::open(spec, &OpenOptions { limit: None, seed: self.info.seed })?;
-        let test =
-            test.ok_or_else(|| EvalError::Input(format!("the dataset `{spec}` has no test split to evaluate on")))?;
         let d = &self.info.dataset;
+        let opts = match data {
+            None => self.own_options(),
+            Some(_) => OpenOptions { seed: self.info.seed, image_size: Some(d.height), ..OpenOptions::default() },
+        };
+        let DataSplits { train, test, .. } = data::open(spec, &opts)?;
+        if labelled && !train.is_labelled() {
+            return Err(EvalError::Input(format!(
+                "`{spec}` is unlabeled; evaluate with a labelled dataset of the same kind of images, \
+                 e.g. --data path/to/class-folders"
+            )));
+        }
         if (train.channels(), train.height(), train.width()) != (d.channels, d.height, d.width) {
             return Err(EvalError::Input(format!(
                 "`{spec}` has {}×{}×{} images but the run was trained on {}×{}×{}",
@@ -112,7 +151,7 @@ impl Evaluation {
                 d.width
             )));
         }
-        Ok((Arc::new(train), test))
+        Ok((train, test))
     }
 
     /// Features of the train and test splits, one matrix per backbone stage each.
@@ -187,14 +226,23 @@ pub fn write_embedding(
     data: Option<&str>,
     options: &EmbedOptions,
 ) -> Result<(PathBuf, EmbeddingFile), EvalError> {
-    let (train, test) = eval.dataset(data)?;
+    let (train, test) = eval.dataset(data, false)?;
+    let labelled = train.is_labelled();
+    let (train, test, split) = if labelled {
+        bank_and_queries(train, test)
+    } else {
+        // Unlabeled: the points are the test split's or the first training images.
+        let split = if test.is_some() { "test split, unlabeled" } else { "training images, unlabeled" };
+        let points = test.unwrap_or_else(|| train.take(options.limit.max(1)));
+        (train, points, split)
+    };
     let points = test.take(options.limit.max(1));
     let extractor = eval.extractor()?;
     let features = extractor.stages(&points.images)?;
     let last = features.last().ok_or_else(|| EvalError::Input("the backbone produced no features".into()))?;
     // kNN against (up to) 10k training images: the accuracy shown beside the picture.
     let bank = train.take(10_000);
-    let bank_features = extractor.stages(&bank.images)?;
+    let bank_features = if labelled { extractor.stages(&bank.images)? } else { Vec::new() };
     let knn = match bank_features.last() {
         Some(b) => Some(knn_top1(
             b,
@@ -221,7 +269,7 @@ pub fn write_embedding(
         path: layout.embeddings(),
         source: e,
     })?;
-    let (atlas_png, columns) = atlas(&points.images)?;
+    let (atlas_png, columns) = atlas(&points.images.batch())?;
     let atlas_path = layout.embedding_atlas(epoch);
     write_atomic(&atlas_path, &atlas_png)?;
     let file = EmbeddingFile {
@@ -231,9 +279,9 @@ pub fn write_embedding(
             .checkpoint
             .as_ref()
             .map_or_else(|| "random-init".into(), |c| c.file.replace(".safetensors", ".json")),
-        data: format!("{} (test split)", data_spec(&eval.info, data)),
+        data: format!("{} ({split}{})", data_spec(&eval.info, data), if split == "test" { " split" } else { "" }),
         stage: last.name.clone(),
-        classes: if points.classes.is_empty() { train.classes.clone() } else { points.classes.clone() },
+        classes: if labelled { train.classes.clone() } else { Vec::new() },
         labels: points.labels.clone(),
         pca: pca_2d(&last.data, last.cols),
         tsne,

@@ -7,7 +7,7 @@
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::data::ByteImages;
+use crate::data::ImageSource;
 use crate::model::{Backbone, BackboneSpec};
 use crate::task::Normalize;
 use crate::task::wire::Matrix;
@@ -66,7 +66,7 @@ impl FeatureExtractor {
     }
 
     /// `stage1`..`stageK` (globally pooled) and `features` (the last stage), N rows each.
-    pub fn stages(&self, images: &ByteImages) -> candle_core::Result<Vec<Matrix>> {
+    pub fn stages(&self, images: &impl ImageSource) -> candle_core::Result<Vec<Matrix>> {
         stage_matrices(&self.backbone, images, |batch| self.norm.apply(batch))
     }
 }
@@ -74,12 +74,12 @@ impl FeatureExtractor {
 /// Eval-mode stage features of `images`, computed in chunks; `input` normalises a chunk.
 pub fn stage_matrices(
     backbone: &Backbone,
-    images: &ByteImages,
+    images: &impl ImageSource,
     input: impl Fn(&crate::data::FloatImages) -> candle_core::Result<Tensor>,
 ) -> candle_core::Result<Vec<Matrix>> {
     let mut stages: Vec<Vec<Tensor>> = vec![Vec::new(); backbone.stage_dims().len()];
-    for start in (0..images.n).step_by(CHUNK) {
-        let idx: Vec<usize> = (start..(start + CHUNK).min(images.n)).collect();
+    for start in (0..images.count()).step_by(CHUNK) {
+        let idx: Vec<usize> = (start..(start + CHUNK).min(images.count())).collect();
         let x = input(&images.gather(&idx).to_unit_float())?;
         // Detached: with trainable weights each output would otherwise keep its whole
         // forward graph, activations included, alive until the end (gigabytes).

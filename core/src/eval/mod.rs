@@ -18,7 +18,10 @@ mod finetune;
 mod probe;
 
 #[cfg(not(target_arch = "wasm32"))]
-pub use evaluate::{EmbedOptions, EvalError, Evaluation, Weights, data_spec, knn_top1, probe_top1, write_embedding};
+pub use evaluate::{
+    EmbedOptions, EvalError, Evaluation, HOLD_OUT, Weights, bank_and_queries, data_spec, knn_top1, probe_top1,
+    write_embedding,
+};
 pub use features::{FeatureExtractor, InputNorm, stage_matrices};
 #[cfg(not(target_arch = "wasm32"))]
 pub use finetune::{FinetuneConfig, FinetuneResult, finetune};

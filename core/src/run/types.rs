@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::data::DataReport;
 use crate::model::BackboneSpec;
 use crate::task::Normalize;
 
@@ -41,7 +42,12 @@ pub struct DatasetInfo {
     pub channels: usize,
     pub height: usize,
     pub width: usize,
+    /// Empty when the data is unlabeled.
     pub classes: Vec<String>,
+    /// What opening the data found: skipped files and why, ignored files, how the size
+    /// was chosen, the pixel cache.
+    #[serde(default)]
+    pub report: DataReport,
 }
 
 /// `run.json`.

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::data::{CacheMode, OpenOptions};
 use crate::model::BackboneKind;
 use crate::task::OptimizerKind;
 
@@ -15,6 +16,20 @@ pub struct TrainConfig {
     pub task: String,
     /// `shapes`, `fashion-mnist`, `mnist`, `cifar10` or a path.
     pub data: String,
+    /// Train at N×N; `None` keeps the data's own square size (or 64 for image files of
+    /// mixed sizes).
+    pub image_size: Option<usize>,
+    /// Treat class folders and label columns as unlabeled images.
+    pub no_labels: bool,
+    /// Stop at the first image file that cannot be used instead of skipping it.
+    pub strict_data: bool,
+    /// Where image files' pixel cache lives; `None` is the default cache folder.
+    pub cache_dir: Option<PathBuf>,
+    /// Decode image files into memory on every run instead of using the pixel cache.
+    pub no_cache: bool,
+    /// A labelled dataset for the kNN monitor when the training data has no labels or no
+    /// test split.
+    pub knn_data: Option<String>,
     pub backbone: BackboneKind,
     /// Base channel width; `None` takes the backbone's default.
     pub width: Option<usize>,
@@ -49,6 +64,12 @@ impl Default for TrainConfig {
         Self {
             task: "simclr".into(),
             data: "shapes".into(),
+            image_size: None,
+            no_labels: false,
+            strict_data: false,
+            cache_dir: None,
+            no_cache: false,
+            knn_data: None,
             backbone: BackboneKind::Convnet,
             width: None,
             epochs: 5,
@@ -96,7 +117,23 @@ impl TrainConfig {
         if self.warmup_epochs.is_some_and(|w| !(w.is_finite() && w >= 0.0)) {
             return Err("warmup_epochs must be zero or positive".into());
         }
-        Ok(())
+        self.open_options().validate()
+    }
+
+    /// How the training data is opened.
+    pub fn open_options(&self) -> OpenOptions {
+        OpenOptions {
+            limit: self.limit,
+            seed: self.seed,
+            image_size: self.image_size,
+            no_labels: self.no_labels,
+            strict: self.strict_data,
+            cache: match (&self.cache_dir, self.no_cache) {
+                (_, true) => CacheMode::Off,
+                (Some(dir), false) => CacheMode::Dir(dir.clone()),
+                (None, false) => CacheMode::Default,
+            },
+        }
     }
 
     /// The peak learning rate: the given one, or the optimizer's usual value (SGD and

@@ -16,4 +16,4 @@ pub use error::TrainError;
 pub use samples::encode_png;
 pub use schedule::LrSchedule;
 pub use seeds::batch_seed;
-pub use trainer::{Event, Summary, train};
+pub use trainer::{DataSummary, Event, Summary, train};

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use crate::data::{self, Dataset, OpenOptions};
+use crate::data::{self, DataReport, DataSplits, Dataset, OpenOptions, Progress};
 use crate::data::{Prefetch, batches, epoch_order};
 use crate::eval::{KnnConfig, knn_top1};
 use crate::host::{self, CallError, Plugin, PluginSession, PreparedBatch};
@@ -24,13 +24,79 @@ use crate::task::{InputSpec, Normalize, OptimizerConfig, SessionConfig, merge_se
 use super::samples::write_samples;
 use super::{LrSchedule, TrainConfig, TrainError, batch_seed};
 
+/// What the training data turned out to be, for the first lines a person reads.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DataSummary {
+    pub name: String,
+    pub images: usize,
+    pub test_images: usize,
+    pub channels: usize,
+    pub size: usize,
+    /// Empty when the data is unlabeled.
+    pub classes: Vec<String>,
+    pub report: DataReport,
+}
+
+impl DataSummary {
+    pub fn new(splits: &DataSplits) -> Self {
+        let t = &splits.train;
+        Self {
+            name: t.name.clone(),
+            images: t.len(),
+            test_images: splits.test.as_ref().map_or(0, Dataset::len),
+            channels: t.channels(),
+            size: t.height(),
+            classes: if t.is_labelled() { t.classes.clone() } else { Vec::new() },
+            report: splits.report.clone(),
+        }
+    }
+
+    /// `64×64 RGB, resized (shorter side, centre crop), 10 classes`: one phrase.
+    pub fn describe(&self) -> String {
+        let colour = if self.channels == 1 { "grey" } else { "RGB" };
+        let how = match (self.report.size_source, self.report.resized) {
+            (data::SizeSource::Native, _) | (_, false) => String::new(),
+            (data::SizeSource::Requested, true) => ", resized (shorter side, centre crop)".into(),
+            (data::SizeSource::Default, true) => {
+                ", resized (shorter side, centre crop; the images have several sizes, --image-size changes it)".into()
+            }
+        };
+        let labels = match self.classes.len() {
+            0 => "unlabeled".to_string(),
+            n => format!("{n} classes"),
+        };
+        format!("{}×{} {colour}{how}, {labels}", self.size, self.size)
+    }
+}
+
 /// Progress reports for a CLI progress bar or a GUI.
 #[derive(Clone, Debug)]
 pub enum Event {
-    Started { run_dir: PathBuf, plugin: String, first_epoch: u64, epochs: u64, batches_per_epoch: u64, images: usize },
-    Step { epoch: u64, batch: u64, batches: u64, loss: f64, lr: f64 },
+    /// Reading or decoding image files before training (the pixel cache being built).
+    Preparing(Progress),
+    /// Something a person should know that does not stop the run, in one sentence.
+    Note(String),
+    Started {
+        run_dir: PathBuf,
+        plugin: String,
+        first_epoch: u64,
+        epochs: u64,
+        batches_per_epoch: u64,
+        images: usize,
+        data: DataSummary,
+    },
+    Step {
+        epoch: u64,
+        batch: u64,
+        batches: u64,
+        loss: f64,
+        lr: f64,
+    },
     Epoch(MetricRecord),
-    Checkpoint { epoch: u64, path: PathBuf },
+    Checkpoint {
+        epoch: u64,
+        path: PathBuf,
+    },
 }
 
 /// What a finished (or stopped) run reports.
@@ -55,25 +121,58 @@ struct Monitor {
 }
 
 impl Monitor {
-    fn new(config: &TrainConfig, train: &Dataset, test: Option<&Dataset>) -> Result<Option<Self>, TrainError> {
+    /// The monitor `config` asks for: on the training data's test split, or on `--knn-data`.
+    /// `Err(note)` inside when it is asked for but the data cannot serve it.
+    fn new(
+        config: &TrainConfig,
+        splits: &DataSplits,
+        on_event: &mut dyn FnMut(Event),
+    ) -> Result<Result<Option<Self>, String>, TrainError> {
         if config.knn_every == 0 {
-            return Ok(None);
+            return Ok(Ok(None));
         }
-        let test = test.ok_or_else(|| {
-            TrainError::Config(format!(
-                "--knn-every needs labelled test images, and `{}` has no test split",
-                config.data
-            ))
-        })?;
-        let (bank, queries) = (train.take(MONITOR_BANK), test.take(MONITOR_QUERIES));
+        let train = &splits.train;
+        let (bank, queries, spec) = if let Some(spec) = &config.knn_data {
+            let opts = OpenOptions { limit: None, image_size: Some(train.height()), ..config.open_options() };
+            let other = data::open_with(spec, &opts, &mut |p| on_event(Event::Preparing(p)))?;
+            if !other.train.is_labelled() {
+                return Err(TrainError::Config(format!(
+                    "--knn-data `{spec}` has no labels to measure kNN accuracy with"
+                )));
+            }
+            if other.train.channels() != train.channels() {
+                return Err(TrainError::Config(format!(
+                    "--knn-data `{spec}` has {} channels but the training images have {}",
+                    other.train.channels(),
+                    train.channels()
+                )));
+            }
+            let DataSplits { train: mut bank, test, .. } = other;
+            let queries = test.unwrap_or_else(|| bank.split_last(MONITOR_QUERIES.min(bank.len() / 2)));
+            (bank, queries, spec.as_str())
+        } else {
+            let test = splits.test.as_ref().filter(|t| train.is_labelled() && t.is_labelled());
+            let Some(test) = test else {
+                let why = if train.is_labelled() { "has no test split" } else { "is unlabeled" };
+                return Ok(Err(format!(
+                    "the kNN monitor is off: `{}` {why}; name a labelled dataset with --knn-data",
+                    config.data
+                )));
+            };
+            (train.take(MONITOR_BANK), test.take(MONITOR_QUERIES), config.data.as_str())
+        };
+        let (bank, queries) = (bank.take(MONITOR_BANK), queries.take(MONITOR_QUERIES));
+        if bank.is_empty() || queries.is_empty() {
+            return Err(TrainError::Config(format!("the kNN monitor's data `{spec}` has too few images")));
+        }
         let classes = bank.num_classes().max(queries.num_classes());
-        Ok(Some(Self { bank, queries, classes }))
+        Ok(Ok(Some(Self { bank, queries, classes })))
     }
 
     fn measure(&self, session: &PluginSession) -> Result<f64, TrainError> {
         let last = |m: Vec<Matrix>| m.into_iter().find(|m| m.name == "features");
         let (Some(bank), Some(queries)) =
-            (last(session.embed(&self.bank.images)?), last(session.embed(&self.queries.images)?))
+            (last(session.embed(&self.bank.images.batch())?), last(session.embed(&self.queries.images.batch())?))
         else {
             return Err(TrainError::Config("the plugin's embedding has no `features`".into()));
         };
@@ -89,6 +188,10 @@ const PREFETCH_DEPTH: usize = 2;
 
 /// Trains `config.task` as configured. With `resume`, continues the run in `config.out_dir()`
 /// from its newest complete checkpoint. `stop` is polled after every step.
+///
+/// Everything that can be refused (plugin, data, settings, the kNN monitor's data) is
+/// checked before the run directory is created, and a run that fails before its first step
+/// removes the directory it created, so a refused configuration leaves nothing behind.
 pub fn train(
     config: &TrainConfig,
     resume: bool,
@@ -101,13 +204,19 @@ pub fn train(
     let task_config = merge_settings(plugin.description.default_config.clone(), &config.task_config)
         .map_err(|e| TrainError::Config(format!("plugin `{}`: {e}", plugin.name())))?;
     let config = &TrainConfig { task_config, ..config.clone() };
-    let splits = data::open(&config.data, &OpenOptions { limit: config.limit, seed: config.seed })?;
-    let train_set = Arc::new(splits.train);
+    let run_dir = config.out_dir();
+    check_run_dir(&run_dir, resume)?;
+    let splits = data::open_with(&config.data, &config.open_options(), &mut |p| on_event(Event::Preparing(p)))?;
+    let summary = DataSummary::new(&splits);
+    let (monitor, monitor_note) = match Monitor::new(config, &splits, on_event)? {
+        Ok(m) => (m, None),
+        Err(note) => (None, Some(note)),
+    };
+    let DataSplits { train: train_set, test, .. } = splits;
+    let train_set = Arc::new(train_set);
     if train_set.is_empty() {
         return Err(TrainError::Config(format!("the dataset `{}` has no training images", config.data)));
     }
-    let run_dir = config.out_dir();
-    let store = prepare_run_dir(&run_dir, resume)?;
 
     let spec = BackboneSpec {
         kind: config.backbone,
@@ -129,72 +238,104 @@ pub fn train(
         normalize: Normalize { mean, std: std.iter().map(|s| s.max(1e-3)).collect() },
     };
     let session = PluginSession::create(&plugin, &session_config)?;
-
-    let test_images = splits.test.as_ref().map_or(0, Dataset::len);
-    let mut info = run_info(config, &plugin, &session_config, &train_set, test_images, &run_dir);
-    let mut first_epoch = 1;
-    let mut history = Vec::new();
-    // A run killed before its first checkpoint has nothing to continue: it starts over in
-    // the same directory (its partial metrics are dropped).
-    let checkpoint = if resume {
-        match store.latest_checkpoint() {
-            Ok(found) => Some(found),
-            Err(StoreError::NoCheckpoint { .. }) => {
-                log::info!("{} has no complete checkpoint yet; starting it over from epoch 1", run_dir.display());
-                store.rewrite_metrics(&[])?;
-                None
-            }
-            Err(e) => return Err(e.into()),
-        }
-    } else {
+    let samples = if resume {
         None
-    };
-    if let Some((meta, weights)) = checkpoint {
-        // The usual cause besides a damaged file: a run started before its plugin changed
-        // a default, whose run.json then lacks the setting the checkpoint was made with.
-        session.load_state(&weights).map_err(|e| {
-            TrainError::Config(format!(
-                "{e}; if this run was trained with other task settings, put them under `task_config` in {}",
-                store.layout.run_json().display()
-            ))
-        })?;
-        first_epoch = meta.epoch + 1;
-        history = store.read_metrics()?;
-        history.retain(|r| r.epoch <= meta.epoch);
-        store.rewrite_metrics(&history)?;
-        if let Ok(old) = store.read_info() {
-            info.created_unix = old.created_unix;
-        }
-        info.epochs_done = meta.epoch;
     } else {
         let sources = train_set.images.take(SAMPLE_SOURCES);
-        let samples = session.sample(&sources, batch_seed(config.seed, 0, u64::MAX))?;
-        write_samples(&store.layout.samples(), &sources, &samples)?;
-    }
-    store.write_info(&info)?;
+        let made = session.sample(&sources, batch_seed(config.seed, 0, u64::MAX))?;
+        Some((sources, made))
+    };
 
-    let monitor = Monitor::new(config, &train_set, splits.test.as_ref())?;
-    let ctx = Context { config, session: &session, train_set: &train_set, store: &store, monitor: monitor.as_ref() };
-    let result = run_epochs(&ctx, first_epoch, &mut info, &history, stop, on_event);
-    match result {
-        Ok(summary) => {
-            info.status = summary.status;
-            info.updated_unix = now_unix();
-            store.write_info(&info)?;
-            Ok(summary)
+    let created = !run_dir.exists();
+    let store = RunStore::create(&run_dir)?;
+    let mut first_step_done = false;
+    let result = (|| {
+        let test_images = test.as_ref().map_or(0, Dataset::len);
+        let mut info = run_info(config, &plugin, &session_config, &train_set, test_images, &run_dir, &summary);
+        let mut first_epoch = 1;
+        let mut history = Vec::new();
+        // A run killed before its first checkpoint has nothing to continue: it starts over
+        // in the same directory (its partial metrics are dropped).
+        let checkpoint = if resume {
+            match store.latest_checkpoint() {
+                Ok(found) => Some(found),
+                Err(StoreError::NoCheckpoint { .. }) => {
+                    log::info!("{} has no complete checkpoint yet; starting it over from epoch 1", run_dir.display());
+                    store.rewrite_metrics(&[])?;
+                    None
+                }
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            None
+        };
+        if let Some((meta, weights)) = checkpoint {
+            // The usual cause besides a damaged file: a run started before its plugin
+            // changed a default, whose run.json then lacks the setting the checkpoint was
+            // made with.
+            session.load_state(&weights).map_err(|e| {
+                TrainError::Config(format!(
+                    "{e}; if this run was trained with other task settings, put them under `task_config` in {}",
+                    store.layout.run_json().display()
+                ))
+            })?;
+            first_epoch = meta.epoch + 1;
+            history = store.read_metrics()?;
+            history.retain(|r| r.epoch <= meta.epoch);
+            store.rewrite_metrics(&history)?;
+            if let Ok(old) = store.read_info() {
+                info.created_unix = old.created_unix;
+            }
+            info.epochs_done = meta.epoch;
+        } else {
+            let (sources, made) = match &samples {
+                Some(s) => (s.0.clone(), s.1.clone()),
+                None => {
+                    let sources = train_set.images.take(SAMPLE_SOURCES);
+                    let made = session.sample(&sources, batch_seed(config.seed, 0, u64::MAX))?;
+                    (sources, made)
+                }
+            };
+            write_samples(&store.layout.samples(), &sources, &made)?;
         }
-        Err(e) => {
-            info.status = RunStatus::Failed;
-            info.message = Some(e.to_string());
-            info.updated_unix = now_unix();
-            // The training error matters more than a failure to record it.
-            let _ = store.write_info(&info);
-            Err(e)
+        store.write_info(&info)?;
+
+        let ctx = Context {
+            config,
+            session: &session,
+            train_set: &train_set,
+            store: &store,
+            monitor: monitor.as_ref(),
+            monitor_note: monitor_note.as_deref(),
+            data: &summary,
+        };
+        let result = run_epochs(&ctx, first_epoch, &mut info, &history, stop, on_event, &mut first_step_done);
+        match result {
+            Ok(summary) => {
+                info.status = summary.status;
+                info.updated_unix = now_unix();
+                store.write_info(&info)?;
+                Ok(summary)
+            }
+            Err(e) => {
+                info.status = RunStatus::Failed;
+                info.message = Some(e.to_string());
+                info.updated_unix = now_unix();
+                // The training error matters more than a failure to record it.
+                let _ = store.write_info(&info);
+                Err(e)
+            }
         }
+    })();
+    if result.is_err() && created && !first_step_done {
+        // Nothing was trained: leave no run behind for the viewers to list.
+        let _ = std::fs::remove_dir_all(&run_dir);
     }
+    result
 }
 
-fn prepare_run_dir(dir: &std::path::Path, resume: bool) -> Result<RunStore, TrainError> {
+/// Refuses a run directory that cannot be used, before anything is loaded.
+fn check_run_dir(dir: &std::path::Path, resume: bool) -> Result<(), TrainError> {
     let layout = crate::run::RunLayout::new(dir);
     if resume {
         if !layout.run_json().exists() {
@@ -203,7 +344,7 @@ fn prepare_run_dir(dir: &std::path::Path, resume: bool) -> Result<RunStore, Trai
     } else if layout.run_json().exists() {
         return Err(TrainError::RunExists { dir: dir.to_path_buf() });
     }
-    Ok(RunStore::create(dir)?)
+    Ok(())
 }
 
 fn run_info(
@@ -213,6 +354,7 @@ fn run_info(
     train: &Dataset,
     test_images: usize,
     dir: &std::path::Path,
+    data: &DataSummary,
 ) -> RunInfo {
     let now = now_unix();
     RunInfo {
@@ -236,7 +378,8 @@ fn run_info(
             channels: train.channels(),
             height: train.height(),
             width: train.width(),
-            classes: train.classes.clone(),
+            classes: data.classes.clone(),
+            report: data.report.clone(),
         },
         seed: config.seed,
         normalize: session.normalize.clone(),
@@ -296,6 +439,9 @@ struct Context<'a> {
     train_set: &'a Arc<Dataset>,
     store: &'a RunStore,
     monitor: Option<&'a Monitor>,
+    /// Why the kNN monitor that was asked for is off.
+    monitor_note: Option<&'a str>,
+    data: &'a DataSummary,
 }
 
 fn run_epochs(
@@ -305,8 +451,9 @@ fn run_epochs(
     history: &[MetricRecord],
     stop: &AtomicBool,
     on_event: &mut dyn FnMut(Event),
+    first_step_done: &mut bool,
 ) -> Result<Summary, TrainError> {
-    let Context { config, session, train_set, store, monitor } = *ctx;
+    let Context { config, session, train_set, store, monitor, monitor_note, data } = *ctx;
     let batch_size = config.batch_size.min(train_set.len());
     let batches_per_epoch = (train_set.len() / batch_size).max(1) as u64;
     let total_steps = batches_per_epoch * config.epochs;
@@ -323,7 +470,11 @@ fn run_epochs(
         epochs: config.epochs,
         batches_per_epoch,
         images: train_set.len(),
+        data: data.clone(),
     });
+    if let Some(note) = monitor_note {
+        on_event(Event::Note(note.to_string()));
+    }
 
     let mut status = RunStatus::Completed;
     for epoch in first_epoch..=config.epochs {
@@ -357,6 +508,7 @@ fn run_epochs(
                 Err(e) => return Err(e.into()),
             };
             let (metrics, images) = metrics;
+            *first_step_done = true;
             epoch_meter.add(&metrics, images);
             log_meter.add(&metrics, images);
             on_event(Event::Step {

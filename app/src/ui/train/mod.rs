@@ -1,5 +1,7 @@
 //! The Train view (native only): pick a discovered plugin (with its ABI status, and why any
-//! library was refused), a dataset, a backbone and hyper-parameters, then Start. Training
+//! library was refused), a dataset (a built-in name, or a folder picked with a dialog or
+//! typed, previewed before training: `preview.rs`), the image size, a backbone,
+//! hyper-parameters and the task's own settings (a form: `settings.rs`), then Start. Training
 //! runs `pretext_core::train::train` on its own thread and writes the same run directory as
 //! `pretext train`; its events come back through a channel, so the UI stays responsive and
 //! draws live curves and a progress bar. Stop asks the trainer to finish the current step,
@@ -20,6 +22,12 @@ use pretext_core::train::{Event, Summary, TrainConfig, train};
 
 use super::{error_label, palette};
 
+mod preview;
+mod settings;
+
+use preview::{Preview, PreviewKey};
+pub use settings::TaskSettings;
+
 const DATASETS: [&str; 4] = ["shapes", "fashion-mnist", "mnist", "cifar10"];
 
 /// The settings of the next training; defaults are `TrainConfig`'s and the plugin's.
@@ -28,6 +36,12 @@ pub struct TrainForm {
     /// Index into the discovered plugins.
     pub plugin: usize,
     pub data: String,
+    /// `None`: the data's own square size, or 64 for image files of mixed sizes.
+    pub image_size: Option<usize>,
+    /// Treat class folders as unlabeled images.
+    pub no_labels: bool,
+    /// The pixel cache's folder; empty: the default one.
+    pub cache_dir: String,
     pub backbone: BackboneKind,
     /// Base width; 0 takes the backbone's default.
     pub width: usize,
@@ -43,8 +57,8 @@ pub struct TrainForm {
     pub device: String,
     /// The run's folder name in the runs directory; empty: `<task>-<seed>`, made unique.
     pub name: String,
-    /// The plugin's own settings, as JSON.
-    pub task_config: String,
+    /// The plugin's own settings.
+    pub settings: TaskSettings,
 }
 
 impl Default for TrainForm {
@@ -53,6 +67,9 @@ impl Default for TrainForm {
         Self {
             plugin: 0,
             data: c.data,
+            image_size: c.image_size,
+            no_labels: c.no_labels,
+            cache_dir: String::new(),
             backbone: c.backbone,
             width: 0,
             epochs: c.epochs,
@@ -64,7 +81,7 @@ impl Default for TrainForm {
             knn_every: 1,
             device: c.device,
             name: String::new(),
-            task_config: String::new(),
+            settings: TaskSettings::default(),
         }
     }
 }
@@ -87,6 +104,9 @@ struct Session {
     step_loss: Vec<[f64; 2]>,
     epoch_loss: Vec<[f64; 2]>,
     knn: Vec<[f64; 2]>,
+    /// The data preparation under way (the pixel cache being built), until training starts.
+    preparing: Option<pretext_core::data::Progress>,
+    notes: Vec<String>,
     outcome: Option<Result<Summary, String>>,
 }
 
@@ -99,6 +119,7 @@ impl Session {
         #[allow(clippy::cast_precision_loss)]
         match event {
             Event::Started { epochs, batches_per_epoch, first_epoch, .. } => {
+                self.preparing = None;
                 self.epochs = epochs;
                 self.batches = batches_per_epoch;
                 self.epoch = first_epoch;
@@ -116,6 +137,8 @@ impl Session {
                     self.knn.push([record.epoch as f64, k]);
                 }
             }
+            Event::Preparing(p) => self.preparing = Some(p),
+            Event::Note(note) => self.notes.push(note),
             Event::Checkpoint { .. } => {}
         }
     }
@@ -141,6 +164,9 @@ pub struct TrainView {
     session: Option<Session>,
     message: Option<String>,
     thread: Option<std::thread::JoinHandle<()>>,
+    preview: Option<Preview>,
+    /// A folder dialog's answer, when one is open.
+    browse: Option<Receiver<Option<PathBuf>>>,
 }
 
 impl TrainView {
@@ -154,6 +180,70 @@ impl TrainView {
             session: None,
             message: None,
             thread: None,
+            preview: None,
+            browse: None,
+        }
+    }
+
+    /// Opens the form's data as training will, on a thread, and shows it when ready.
+    pub fn preview(&mut self, ctx: &egui::Context) {
+        let key = PreviewKey { data: self.form.data.trim().to_string(), opts: self.open_options() };
+        self.preview = Some(Preview::start(ctx, key));
+    }
+
+    /// Whether the data preview is still reading (or building the cache).
+    pub fn is_previewing(&self) -> bool {
+        self.preview.as_ref().is_some_and(Preview::is_running)
+    }
+
+    /// The previewed data's summary, once read.
+    pub fn preview_summary(&self) -> Option<pretext_core::train::DataSummary> {
+        self.preview.as_ref().and_then(Preview::summary)
+    }
+
+    fn open_options(&self) -> pretext_core::data::OpenOptions {
+        let f = &self.form;
+        TrainConfig {
+            image_size: f.image_size,
+            no_labels: f.no_labels,
+            cache_dir: Some(f.cache_dir.trim()).filter(|d| !d.is_empty()).map(PathBuf::from),
+            limit: f.limit,
+            seed: f.seed,
+            ..TrainConfig::default()
+        }
+        .open_options()
+    }
+
+    /// Asks the desktop for a folder on a thread (the dialog blocks), without blocking the UI.
+    fn browse(&mut self, ctx: &egui::Context) {
+        let (tx, rx) = channel();
+        let ctx = ctx.clone();
+        let spawned = std::thread::Builder::new().name("pretext-folder-dialog".into()).spawn(move || {
+            let picked = rfd::FileDialog::new().set_title("Choose a folder of images").pick_folder();
+            let _ = tx.send(picked);
+            ctx.request_repaint();
+        });
+        match spawned {
+            Ok(_) => self.browse = Some(rx),
+            Err(e) => self.message = Some(format!("cannot open a folder dialog: {e}")),
+        }
+    }
+
+    /// Takes the folder dialog's answer: the folder becomes the data and is previewed.
+    fn poll_browse(&mut self, ctx: &egui::Context) {
+        let Some(rx) = &self.browse else { return };
+        match rx.try_recv() {
+            Ok(Some(dir)) => {
+                self.browse = None;
+                self.form.data = dir.display().to_string();
+                self.preview(ctx);
+            }
+            Ok(None) => self.browse = None,
+            Err(TryRecvError::Disconnected) => {
+                self.browse = None;
+                self.message = Some("no folder dialog is available here; type the folder's path instead".into());
+            }
+            Err(TryRecvError::Empty) => {}
         }
     }
 
@@ -226,8 +316,9 @@ impl TrainView {
         if self.discovery.is_none() {
             self.discover(ui.ctx());
         }
+        self.poll_browse(ui.ctx());
         let mut started = None;
-        egui::Panel::left("train-form").resizable(true).default_size(380.0).show(ui, |ui| {
+        egui::Panel::left("train-form").resizable(true).default_size(440.0).show(ui, |ui| {
             egui::ScrollArea::vertical().show(ui, |ui| {
                 let discovery = self.discovery.clone();
                 let guard = discovery.as_ref().and_then(|d| d.lock().ok());
@@ -242,8 +333,12 @@ impl TrainView {
                 }
                 let running = self.session.as_ref().is_some_and(Session::running);
                 ui.horizontal(|ui| {
-                    let can_start = !running && !found.plugins.is_empty();
-                    if ui.add_enabled(can_start, egui::Button::new("Start")).clicked() {
+                    let previewing = self.preview.as_ref().is_some_and(Preview::is_running);
+                    let can_start = !running && !previewing && !found.plugins.is_empty();
+                    let start = ui
+                        .add_enabled(can_start, egui::Button::new("Start"))
+                        .on_disabled_hover_text("Wait for the data preview to finish reading.");
+                    if start.clicked() {
                         let plugin = found.plugins.get(self.form.plugin).map(|p| p.path.clone());
                         match plugin.ok_or_else(|| "no plugin is selected".to_string()).and_then(|p| self.config(&p)) {
                             Ok((name, config)) => {
@@ -290,25 +385,43 @@ impl TrainView {
                     && self.config_for.as_deref() != Some(plugin.name())
                 {
                     self.config_for = Some(plugin.name().to_string());
-                    self.form.task_config =
-                        serde_json::to_string_pretty(&plugin.description.default_config).unwrap_or_default();
+                    self.form.settings = TaskSettings::from_defaults(&plugin.description.default_config);
                 }
                 ui.separator();
-                form(ui, &mut self.form);
+                let action = form(ui, &mut self.form, self.browse.is_some());
+                ui.separator();
+                self.form.settings.show(ui);
+                match action {
+                    Some(FormAction::Browse) => self.browse(ui.ctx()),
+                    Some(FormAction::Preview) => self.preview(ui.ctx()),
+                    None => {}
+                }
             });
         });
-        egui::CentralPanel::default().show(ui, |ui| self.progress(ui));
+        egui::CentralPanel::default().show(ui, |ui| {
+            if self.preview.is_some() {
+                let current = self.preview.as_ref().is_some_and(|p| {
+                    p.key == PreviewKey { data: self.form.data.trim().to_string(), opts: self.open_options() }
+                });
+                egui::CollapsingHeader::new("Data").default_open(true).show(ui, |ui| {
+                    if !current {
+                        ui.weak("The data settings changed since this preview: Preview again to see them.");
+                    }
+                    if let Some(p) = &mut self.preview {
+                        p.show(ui);
+                    }
+                });
+                ui.separator();
+            }
+            self.progress(ui);
+        });
         started
     }
 
     /// The configuration the form describes, and the run's folder name.
     fn config(&self, plugin: &std::path::Path) -> Result<(String, TrainConfig), String> {
         let f = &self.form;
-        let task_config: serde_json::Value = if f.task_config.trim().is_empty() {
-            serde_json::Value::Null
-        } else {
-            serde_json::from_str(&f.task_config).map_err(|e| format!("the task settings are not valid JSON: {e}"))?
-        };
+        let task_config = f.settings.value()?;
         let stem = self.config_for.clone().unwrap_or_else(|| "run".into());
         let name = if f.name.trim().is_empty() {
             let base = format!("{stem}-{}", f.seed);
@@ -329,6 +442,9 @@ impl TrainView {
         let config = TrainConfig {
             task: plugin.display().to_string(),
             data: f.data.trim().to_string(),
+            image_size: f.image_size,
+            no_labels: f.no_labels,
+            cache_dir: Some(f.cache_dir.trim()).filter(|d| !d.is_empty()).map(PathBuf::from),
             backbone: f.backbone,
             width: (f.width > 0).then_some(f.width),
             epochs: f.epochs,
@@ -381,6 +497,8 @@ impl TrainView {
                     step_loss: Vec::new(),
                     epoch_loss: Vec::new(),
                     knn: Vec::new(),
+                    preparing: None,
+                    notes: Vec::new(),
                     outcome: None,
                 });
             }
@@ -399,7 +517,12 @@ impl TrainView {
         ui.heading(format!("{}{}", s.run, if s.resumed { " (resumed)" } else { "" }));
         if s.running() {
             let stopping = s.stop.load(Ordering::Relaxed);
-            let text = if s.epochs == 0 {
+            let text = if let Some(p) = s.preparing.filter(|_| s.epochs == 0) {
+                #[allow(clippy::cast_precision_loss)]
+                let f = p.done as f32 / p.total.max(1) as f32;
+                ui.add(egui::ProgressBar::new(f).text(format!("{}: {}/{} image files", p.stage, p.done, p.total)));
+                "building the pixel cache…".to_string()
+            } else if s.epochs == 0 {
                 "loading the plugin and data…".to_string()
             } else {
                 format!(
@@ -478,17 +601,61 @@ fn plugins(ui: &mut egui::Ui, found: &Discovery, chosen: &mut usize) {
     ui.weak(format!("searched: {}", searched.join(", ")));
 }
 
-fn form(ui: &mut egui::Ui, f: &mut TrainForm) {
+/// What the form asks the view to do.
+enum FormAction {
+    Browse,
+    Preview,
+}
+
+fn form(ui: &mut egui::Ui, f: &mut TrainForm, browsing: bool) -> Option<FormAction> {
+    let mut action = None;
     egui::Grid::new("train-settings").num_columns(2).spacing([12.0, 6.0]).show(ui, |ui| {
         ui.label("Dataset");
         ui.horizontal(|ui| {
-            egui::ComboBox::from_id_salt("train-data").selected_text(f.data.clone()).show_ui(ui, |ui| {
+            let named = DATASETS.contains(&f.data.as_str());
+            let shown = if named { f.data.clone() } else { "path".to_string() };
+            egui::ComboBox::from_id_salt("train-data").width(110.0).selected_text(shown).show_ui(ui, |ui| {
                 for d in DATASETS {
                     ui.selectable_value(&mut f.data, d.to_string(), d);
                 }
             });
-            ui.add(egui::TextEdit::singleline(&mut f.data).desired_width(120.0).hint_text("or a path"));
+            let path = ui
+                .add(egui::TextEdit::singleline(&mut f.data).desired_width(150.0).hint_text("or a folder / list file"));
+            if path.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter)) {
+                action = Some(FormAction::Preview);
+            }
         });
+        ui.end_row();
+        ui.label("");
+        ui.horizontal(|ui| {
+            if ui
+                .add_enabled(!browsing, egui::Button::new("Browse…"))
+                .on_hover_text("Choose a folder of images")
+                .clicked()
+            {
+                action = Some(FormAction::Browse);
+            }
+            if ui.button("Preview").on_hover_text("Read the data as training will and show it").clicked() {
+                action = Some(FormAction::Preview);
+            }
+        });
+        ui.end_row();
+        ui.label("Image size");
+        ui.horizontal(|ui| {
+            let mut auto = f.image_size.is_none();
+            if ui.checkbox(&mut auto, "auto").on_hover_text("the data's own square size, else 64").changed() {
+                f.image_size = if auto { None } else { Some(64) };
+            }
+            if let Some(n) = &mut f.image_size {
+                ui.add(egui::DragValue::new(n).range(8..=1024).suffix(" px"));
+            }
+        });
+        ui.end_row();
+        ui.label("Labels");
+        ui.checkbox(&mut f.no_labels, "ignore class folders");
+        ui.end_row();
+        ui.label("Pixel cache");
+        ui.add(egui::TextEdit::singleline(&mut f.cache_dir).desired_width(150.0).hint_text("default folder"));
         ui.end_row();
         ui.label("Backbone");
         ui.horizontal(|ui| {
@@ -554,6 +721,5 @@ fn form(ui: &mut egui::Ui, f: &mut TrainForm) {
         ui.add(egui::TextEdit::singleline(&mut f.name).desired_width(160.0).hint_text("<task>-<seed>"));
         ui.end_row();
     });
-    ui.label("Task settings (JSON, the plugin's defaults)");
-    ui.add(egui::TextEdit::multiline(&mut f.task_config).code_editor().desired_rows(6).desired_width(f32::INFINITY));
+    action
 }
