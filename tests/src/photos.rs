@@ -153,6 +153,12 @@ pub fn write_mixed_folder(root: &Path, jpegs: usize) -> Mixed {
     let mut jpeg = Vec::new();
     DynamicImage::ImageRgb8(p(12)).write_to(&mut std::io::Cursor::new(&mut jpeg), ImageFormat::Jpeg).unwrap();
     std::fs::write(root.join("truncated.jpg"), &jpeg[..jpeg.len() / 3]).unwrap();
+    // Cut late: the decoder alone would fill the missing rows with grey and succeed.
+    let mut big = Vec::new();
+    DynamicImage::ImageRgb8(photo(13, 400, 300))
+        .write_to(&mut std::io::Cursor::new(&mut big), ImageFormat::Jpeg)
+        .unwrap();
+    std::fs::write(root.join("truncated-late.jpg"), &big[..big.len() * 9 / 10]).unwrap();
     std::fs::write(root.join("empty.jpg"), b"").unwrap();
     std::fs::write(root.join("text.jpg"), b"this is not a picture\n").unwrap();
     write_huge_png_header(&root.join("bomb.png"), 200_000);
@@ -160,5 +166,9 @@ pub fn write_mixed_folder(root: &Path, jpegs: usize) -> Mixed {
     std::fs::write(root.join(".DS_Store"), b"\0\0\0\x01Bud1").unwrap();
     let mut notes = std::fs::File::create(root.join("notes.txt")).unwrap();
     writeln!(notes, "holiday photos").unwrap();
-    Mixed { good: jpegs + 12, bad: vec!["bomb.png", "empty.jpg", "text.jpg", "truncated.jpg"], ignored: 2 }
+    Mixed {
+        good: jpegs + 12,
+        bad: vec!["bomb.png", "empty.jpg", "text.jpg", "truncated-late.jpg", "truncated.jpg"],
+        ignored: 2,
+    }
 }

@@ -183,6 +183,21 @@ fn nested_folders_and_list_files_with_and_without_labels() {
         let info = RunCheck::new(&out).info().dataset;
         assert_eq!((info.train_images, info.classes.clone()), (*n, want.iter().map(ToString::to_string).collect()));
     }
+    // An unlabeled run with a labelled set for the kNN monitor (no test split: it queries
+    // the end of that set's training split).
+    let monitored = tmp.path().join("monitored");
+    let o = train(
+        "rotation",
+        &archive,
+        &monitored,
+        1,
+        &["--image-size", "32", "--knn-every", "1", "--knn-data", classes.to_str().unwrap()],
+    );
+    o.assert_success();
+    assert!(!o.stderr.contains("kNN monitor is off"), "{}", o.stderr);
+    let knn = RunCheck::new(&monitored).metrics().iter().filter_map(|r| r.knn_top1).collect::<Vec<_>>();
+    assert!(knn.len() == 1 && (0.0..=1.0).contains(&knn[0]), "{knn:?}");
+
     // --no-labels ignores the class folders.
     let out = tmp.path().join("no-labels");
     train("rotation", &classes, &out, 1, &["--image-size", "32", "--no-labels"]).assert_success();

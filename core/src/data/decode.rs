@@ -37,11 +37,8 @@ pub struct Probe {
     pub grey: bool,
 }
 
-fn decoder(path: &Path) -> Result<impl ImageDecoder, String> {
-    let mut reader = ImageReader::open(path)
-        .map_err(|e| one_line(&e.to_string()))?
-        .with_guessed_format()
-        .map_err(|e| one_line(&e.to_string()))?;
+fn decoder<R: std::io::BufRead + std::io::Seek + 'static>(reader: ImageReader<R>) -> Result<impl ImageDecoder, String> {
+    let mut reader = reader.with_guessed_format().map_err(|e| one_line(&e.to_string()))?;
     if reader.format().is_none() {
         return Err("not an image in a format this program reads".into());
     }
@@ -70,7 +67,7 @@ fn one_line(text: &str) -> String {
 
 /// Reads the header of `path`.
 pub fn probe(path: &Path) -> Result<Probe, String> {
-    let d = decoder(path)?;
+    let d = decoder(ImageReader::open(path).map_err(|e| one_line(&e.to_string()))?)?;
     let (width, height) = d.dimensions();
     if width == 0 || height == 0 {
         return Err("it has no pixels".into());
@@ -79,9 +76,46 @@ pub fn probe(path: &Path) -> Result<Probe, String> {
     Ok(Probe { width, height, grey })
 }
 
+/// Whether JPEG `bytes` hold their image's end marker. The JPEG decoder fills a truncated
+/// file's missing rows with grey instead of failing (a half-grey photo would then train),
+/// so a file cut short is found here: after the first start-of-scan (found by walking the
+/// header segments, so an EXIF thumbnail's own markers are skipped) an `FF D9` can only be
+/// the end of the image, since entropy-coded data stuffs every `FF` byte. Anything that is
+/// not a JPEG, or is malformed before its scan, is left to the decoder to judge.
+pub fn jpeg_complete(bytes: &[u8]) -> bool {
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return true;
+    }
+    let mut i = 2;
+    while i + 4 <= bytes.len() {
+        if bytes[i] != 0xFF {
+            return true;
+        }
+        let marker = bytes[i + 1];
+        if marker == 0xFF || marker == 0x01 || (0xD0..=0xD8).contains(&marker) {
+            i += if marker == 0xFF { 1 } else { 2 };
+            continue;
+        }
+        if marker == 0xD9 {
+            return true;
+        }
+        let segment = usize::from(u16::from_be_bytes([bytes[i + 2], bytes[i + 3]]));
+        if marker == 0xDA {
+            let scan = (i + 2 + segment).min(bytes.len());
+            return bytes[scan..].windows(2).any(|w| w == [0xFF, 0xD9]);
+        }
+        i += 2 + segment;
+    }
+    false
+}
+
 /// Decodes `path` upright (EXIF orientation applied).
 pub fn decode(path: &Path) -> Result<DynamicImage, String> {
-    let mut d = decoder(path)?;
+    let bytes = std::fs::read(path).map_err(|e| one_line(&e.to_string()))?;
+    if !jpeg_complete(&bytes) {
+        return Err("it is truncated: the JPEG ends before its last row".into());
+    }
+    let mut d = decoder(ImageReader::new(std::io::Cursor::new(bytes)))?;
     let orientation = d.orientation().map_err(|e| reason(&e))?;
     let mut img = DynamicImage::from_decoder(d).map_err(|e| reason(&e))?;
     img.apply_orientation(orientation);
@@ -163,6 +197,21 @@ mod tests {
         let s = square(&DynamicImage::ImageLuma8(img), 2);
         assert_eq!(s.to_luma8().into_raw(), vec![2, 2, 3, 3]);
         assert_eq!((centre_offset(1), centre_offset(3), centre_offset(5), centre_offset(4)), (0, 2, 2, 2));
+    }
+
+    #[test]
+    fn a_jpeg_cut_short_is_found() {
+        let img =
+            DynamicImage::ImageRgb8(image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([x as u8 * 4, y as u8 * 5, 7])));
+        let mut jpeg = Vec::new();
+        img.write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg).unwrap();
+        assert!(jpeg_complete(&jpeg));
+        assert!(!jpeg_complete(&jpeg[..jpeg.len() * 9 / 10]), "cut inside the scan");
+        assert!(!jpeg_complete(&jpeg[..40]), "cut inside the header");
+        let mut trailer = jpeg.clone();
+        trailer.extend_from_slice(&[0u8; 5000]);
+        assert!(jpeg_complete(&trailer), "data after the end marker (motion photos) is fine");
+        assert!(jpeg_complete(b"\x89PNG\r\n"), "other formats are the decoder's to judge");
     }
 
     #[test]

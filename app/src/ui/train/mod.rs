@@ -165,8 +165,8 @@ pub struct TrainView {
     message: Option<String>,
     thread: Option<std::thread::JoinHandle<()>>,
     preview: Option<Preview>,
-    /// A folder dialog's answer, when one is open.
-    browse: Option<Receiver<Option<PathBuf>>>,
+    /// A folder dialog's answer, when one is open, and when it was opened.
+    browse: Option<(Receiver<Option<PathBuf>>, std::time::Instant)>,
 }
 
 impl TrainView {
@@ -188,6 +188,7 @@ impl TrainView {
     /// Opens the form's data as training will, on a thread, and shows it when ready.
     pub fn preview(&mut self, ctx: &egui::Context) {
         let key = PreviewKey { data: self.form.data.trim().to_string(), opts: self.open_options() };
+        self.message = None;
         self.preview = Some(Preview::start(ctx, key));
     }
 
@@ -224,24 +225,33 @@ impl TrainView {
             ctx.request_repaint();
         });
         match spawned {
-            Ok(_) => self.browse = Some(rx),
+            Ok(_) => self.browse = Some((rx, std::time::Instant::now())),
             Err(e) => self.message = Some(format!("cannot open a folder dialog: {e}")),
         }
     }
 
     /// Takes the folder dialog's answer: the folder becomes the data and is previewed.
     fn poll_browse(&mut self, ctx: &egui::Context) {
-        let Some(rx) = &self.browse else { return };
+        let Some((rx, opened)) = &self.browse else { return };
+        // The dialog answers "nothing chosen" both when cancelled and when the desktop has
+        // no dialog to show (no portal, no zenity); only the latter answers at once.
+        let no_dialog = "no folder dialog could be opened here (it needs the desktop's portal or zenity); \
+                         type the folder's path instead";
         match rx.try_recv() {
             Ok(Some(dir)) => {
                 self.browse = None;
                 self.form.data = dir.display().to_string();
                 self.preview(ctx);
             }
-            Ok(None) => self.browse = None,
+            Ok(None) => {
+                if opened.elapsed() < std::time::Duration::from_millis(1500) {
+                    self.message = Some(no_dialog.into());
+                }
+                self.browse = None;
+            }
             Err(TryRecvError::Disconnected) => {
                 self.browse = None;
-                self.message = Some("no folder dialog is available here; type the folder's path instead".into());
+                self.message = Some(no_dialog.into());
             }
             Err(TryRecvError::Empty) => {}
         }
@@ -515,6 +525,9 @@ impl TrainView {
             return;
         };
         ui.heading(format!("{}{}", s.run, if s.resumed { " (resumed)" } else { "" }));
+        for note in &s.notes {
+            ui.colored_label(ui.visuals().warn_fg_color, note);
+        }
         if s.running() {
             let stopping = s.stop.load(Ordering::Relaxed);
             let text = if let Some(p) = s.preparing.filter(|_| s.epochs == 0) {
