@@ -118,6 +118,22 @@ fn screenshot(h: &mut Harness<'_, PretextApp>, name: &str) {
     image.save(Path::new(&dir).join(format!("{name}.png"))).unwrap();
 }
 
+/// Clicks the embedding point at `pos` and waits for the selected point's neighbours.
+fn click_point(h: &mut Harness<'_, PretextApp>, pos: egui::Pos2) {
+    for pressed in [true, false] {
+        h.event(egui::Event::PointerButton {
+            pos,
+            button: egui::PointerButton::Primary,
+            pressed,
+            modifiers: egui::Modifiers::NONE,
+        });
+    }
+    h.step();
+    h.step();
+    let selected = h.state().embedding_selection().expect("a click on a point selects it");
+    wait_for_label(h, &format!("Nearest neighbours of #{selected}"));
+}
+
 fn open_view(h: &mut Harness<'_, PretextApp>, view: View) {
     h.get_by_label(view.title()).click();
     h.step();
@@ -184,18 +200,7 @@ fn hovering_and_clicking_the_embedding_shows_the_image_and_its_neighbours() {
     h.step();
     wait_for_label(&mut h, "Under the cursor: #");
 
-    for pressed in [true, false] {
-        h.event(egui::Event::PointerButton {
-            pos,
-            button: egui::PointerButton::Primary,
-            pressed,
-            modifiers: egui::Modifiers::NONE,
-        });
-    }
-    h.step();
-    h.step();
-    let selected = h.state().embedding_selection().expect("a click on a point selects it");
-    wait_for_label(&mut h, &format!("Nearest neighbours of #{selected}"));
+    click_point(&mut h, pos);
     assert!(has_label(&h, "share its class"));
     screenshot(&mut h, "embedding-neighbours");
 }
@@ -403,18 +408,7 @@ fn an_unlabeled_run_shows_its_embedding_without_classes() {
     assert!(!has_label(&h, "class"), "no legend of classes for unlabeled data");
     let pos = (0..40).filter_map(|i| h.state().embedding_point_pos(i)).next().unwrap();
     h.hover_at(pos);
-    for pressed in [true, false] {
-        h.event(egui::Event::PointerButton {
-            pos,
-            button: egui::PointerButton::Primary,
-            pressed,
-            modifiers: egui::Modifiers::NONE,
-        });
-    }
-    h.step();
-    h.step();
-    let selected = h.state().embedding_selection().expect("a click on a point selects it");
-    wait_for_label(&mut h, &format!("Nearest neighbours of #{selected}"));
+    click_point(&mut h, pos);
     assert!(!has_label(&h, "share its class"));
     screenshot(&mut h, "embedding-unlabeled");
 }

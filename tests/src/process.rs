@@ -116,7 +116,7 @@ impl Output {
         assert_eq!(lines.last(), errors.first().copied(), "the error must be the last line:\n{}", self.stderr);
         for line in &lines[..lines.len() - 1] {
             assert!(
-                ["training ", "epoch ", "note: ", "pixel cache: ", "reading headers ", "decoding "]
+                ["training ", "epoch ", "note: ", "warning: ", "pixel cache: ", "reading headers ", "decoding "]
                     .iter()
                     .any(|p| line.starts_with(p)),
                 "unexpected line before the error: {line}\n{}",

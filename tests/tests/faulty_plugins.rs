@@ -186,3 +186,29 @@ fn a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint() {
     assert!(losses[0].1.is_finite());
     assert!(run.metrics().iter().all(|r| r.loss.is_finite()), "no NaN reached metrics.jsonl");
 }
+
+#[test]
+fn a_collapsing_representation_is_recorded_and_warned_about_once() {
+    let tmp = temp_dir();
+    // The loss is the features' spread: a high learning rate maps every image to one point.
+    let config = faulty_config(tmp.path(), "collapse", 0);
+    let out = pretext(&["train", "--config", config.to_str().unwrap(), "--lr", "0.05", "--epochs", "12"]);
+    out.assert_success();
+    let warnings: Vec<&str> = out.stderr_lines().into_iter().filter(|l| l.starts_with("warning: ")).collect();
+    assert_eq!(warnings.len(), 1, "one warning line:\n{}", out.stderr);
+    assert!(warnings[0].contains("the representation is collapsing"), "{}", warnings[0]);
+    let run = RunCheck::new(&tmp.path().join("run"));
+    let last = run.metrics().into_iter().rfind(|r| r.epoch_end).unwrap();
+    let (spread, rank) = (last.extra["feature_std_ratio"], last.extra["effective_rank"]);
+    assert!(spread < pretext_core::eval::COLLAPSED_STD_RATIO || rank < pretext_core::eval::COLLAPSED_RANK, "{last:?}");
+
+    // The same plugin with its ordinary rotation loss: statistics recorded, no warning.
+    let healthy = temp_dir();
+    let config = faulty_config(healthy.path(), "none", 0);
+    let out = pretext(&["train", "--config", config.to_str().unwrap(), "--epochs", "4"]);
+    out.assert_success();
+    assert!(!out.stderr.contains("warning:"), "{}", out.stderr);
+    let run = RunCheck::new(&healthy.path().join("run"));
+    let first = run.metrics().into_iter().find(|r| r.epoch_end).unwrap();
+    assert!(first.extra["feature_std_ratio"] > 0.2 && first.extra["effective_rank"] > 2.0, "{first:?}");
+}

@@ -54,6 +54,10 @@ impl Progress {
                 self.end_preparing();
                 eprintln!("note: {note}");
             }
+            Event::Warning(warning) => match &self.bar {
+                Some(bar) => bar.println(format!("warning: {warning}")),
+                None => eprintln!("warning: {warning}"),
+            },
             Event::Started { run_dir, plugin, first_epoch, epochs, batches_per_epoch, images, data } => {
                 self.end_preparing();
                 eprintln!(

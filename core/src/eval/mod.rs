@@ -6,6 +6,7 @@
 //! candle and use the host's threads, so they are native-only; kNN, projections and feature
 //! extraction also compile for the browser.
 
+mod collapse;
 mod features;
 mod knn;
 mod projection;
@@ -17,6 +18,7 @@ mod finetune;
 #[cfg(not(target_arch = "wasm32"))]
 mod probe;
 
+pub use collapse::{COLLAPSED_RANK, COLLAPSED_STD_RATIO, CollapseStats, effective_rank};
 #[cfg(not(target_arch = "wasm32"))]
 pub use evaluate::{
     EmbedOptions, EvalError, Evaluation, HOLD_OUT, Weights, bank_and_queries, data_spec, knn_top1, probe_top1,

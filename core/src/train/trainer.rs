@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use crate::data::{self, DataReport, DataSplits, Dataset, OpenOptions, Progress};
+use crate::data::{self, ByteImages, DataReport, DataSplits, Dataset, OpenOptions, Progress};
 use crate::data::{Prefetch, batches, epoch_order};
-use crate::eval::{KnnConfig, knn_top1};
+use crate::eval::{CollapseStats, KnnConfig, knn_top1};
 use crate::host::{self, CallError, Plugin, PluginSession, PreparedBatch};
 use crate::model::BackboneSpec;
 use crate::run::store::{RunStore, StoreError, now_unix};
@@ -76,6 +76,9 @@ pub enum Event {
     Preparing(Progress),
     /// Something a person should know that does not stop the run, in one sentence.
     Note(String),
+    /// Something that looks wrong with the training itself (the representation collapsing),
+    /// in one sentence; said once a run.
+    Warning(String),
     Started {
         run_dir: PathBuf,
         plugin: String,
@@ -179,6 +182,19 @@ impl Monitor {
         knn_top1(&bank, &self.bank.labels, &queries, &self.queries.labels, self.classes, KnnConfig::default())
             .map_err(|e| TrainError::Config(format!("kNN monitor: {e}")))
     }
+}
+
+/// Training images whose features the collapse monitor measures after every epoch.
+const COLLAPSE_IMAGES: usize = 512;
+
+/// The collapse monitor's statistics of the backbone features of `probe`.
+fn collapse_stats(session: &PluginSession, probe: &ByteImages) -> Result<CollapseStats, TrainError> {
+    let features = session
+        .embed(probe)?
+        .into_iter()
+        .find(|m| m.name == "features")
+        .ok_or_else(|| TrainError::Config("the plugin's embedding has no `features`".into()))?;
+    Ok(CollapseStats::of(&features))
 }
 
 /// Number of source images whose pretext inputs go to `samples/`.
@@ -475,6 +491,8 @@ fn run_epochs(
     if let Some(note) = monitor_note {
         on_event(Event::Note(note.to_string()));
     }
+    let probe = train_set.images.take(COLLAPSE_IMAGES);
+    let mut warned = false;
 
     let mut status = RunStatus::Completed;
     for epoch in first_epoch..=config.epochs {
@@ -536,8 +554,15 @@ fn run_epochs(
         if let Some(m) = monitor.filter(|_| epoch.is_multiple_of(config.knn_every)) {
             record.knn_top1 = Some(m.measure(session)?);
         }
+        let stats = collapse_stats(session, &probe)?;
+        record.extra.insert("feature_std_ratio".into(), stats.std_ratio);
+        record.extra.insert("effective_rank".into(), stats.effective_rank);
         store.append_metric(&record)?;
         on_event(Event::Epoch(record.clone()));
+        if let Some(w) = stats.warning().filter(|_| !warned) {
+            warned = true;
+            on_event(Event::Warning(format!("epoch {epoch}: {w}")));
+        }
         if stopped || epoch.is_multiple_of(config.checkpoint_every) || epoch == config.epochs {
             let weights = session.save_state()?;
             store.write_checkpoint(epoch, end_step, &weights, Some(record.clone()))?;

@@ -138,7 +138,7 @@ impl Session {
                 }
             }
             Event::Preparing(p) => self.preparing = Some(p),
-            Event::Note(note) => self.notes.push(note),
+            Event::Note(note) | Event::Warning(note) => self.notes.push(note),
             Event::Checkpoint { .. } => {}
         }
     }
