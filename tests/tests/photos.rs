@@ -284,6 +284,19 @@ fn the_cache_matches_direct_decoding_and_is_reused_until_the_folder_changes() {
     assert_eq!(now.len(), 1);
     assert_ne!(now, built);
 
+    // `pretext cache` lists what is cached and clears it.
+    let cache_arg = cache.to_str().unwrap();
+    let listed = pretext(&["cache", "--cache-dir", cache_arg]);
+    listed.assert_success();
+    let source = root.canonicalize().unwrap().display().to_string();
+    assert!(listed.stdout.contains(&format!("{source}  51 images, 64×64 RGB")), "{}", listed.stdout);
+    assert!(listed.stdout.contains("1 cached dataset,"), "{}", listed.stdout);
+    let cleared = pretext(&["cache", "--cache-dir", cache_arg, "--clear"]);
+    cleared.assert_success();
+    assert!(cleared.stdout.starts_with("removed 1 cached dataset ("), "{}", cleared.stdout);
+    assert!(pixel_files(&cache).is_empty());
+    assert!(pretext(&["cache", "--cache-dir", cache_arg]).stdout.contains("0 cached datasets"));
+
     // Without --cache-dir the default cache folder is used ($PRETEXT_CACHE in these tests).
     let default = tmp.path().join("default");
     train("simclr", &root, &default, 1, &[]).assert_success();

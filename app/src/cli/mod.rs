@@ -1,5 +1,6 @@
 //! Command-line parsing and dispatch. Each subcommand lives in its own file.
 
+mod cache;
 mod embed;
 mod eval;
 mod export;
@@ -41,6 +42,8 @@ pub enum Command {
     Gui(gui::GuiArgs),
     /// Serve the browser viewer and the runs, read-only, over HTTP.
     Serve(serve::ServeArgs),
+    /// List the pixel cache of decoded image folders, or clear it.
+    Cache(cache::CacheArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -52,6 +55,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Export(args) => export::run(&args),
         Command::Gui(args) => gui::run(args),
         Command::Serve(args) => serve::run(&args),
+        Command::Cache(args) => cache::run(&args),
     }
 }
 

@@ -11,8 +11,9 @@
 //! renamed, the JSON last, so a crash never leaves an entry that looks complete.
 //!
 //! With `--limit N`, a complete cache of the whole source serves the first N files;
-//! without one, only those N are decoded (into an entry of their own). This file must not
-//! decode images itself (`imagefiles.rs` does).
+//! without one, only those N are decoded (into an entry of their own). [`entries`] and
+//! [`clear`] serve `pretext cache`. This file must not decode images itself
+//! (`imagefiles.rs` does).
 
 use std::fs::File;
 use std::io::BufWriter;
@@ -162,6 +163,64 @@ fn build(
         }
     }
     Ok(())
+}
+
+/// One complete entry of a cache folder, for `pretext cache`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CacheEntry {
+    /// The pixels file.
+    pub path: PathBuf,
+    /// The folder or list file it was decoded from.
+    pub source: String,
+    pub images: usize,
+    pub size: usize,
+    pub channels: usize,
+    /// Bytes on disk (pixels and JSON).
+    pub bytes: u64,
+}
+
+/// The complete entries under `root` (none when it does not exist), sorted by source.
+pub fn entries(root: &Path) -> Vec<CacheEntry> {
+    let mut out = Vec::new();
+    for dir in std::fs::read_dir(root).into_iter().flatten().flatten().map(|e| e.path()) {
+        for json in std::fs::read_dir(&dir).into_iter().flatten().flatten().map(|e| e.path()) {
+            let stem = json.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            if json.extension().is_none_or(|e| e != "json") || stem.starts_with('.') {
+                continue;
+            }
+            let Some((meta, path, _)) = read_entry(&dir, &stem) else { continue };
+            let d = &meta.decoded;
+            let size_of = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+            out.push(CacheEntry {
+                bytes: size_of(&path) + size_of(&json),
+                path,
+                source: meta.source,
+                images: d.train.files - d.train.skipped.len()
+                    + d.test.as_ref().map_or(0, |t| t.files - t.skipped.len()),
+                size: d.size,
+                channels: d.channels,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.source.cmp(&b.source).then(a.path.cmp(&b.path)));
+    out
+}
+
+/// Removes every entry folder under `root` (those holding cache entries or their temporary
+/// files, nothing else), and returns how many entries and bytes went.
+pub fn clear(root: &Path) -> Result<(usize, u64), DataError> {
+    let listed = entries(root);
+    let (count, bytes) = (listed.len(), listed.iter().map(|e| e.bytes).sum());
+    for dir in std::fs::read_dir(root).into_iter().flatten().flatten().map(|e| e.path()) {
+        let ours = std::fs::read_dir(&dir).into_iter().flatten().flatten().all(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.ends_with(".pixels") || name.ends_with(".json") || name.contains(".tmp-")
+        });
+        if dir.is_dir() && ours {
+            std::fs::remove_dir_all(&dir).map_err(|e| cache_error(&dir, &e))?;
+        }
+    }
+    Ok((count, bytes))
 }
 
 /// Opens `listing` through the cache under `root`, building the entry it needs.
