@@ -3,16 +3,15 @@
 //! to N×N and lay it out planar (`c`×N×N bytes, channel after channel).
 //!
 //! The size policy is torchvision's `Resize(N)` + `CenterCrop(N)`: the centred square of the
-//! shorter side is cut out and resized to N×N (triangle filter, i.e. antialiased bilinear,
-//! as PIL's bilinear downscale). Cropping before resizing gives the same picture as
-//! resizing first and resizes fewer pixels. A file that does not decode, or declares
+//! shorter side is resized to N×N with Pillow's antialiased bilinear filter. Cropping before
+//! resizing gives the same picture as resizing first and resizes fewer pixels. A file that does not decode, or declares
 //! dimensions past [`MAX_SIDE`] or an allocation past [`MAX_ALLOC`] (an image bomb), is an
 //! `Err` with one short reason; the caller decides whether that skips the file or stops.
 //! This file must not list folders or know about caches.
 
 use std::path::Path;
 
-use image::imageops::FilterType;
+use fast_image_resize as fir;
 use image::{ColorType, DynamicImage, ImageDecoder, ImageReader, Limits};
 
 /// Longest side a file may declare.
@@ -127,18 +126,40 @@ pub fn decode(path: &Path) -> Result<DynamicImage, String> {
 
 /// The file at `path` as `channels` (1 or 3) planes of `size`×`size`.
 pub fn load(path: &Path, size: u32, channels: usize) -> Result<Vec<u8>, String> {
-    Ok(to_planar(&square(&decode(path)?, size), channels))
+    Ok(to_planar(&square(decode(path)?, size, channels)?, channels))
 }
 
-/// The centred square of the shorter side, resized to `size`×`size`.
-pub fn square(img: &DynamicImage, size: u32) -> DynamicImage {
+/// The centred square of the shorter side, resized to `size`×`size` in `channels` (1 grey,
+/// else RGB), with Pillow's antialiased bilinear filter (what torchvision's `Resize` uses
+/// on PIL images), by `fast_image_resize`.
+pub fn square(img: DynamicImage, size: u32, channels: usize) -> Result<DynamicImage, String> {
+    let img = match (channels, img) {
+        (1, img @ DynamicImage::ImageLuma8(_)) | (3, img @ DynamicImage::ImageRgb8(_)) => img,
+        (1, img) => DynamicImage::ImageLuma8(img.to_luma8()),
+        (_, img) => DynamicImage::ImageRgb8(img.to_rgb8()),
+    };
     let (w, h) = (img.width(), img.height());
     if (w, h) == (size, size) {
-        return img.clone();
+        return Ok(img);
     }
     let side = w.min(h);
-    let cropped = img.crop_imm(centre_offset(w - side), centre_offset(h - side), side, side);
-    if side == size { cropped } else { cropped.resize_exact(size, size, FilterType::Triangle) }
+    let (x, y) = (centre_offset(w - side), centre_offset(h - side));
+    let pixel = if channels == 1 { fir::PixelType::U8 } else { fir::PixelType::U8x3 };
+    let mut out = fir::images::Image::new(size, size, pixel);
+    let options = fir::ResizeOptions::new().resize_alg(fir::ResizeAlg::Convolution(fir::FilterType::Bilinear)).crop(
+        f64::from(x),
+        f64::from(y),
+        f64::from(side),
+        f64::from(side),
+    );
+    fir::Resizer::new().resize(&img, &mut out, &options).map_err(|e| e.to_string())?;
+    let bytes = out.into_vec();
+    let made = if channels == 1 {
+        image::GrayImage::from_raw(size, size, bytes).map(DynamicImage::ImageLuma8)
+    } else {
+        image::RgbImage::from_raw(size, size, bytes).map(DynamicImage::ImageRgb8)
+    };
+    made.ok_or_else(|| "the resized image has the wrong size".to_string())
 }
 
 /// torchvision's `CenterCrop` offset for `spare` pixels: `int(round(spare / 2))`, with
@@ -190,12 +211,20 @@ mod tests {
     fn square_crops_the_centre_of_the_shorter_side() {
         // 6×2: columns 0..6 hold their index; the centred 2×2 is columns 2 and 3.
         let img = image::GrayImage::from_fn(6, 2, |x, _| image::Luma([x as u8 * 10]));
-        let s = square(&DynamicImage::ImageLuma8(img), 2);
+        let s = square(DynamicImage::ImageLuma8(img), 2, 1).unwrap();
         assert_eq!(s.to_luma8().into_raw(), vec![20, 30, 20, 30]);
         // 2×5: torchvision's offset is round(1.5) = 2 (Python rounds halves to even).
         let img = image::GrayImage::from_fn(2, 5, |_, y| image::Luma([y as u8]));
-        let s = square(&DynamicImage::ImageLuma8(img), 2);
+        let s = square(DynamicImage::ImageLuma8(img), 2, 1).unwrap();
         assert_eq!(s.to_luma8().into_raw(), vec![2, 2, 3, 3]);
+        // Pillow's bilinear downscale by 2 spans two input pixels each side of an output's
+        // centre: output 0 (centre 1.0) weighs inputs at 0.5, 1.5, 2.5 by 0.75, 0.75, 0.25,
+        // so halves of 0 and 200 give 0.25·200/1.75 = 28.6 and 1.5·200/1.75 = 171.4.
+        let halves = image::GrayImage::from_fn(4, 4, |x, _| image::Luma([if x < 2 { 0 } else { 200 }]));
+        let s = square(DynamicImage::ImageLuma8(halves.clone()), 2, 1).unwrap();
+        assert_eq!(s.to_luma8().into_raw(), vec![29, 171, 29, 171]);
+        let s = square(DynamicImage::ImageLuma8(halves), 1, 3).unwrap();
+        assert_eq!(s.to_rgb8().into_raw(), vec![100, 100, 100]);
         assert_eq!((centre_offset(1), centre_offset(3), centre_offset(5), centre_offset(4)), (0, 2, 2, 2));
     }
 

@@ -171,9 +171,9 @@ fn resize_in_memory(splits: &mut DataSplits, size: usize) {
         let mut out = super::ByteImages::empty(c, size, size);
         out.data.reserve(s.n * c * size * size);
         for i in 0..s.n {
-            match decode::from_planar(s.image(i), c, h, w) {
-                Some(img) => out.data.extend(decode::to_planar(&decode::square(&img, side), c)),
-                None => out.data.extend(std::iter::repeat_n(0, c * size * size)),
+            match decode::from_planar(s.image(i), c, h, w).map(|img| decode::square(img, side, c)) {
+                Some(Ok(img)) => out.data.extend(decode::to_planar(&img, c)),
+                _ => out.data.extend(std::iter::repeat_n(0, c * size * size)),
             }
             out.n += 1;
         }
