@@ -6,9 +6,11 @@
 
 mod config;
 mod error;
+mod monitor;
 mod samples;
 mod schedule;
 mod seeds;
+mod summary;
 mod trainer;
 
 pub use config::TrainConfig;
@@ -16,4 +18,5 @@ pub use error::TrainError;
 pub use samples::encode_png;
 pub use schedule::LrSchedule;
 pub use seeds::batch_seed;
-pub use trainer::{DataSummary, Event, Summary, train};
+pub use summary::DataSummary;
+pub use trainer::{Event, Summary, train};

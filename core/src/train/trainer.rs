@@ -11,63 +11,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use crate::data::{self, ByteImages, DataReport, DataSplits, Dataset, OpenOptions, Progress};
+use crate::data::{self, DataSplits, Dataset, Progress};
 use crate::data::{Prefetch, batches, epoch_order};
-use crate::eval::{CollapseStats, KnnConfig, knn_top1};
 use crate::host::{self, CallError, Plugin, PluginSession, PreparedBatch};
 use crate::model::BackboneSpec;
 use crate::run::store::{RunStore, StoreError, now_unix};
 use crate::run::{DatasetInfo, FORMAT_VERSION, MetricRecord, RunInfo, RunStatus, TaskRef, checkpoint_stem};
-use crate::task::wire::Matrix;
 use crate::task::{InputSpec, Normalize, OptimizerConfig, SessionConfig, merge_settings};
 
+use super::monitor::{COLLAPSE_IMAGES, Monitor, collapse_stats};
 use super::samples::write_samples;
+use super::summary::DataSummary;
 use super::{LrSchedule, TrainConfig, TrainError, batch_seed};
-
-/// What the training data turned out to be, for the first lines a person reads.
-#[derive(Clone, Debug, PartialEq)]
-pub struct DataSummary {
-    pub name: String,
-    pub images: usize,
-    pub test_images: usize,
-    pub channels: usize,
-    pub size: usize,
-    /// Empty when the data is unlabeled.
-    pub classes: Vec<String>,
-    pub report: DataReport,
-}
-
-impl DataSummary {
-    pub fn new(splits: &DataSplits) -> Self {
-        let t = &splits.train;
-        Self {
-            name: t.name.clone(),
-            images: t.len(),
-            test_images: splits.test.as_ref().map_or(0, Dataset::len),
-            channels: t.channels(),
-            size: t.height(),
-            classes: if t.is_labelled() { t.classes.clone() } else { Vec::new() },
-            report: splits.report.clone(),
-        }
-    }
-
-    /// `64×64 RGB, resized (shorter side, centre crop), 10 classes`: one phrase.
-    pub fn describe(&self) -> String {
-        let colour = if self.channels == 1 { "grey" } else { "RGB" };
-        let how = match (self.report.size_source, self.report.resized) {
-            (data::SizeSource::Native, _) | (_, false) => String::new(),
-            (data::SizeSource::Requested, true) => ", resized (shorter side, centre crop)".into(),
-            (data::SizeSource::Default, true) => {
-                ", resized (shorter side, centre crop; the images have several sizes, --image-size changes it)".into()
-            }
-        };
-        let labels = match self.classes.len() {
-            0 => "unlabeled".to_string(),
-            n => format!("{n} classes"),
-        };
-        format!("{}×{} {colour}{how}, {labels}", self.size, self.size)
-    }
-}
 
 /// Progress reports for a CLI progress bar or a GUI.
 #[derive(Clone, Debug)]
@@ -110,91 +65,6 @@ pub struct Summary {
     pub last_loss: f64,
     pub images_per_sec: f64,
     pub status: RunStatus,
-}
-
-/// Sizes of the kNN monitor's bank (training images) and queries (test images).
-const MONITOR_BANK: usize = 5_000;
-const MONITOR_QUERIES: usize = 2_000;
-
-/// Labelled images the kNN monitor embeds at the end of an epoch.
-struct Monitor {
-    bank: Dataset,
-    queries: Dataset,
-    classes: usize,
-}
-
-impl Monitor {
-    /// The monitor `config` asks for: on the training data's test split, or on `--knn-data`.
-    /// `Err(note)` inside when it is asked for but the data cannot serve it.
-    fn new(
-        config: &TrainConfig,
-        splits: &DataSplits,
-        on_event: &mut dyn FnMut(Event),
-    ) -> Result<Result<Option<Self>, String>, TrainError> {
-        if config.knn_every == 0 {
-            return Ok(Ok(None));
-        }
-        let train = &splits.train;
-        let (bank, queries, spec) = if let Some(spec) = &config.knn_data {
-            let opts = OpenOptions { limit: None, image_size: Some(train.height()), ..config.open_options() };
-            let other = data::open_with(spec, &opts, &mut |p| on_event(Event::Preparing(p)))?;
-            if !other.train.is_labelled() {
-                return Err(TrainError::Config(format!(
-                    "--knn-data `{spec}` has no labels to measure kNN accuracy with"
-                )));
-            }
-            if other.train.channels() != train.channels() {
-                return Err(TrainError::Config(format!(
-                    "--knn-data `{spec}` has {} channels but the training images have {}",
-                    other.train.channels(),
-                    train.channels()
-                )));
-            }
-            let DataSplits { train: mut bank, test, .. } = other;
-            let queries = test.unwrap_or_else(|| bank.split_last(MONITOR_QUERIES.min(bank.len() / 2)));
-            (bank, queries, spec.as_str())
-        } else {
-            let test = splits.test.as_ref().filter(|t| train.is_labelled() && t.is_labelled());
-            let Some(test) = test else {
-                let why = if train.is_labelled() { "has no test split" } else { "is unlabeled" };
-                return Ok(Err(format!(
-                    "the kNN monitor is off: `{}` {why}; name a labelled dataset with --knn-data",
-                    config.data
-                )));
-            };
-            (train.take(MONITOR_BANK), test.take(MONITOR_QUERIES), config.data.as_str())
-        };
-        let (bank, queries) = (bank.take(MONITOR_BANK), queries.take(MONITOR_QUERIES));
-        if bank.is_empty() || queries.is_empty() {
-            return Err(TrainError::Config(format!("the kNN monitor's data `{spec}` has too few images")));
-        }
-        let classes = bank.num_classes().max(queries.num_classes());
-        Ok(Ok(Some(Self { bank, queries, classes })))
-    }
-
-    fn measure(&self, session: &PluginSession) -> Result<f64, TrainError> {
-        let last = |m: Vec<Matrix>| m.into_iter().find(|m| m.name == "features");
-        let (Some(bank), Some(queries)) =
-            (last(session.embed(&self.bank.images.batch())?), last(session.embed(&self.queries.images.batch())?))
-        else {
-            return Err(TrainError::Config("the plugin's embedding has no `features`".into()));
-        };
-        knn_top1(&bank, &self.bank.labels, &queries, &self.queries.labels, self.classes, KnnConfig::default())
-            .map_err(|e| TrainError::Config(format!("kNN monitor: {e}")))
-    }
-}
-
-/// Training images whose features the collapse monitor measures after every epoch.
-const COLLAPSE_IMAGES: usize = 512;
-
-/// The collapse monitor's statistics of the backbone features of `probe`.
-fn collapse_stats(session: &PluginSession, probe: &ByteImages) -> Result<CollapseStats, TrainError> {
-    let features = session
-        .embed(probe)?
-        .into_iter()
-        .find(|m| m.name == "features")
-        .ok_or_else(|| TrainError::Config("the plugin's embedding has no `features`".into()))?;
-    Ok(CollapseStats::of(&features))
 }
 
 /// Number of source images whose pretext inputs go to `samples/`.
