@@ -15,14 +15,11 @@ pub fn shapes_images(n: usize, seed: u64) -> Dataset {
     shapes::generate(n, seed)
 }
 
-fn png(data: &Dataset, i: usize) -> image::RgbImage {
-    let (h, w) = (data.height(), data.width());
-    let plane = h * w;
-    let img = data.images.image(i);
-    image::RgbImage::from_fn(u32::try_from(w).unwrap(), u32::try_from(h).unwrap(), |x, y| {
-        let p = y as usize * w + x as usize;
-        image::Rgb([img[p], img[plane + p], img[2 * plane + p]])
-    })
+/// Image `i` of an RGB dataset as an RGB image.
+pub fn png(data: &Dataset, i: usize) -> image::RgbImage {
+    pretext_core::data::decode::from_planar(data.images.image(i), data.channels(), data.height(), data.width())
+        .expect("a dataset image has its dataset's shape")
+        .to_rgb8()
 }
 
 fn write_class_tree(root: &Path, data: &Dataset) {

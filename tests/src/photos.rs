@@ -16,13 +16,7 @@ use pretext_core::data::shapes;
 /// The `i`-th `shapes` image (32×32 RGB) and its class.
 pub fn shape(i: usize, seed: u64) -> (RgbImage, usize) {
     let d = shapes::generate(i + 1, seed);
-    let img = d.images.image(i);
-    let plane = 32 * 32;
-    let rgb = RgbImage::from_fn(32, 32, |x, y| {
-        let p = (y * 32 + x) as usize;
-        image::Rgb([img[p], img[plane + p], img[2 * plane + p]])
-    });
-    (rgb, d.labels[i] as usize)
+    (crate::fixtures::png(&d, i), d.labels[i] as usize)
 }
 
 /// A shape scaled to `w`×`h` (aspect ratio not kept: a "photo" of that size).

@@ -58,10 +58,11 @@ impl Progress {
                 Some(bar) => bar.println(format!("warning: {warning}")),
                 None => eprintln!("warning: {warning}"),
             },
-            Event::Started { run_dir, plugin, first_epoch, epochs, batches_per_epoch, images, data } => {
+            Event::Started { run_dir, plugin, first_epoch, epochs, batches_per_epoch, data } => {
                 self.end_preparing();
                 eprintln!(
-                    "training {plugin} on {images} images of {} ({}), epochs {first_epoch}..={epochs}, {batches_per_epoch} batches each, into {}",
+                    "training {plugin} on {} images of {} ({}), epochs {first_epoch}..={epochs}, {batches_per_epoch} batches each, into {}",
+                    data.images,
                     data.name,
                     data.describe(),
                     run_dir.display()

@@ -7,10 +7,14 @@ use egui::{ColorImage, TextureHandle, TextureOptions};
 /// Decodes a PNG (or JPEG) into an egui texture. Pixel art is shown with nearest filtering.
 pub fn load_texture(ctx: &egui::Context, name: &str, bytes: &[u8]) -> Result<TextureHandle, String> {
     let image = image::load_from_memory(bytes).map_err(|e| format!("not an image the viewer can read ({e})"))?;
+    Ok(ctx.load_texture(name, color_image(&image), TextureOptions::NEAREST))
+}
+
+/// An image as egui's pixels.
+pub fn color_image(image: &image::DynamicImage) -> ColorImage {
     let rgba = image.to_rgba8();
     let size = [rgba.width() as usize, rgba.height() as usize];
-    let color = ColorImage::from_rgba_unmultiplied(size, rgba.as_raw());
-    Ok(ctx.load_texture(name, color, TextureOptions::NEAREST))
+    ColorImage::from_rgba_unmultiplied(size, rgba.as_raw())
 }
 
 /// The kernels of a checkpoint's first convolution, laid out as a grid in one texture.

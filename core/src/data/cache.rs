@@ -71,27 +71,37 @@ fn entry_dir(root: &Path, listing: &Listing, opts: &DecodeOptions) -> PathBuf {
     root.join(format!("{name}-{}", hex(&h.finalize(), 12)))
 }
 
-/// Hash of every listed file's path, label, size and modification time, and the options.
-fn fingerprint(listing: &Listing, opts: &DecodeOptions) -> Result<String, DataError> {
+/// Size and modification time (ns) of every listed file, split by split.
+fn stat_all(listing: &Listing) -> Result<Vec<Vec<(u64, u128)>>, DataError> {
+    listing
+        .splits()
+        .map(|(_, files)| {
+            files
+                .par_iter()
+                .map(|f| {
+                    let m = std::fs::metadata(&f.path).map_err(|e| DataError::io(&f.path, e))?;
+                    let mtime =
+                        m.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
+                    Ok((m.len(), mtime))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Hash of every listed file's path, label, size and modification time (`stats`, from
+/// [`stat_all`] of this listing or one it is the start of), and the options.
+fn fingerprint(listing: &Listing, stats: &[Vec<(u64, u128)>], opts: &DecodeOptions) -> String {
     let mut h = Sha256::new();
     h.update(format!("pretext-cache {CACHE_VERSION} {:?} {:?}\0", opts.image_size, listing.classes).as_bytes());
-    for (name, files) in listing.splits() {
-        let stats: Vec<(u64, u128)> = files
-            .par_iter()
-            .map(|f| {
-                let m = std::fs::metadata(&f.path).map_err(|e| DataError::io(&f.path, e))?;
-                let mtime =
-                    m.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
-                Ok((m.len(), mtime))
-            })
-            .collect::<Result<_, DataError>>()?;
+    for ((name, files), stats) in listing.splits().zip(stats) {
         h.update(format!("{name} {}\0", files.len()).as_bytes());
         for (f, (len, mtime)) in files.iter().zip(stats) {
             h.update(f.path.as_os_str().as_encoded_bytes());
             h.update(format!("\0{} {len} {mtime}\0", f.label).as_bytes());
         }
     }
-    Ok(hex(&h.finalize(), 24))
+    hex(&h.finalize(), 24)
 }
 
 /// A complete entry, if `dir` has one for `fingerprint`.
@@ -195,8 +205,7 @@ pub fn entries(root: &Path) -> Vec<CacheEntry> {
                 bytes: size_of(&path) + size_of(&json),
                 path,
                 source: meta.source,
-                images: d.train.files - d.train.skipped.len()
-                    + d.test.as_ref().map_or(0, |t| t.files - t.skipped.len()),
+                images: d.images(),
                 size: d.size,
                 channels: d.channels,
             });
@@ -233,14 +242,16 @@ pub fn open(
 ) -> Result<DataSplits, DataError> {
     let dir = entry_dir(root, listing, opts);
     std::fs::create_dir_all(&dir).map_err(|e| cache_error(&dir, &e))?;
-    let whole = fingerprint(listing, opts)?;
+    // One stat per file serves both fingerprints: the first N files' are a prefix.
+    let stats = stat_all(listing)?;
+    let whole = fingerprint(listing, &stats, opts);
     let mut found = read_entry(&dir, &whole).map(|e| (e, limit));
     let mut built = false;
     if found.is_none() {
         let (target, key) = match limit.filter(|&l| l < listing.train.len()) {
             Some(l) => {
                 let part = limited(listing, Some(l));
-                let key = fingerprint(&part, opts)?;
+                let key = fingerprint(&part, &stats, opts);
                 (part, key)
             }
             None => (listing.clone(), whole),
@@ -255,9 +266,8 @@ pub fn open(
     let Some(((meta, path, map), limit)) = found else {
         return Err(DataError::Cache { path: dir, cause: "the entry just written does not read back".into() });
     };
-    let (mut splits, mut report) = assemble(&listing.name, &meta.decoded, &Pixels::Mapped(map), limit)?;
-    report.decoded =
-        if built { meta.decoded.train.files + meta.decoded.test.as_ref().map_or(0, |t| t.files) } else { 0 };
+    let (mut splits, mut report) = assemble(&listing.name, &meta.decoded, Pixels::Mapped(map), limit)?;
+    report.decoded = if built { meta.decoded.files() } else { 0 };
     report.cache = Some(CacheUse { path: path.display().to_string(), reused: !built });
     splits.report = report;
     Ok(splits)

@@ -112,12 +112,7 @@ impl Dataset {
         let mut held = vec![false; self.len()];
         let mut rng = SplitMix64(seed ^ 0x686f_6c64_6f75_7400);
         for members in &mut by_class {
-            for i in (1..members.len()).rev() {
-                // `i + 1` fits in u64 and the result is at most `i`: both casts are lossless.
-                #[allow(clippy::cast_possible_truncation)]
-                let j = rng.below(i as u64 + 1) as usize;
-                members.swap(i, j);
-            }
+            rng.shuffle(members);
             #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
             let n = ((members.len() as f64 * fraction).round() as usize).min(members.len().saturating_sub(1));
             for &i in &members[..n] {

@@ -80,9 +80,23 @@ impl Decoded {
         self.channels * self.size * self.size
     }
 
+    fn splits(&self) -> impl Iterator<Item = &DecodedSplit> {
+        std::iter::once(&self.train).chain(self.test.as_ref())
+    }
+
+    /// Image files the pass read, decoded or skipped.
+    pub fn files(&self) -> usize {
+        self.splits().map(|s| s.files).sum()
+    }
+
+    /// Images the splits hold.
+    pub fn images(&self) -> usize {
+        self.splits().map(DecodedSplit::kept).sum()
+    }
+
     /// Bytes of pixels the splits hold.
     pub fn pixel_bytes(&self) -> usize {
-        (self.train.kept() + self.test.as_ref().map_or(0, DecodedSplit::kept)) * self.image_len()
+        self.images() * self.image_len()
     }
 }
 
@@ -189,7 +203,7 @@ pub(crate) enum Pixels {
 pub(crate) fn assemble(
     name: &str,
     decoded: &Decoded,
-    pixels: &Pixels,
+    mut pixels: Pixels,
     limit: Option<usize>,
 ) -> Result<(DataSplits, DataReport), DataError> {
     let (s, c, len) = (decoded.size, decoded.channels, decoded.image_len());
@@ -211,22 +225,22 @@ pub(crate) fn assemble(
         parts.push((split, files - skipped.len()));
     }
     let shape_error = |e: super::ShapeError| DataError::Corrupt { path: name.into(), reason: e.to_string() };
+    // The next split starts after every image this split decoded, kept or not.
     let mut offset = 0;
     let mut sets = Vec::new();
     for (split, n) in parts {
-        let images = match pixels {
+        let images = match &mut pixels {
             Pixels::Mapped(map) => {
                 PixelStore::mapped(std::sync::Arc::clone(map), offset, (n, c, s, s)).map_err(shape_error)?
             }
-            Pixels::Memory(bytes) => {
-                let bytes = bytes.get(offset..offset + n * len).ok_or_else(|| DataError::Corrupt {
-                    path: name.into(),
-                    reason: "it holds fewer pixels than images".into(),
-                })?;
-                PixelStore::from(ByteImages::new(n, c, s, s, bytes.to_vec()).map_err(shape_error)?)
+            Pixels::Memory(rest) => {
+                // Each split takes its bytes off the front of the buffer: nothing is copied.
+                let tail = rest.split_off((split.kept() * len).min(rest.len()));
+                let mut bytes = std::mem::replace(rest, tail);
+                bytes.truncate(n * len);
+                PixelStore::from(ByteImages::new(n, c, s, s, bytes).map_err(shape_error)?)
             }
         };
-        // The next split starts after every image this split decoded, kept or not.
         offset += split.kept() * len;
         let labels = if decoded.classes.is_empty() { Vec::new() } else { split.labels[..n].to_vec() };
         sets.push(Dataset { name: name.to_owned(), images, labels, classes: decoded.classes.clone() });
@@ -246,8 +260,8 @@ pub fn load(
     let listing = limited(listing, limit);
     let mut bytes = Vec::new();
     let decoded = decode_into(&listing, opts, &mut bytes, progress)?;
-    let (mut splits, mut report) = assemble(&listing.name, &decoded, &Pixels::Memory(bytes), None)?;
-    report.decoded = decoded.train.kept() + decoded.test.as_ref().map_or(0, DecodedSplit::kept);
+    let (mut splits, mut report) = assemble(&listing.name, &decoded, Pixels::Memory(bytes), None)?;
+    report.decoded = decoded.files();
     splits.report = report;
     Ok(splits)
 }

@@ -17,12 +17,7 @@ use super::splitmix::SplitMix64;
 pub fn epoch_order(len: usize, seed: u64, epoch: u64) -> Vec<usize> {
     let mut rng = SplitMix64(seed ^ SplitMix64(epoch ^ 0x6570_6f63_6800_0000).next_u64());
     let mut order: Vec<usize> = (0..len).collect();
-    for i in (1..len).rev() {
-        // `i + 1` fits in u64 and the result is at most `i`, so both casts are lossless.
-        #[allow(clippy::cast_possible_truncation)]
-        let j = rng.below(i as u64 + 1) as usize;
-        order.swap(i, j);
-    }
+    rng.shuffle(&mut order);
     order
 }
 

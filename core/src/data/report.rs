@@ -57,7 +57,8 @@ pub struct DataReport {
     /// True when the images were resized (shorter side to the size, then centre-cropped).
     #[serde(default)]
     pub resized: bool,
-    /// Images decoded by this open (0 when every pixel came from the cache).
+    /// Image files this open read and decoded, skipped ones included (0 when every pixel
+    /// came from the cache).
     #[serde(default)]
     pub decoded: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -27,4 +27,14 @@ impl SplitMix64 {
             }
         }
     }
+
+    /// Shuffles `items` in place (Fisher–Yates, from the last item down).
+    pub(crate) fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            // `i + 1` fits in u64 and the result is at most `i`, so both casts are lossless.
+            #[allow(clippy::cast_possible_truncation)]
+            let j = self.below(i as u64 + 1) as usize;
+            items.swap(i, j);
+        }
+    }
 }

@@ -40,7 +40,7 @@ pub enum Event {
         first_epoch: u64,
         epochs: u64,
         batches_per_epoch: u64,
-        images: usize,
+        /// The training data; `data.images` is how many images an epoch goes over.
         data: DataSummary,
     },
     Step {
@@ -124,13 +124,14 @@ pub fn train(
         normalize: Normalize { mean, std: std.iter().map(|s| s.max(1e-3)).collect() },
     };
     let session = PluginSession::create(&plugin, &session_config)?;
-    let samples = if resume {
-        None
-    } else {
+    // A new run makes its samples before its directory exists (a plugin that cannot is
+    // refused with nothing left behind); a resumed run only needs them if it starts over.
+    let make_samples = || -> Result<_, TrainError> {
         let sources = train_set.images.take(SAMPLE_SOURCES);
         let made = session.sample(&sources, batch_seed(config.seed, 0, u64::MAX))?;
-        Some((sources, made))
+        Ok((sources, made))
     };
+    let mut samples = if resume { None } else { Some(make_samples()?) };
 
     let created = !run_dir.exists();
     let store = RunStore::create(&run_dir)?;
@@ -174,13 +175,9 @@ pub fn train(
             }
             info.epochs_done = meta.epoch;
         } else {
-            let (sources, made) = match &samples {
-                Some(s) => (s.0.clone(), s.1.clone()),
-                None => {
-                    let sources = train_set.images.take(SAMPLE_SOURCES);
-                    let made = session.sample(&sources, batch_seed(config.seed, 0, u64::MAX))?;
-                    (sources, made)
-                }
+            let (sources, made) = match samples.take() {
+                Some(made) => made,
+                None => make_samples()?,
             };
             write_samples(&store.layout.samples(), &sources, &made)?;
         }
@@ -355,7 +352,6 @@ fn run_epochs(
         first_epoch,
         epochs: config.epochs,
         batches_per_epoch,
-        images: train_set.len(),
         data: data.clone(),
     });
     if let Some(note) = monitor_note {

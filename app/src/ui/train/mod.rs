@@ -187,7 +187,7 @@ impl TrainView {
 
     /// Opens the form's data as training will, on a thread, and shows it when ready.
     pub fn preview(&mut self, ctx: &egui::Context) {
-        let key = PreviewKey { data: self.form.data.trim().to_string(), opts: self.open_options() };
+        let key = self.preview_key();
         self.message = None;
         self.preview = Some(Preview::start(ctx, key));
     }
@@ -202,9 +202,11 @@ impl TrainView {
         self.preview.as_ref().and_then(Preview::summary)
     }
 
-    fn open_options(&self) -> pretext_core::data::OpenOptions {
+    /// The form's data settings (what to read and how), the rest left at the defaults.
+    fn data_config(&self) -> TrainConfig {
         let f = &self.form;
         TrainConfig {
+            data: f.data.trim().to_string(),
             image_size: f.image_size,
             no_labels: f.no_labels,
             cache_dir: Some(f.cache_dir.trim()).filter(|d| !d.is_empty()).map(PathBuf::from),
@@ -212,7 +214,12 @@ impl TrainView {
             seed: f.seed,
             ..TrainConfig::default()
         }
-        .open_options()
+    }
+
+    /// What a preview of the form's data reads: exactly what training will.
+    fn preview_key(&self) -> PreviewKey {
+        let c = self.data_config();
+        PreviewKey { opts: c.open_options(), data: c.data }
     }
 
     /// Asks the desktop for a folder on a thread (the dialog blocks), without blocking the UI.
@@ -410,9 +417,8 @@ impl TrainView {
         });
         egui::CentralPanel::default().show(ui, |ui| {
             if self.preview.is_some() {
-                let current = self.preview.as_ref().is_some_and(|p| {
-                    p.key == PreviewKey { data: self.form.data.trim().to_string(), opts: self.open_options() }
-                });
+                let key = self.preview_key();
+                let current = self.preview.as_ref().is_some_and(|p| p.key == key);
                 egui::CollapsingHeader::new("Data").default_open(true).show(ui, |ui| {
                     if !current {
                         ui.weak("The data settings changed since this preview: Preview again to see them.");
@@ -451,10 +457,6 @@ impl TrainView {
         };
         let config = TrainConfig {
             task: plugin.display().to_string(),
-            data: f.data.trim().to_string(),
-            image_size: f.image_size,
-            no_labels: f.no_labels,
-            cache_dir: Some(f.cache_dir.trim()).filter(|d| !d.is_empty()).map(PathBuf::from),
             backbone: f.backbone,
             width: (f.width > 0).then_some(f.width),
             epochs: f.epochs,
@@ -462,12 +464,10 @@ impl TrainView {
             lr: f.lr,
             optimizer: f.optimizer,
             device: f.device.trim().to_string(),
-            seed: f.seed,
-            limit: f.limit,
             out: Some(self.runs_dir.join(&name)),
             knn_every: f.knn_every,
             task_config,
-            ..TrainConfig::default()
+            ..self.data_config()
         };
         config.validate()?;
         Ok((name, config))

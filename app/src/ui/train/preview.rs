@@ -9,10 +9,11 @@
 use std::sync::{Arc, Mutex};
 
 use egui::TextureHandle;
-use pretext_core::data::{self, ByteImages, OpenOptions, Progress};
+use pretext_core::data::{self, ByteImages, OpenOptions, Progress, decode};
 use pretext_core::train::DataSummary;
 
 use super::super::error_label;
+use super::super::images::color_image;
 
 /// How many of the first images the grid shows.
 const THUMBS: usize = 24;
@@ -114,9 +115,14 @@ impl Preview {
                 let textures = self.textures.get_or_insert_with(|| {
                     let t = &ready.thumbs;
                     (0..t.n)
-                        .map(|i| {
-                            let image = planar_image(t.image(i), t.c, t.h, t.w);
-                            ui.ctx().load_texture(format!("preview-{i}"), image, egui::TextureOptions::LINEAR)
+                        .filter_map(|i| decode::from_planar(t.image(i), t.c, t.h, t.w))
+                        .enumerate()
+                        .map(|(i, image)| {
+                            ui.ctx().load_texture(
+                                format!("preview-{i}"),
+                                color_image(&image),
+                                egui::TextureOptions::LINEAR,
+                            )
                         })
                         .collect()
                 });
@@ -154,15 +160,4 @@ fn summary(ui: &mut egui::Ui, s: &DataSummary) {
     if let Some(c) = &s.report.cache {
         ui.weak(format!("pixel cache: {} ({})", c.path, if c.reused { "reused" } else { "built now" }));
     }
-}
-
-/// Planar bytes of one image (`c` = 1 grey or 3 RGB planes of `h`×`w`) as an egui image.
-fn planar_image(bytes: &[u8], c: usize, h: usize, w: usize) -> egui::ColorImage {
-    let plane = h * w;
-    let mut image = egui::ColorImage::filled([w, h], egui::Color32::BLACK);
-    for (i, px) in image.pixels.iter_mut().enumerate().take(plane) {
-        let at = |ch: usize| bytes.get(ch.min(c.saturating_sub(1)) * plane + i).copied().unwrap_or(0);
-        *px = egui::Color32::from_rgb(at(0), at(1), at(2));
-    }
-    image
 }
