@@ -5,7 +5,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use candle_core::Tensor;
 use candle_nn::{Linear, Module, VarBuilder};
 use pretext_core::augment::{Image, hflip};
 use pretext_core::data::{ByteImages, FloatImages};
@@ -13,7 +12,8 @@ use pretext_core::model::{BackboneKind, BackboneSpec};
 use pretext_core::task::losses::classification;
 use pretext_core::task::wire::decode_matrices;
 use pretext_core::task::{
-    InputSpec, Normalize, OptimizerConfig, PretextTask, Session, SessionConfig, TaskError, TaskInfo, TaskOutput, Views,
+    InputSpec, Normalize, OptimizerConfig, PretextTask, Schedule, Session, SessionConfig, Step, TaskError, TaskInfo,
+    TaskOutput, Views,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -42,21 +42,15 @@ impl PretextTask for Flip {
             hflip(&img).push_to(&mut images).map_err(|e| TaskError::Input(e.to_string()))?;
             targets.extend([0, 1]);
         }
-        Ok(Views { images, targets })
+        Ok(Views::new(images, targets))
     }
 
     fn build_head(&self, feature_dim: usize, vb: VarBuilder) -> candle_core::Result<Linear> {
         candle_nn::linear(feature_dim, 2, vb.pp("fc"))
     }
 
-    fn loss(
-        &self,
-        head: &Linear,
-        features: &Tensor,
-        targets: Option<&Tensor>,
-        _train: bool,
-    ) -> candle_core::Result<TaskOutput> {
-        classification(&head.forward(features)?, targets.expect("flip views have targets"))
+    fn loss(&self, step: &mut Step<'_, Linear>) -> candle_core::Result<TaskOutput> {
+        classification(&step.head().forward(&step.features()?)?, step.targets()?)
     }
 }
 
@@ -83,18 +77,17 @@ impl PretextTask for Other {
         Flip.build_head(feature_dim, vb)
     }
 
-    fn loss(
-        &self,
-        head: &Linear,
-        features: &Tensor,
-        targets: Option<&Tensor>,
-        train: bool,
-    ) -> candle_core::Result<TaskOutput> {
-        Flip.loss(head, features, targets, train)
+    fn loss(&self, step: &mut Step<'_, Linear>) -> candle_core::Result<TaskOutput> {
+        Flip.loss(step)
     }
 }
 
 const SIDE: usize = 16;
+
+/// Step `step` of a 10-step, 1-epoch run at a fixed rate.
+fn at(step: u64) -> Schedule {
+    Schedule { step, total_steps: 10, epoch: 1, epochs: 1, lr: 1e-2 }
+}
 
 fn config(kind: BackboneKind, seed: u64) -> SessionConfig {
     SessionConfig {
@@ -137,7 +130,7 @@ fn round_trip(kind: BackboneKind) {
     let trained = Session::<Flip>::new(config(kind, 1)).unwrap();
     for step in 0..3 {
         let views = trained.prepare(&random_batch(8, step), step).unwrap();
-        let metrics = trained.train_step(&views, 1e-2).unwrap();
+        let metrics = trained.train_step(&views, at(step)).unwrap();
         assert!(metrics["loss"].is_finite());
     }
     let probe = random_batch(6, 99);
@@ -163,8 +156,8 @@ fn round_trip(kind: BackboneKind) {
 
     // Training on continues identically from the loaded state (optimizer moments included).
     let views = trained.prepare(&random_batch(8, 5), 5).unwrap();
-    let m1 = trained.train_step(&views, 1e-2).unwrap();
-    let m2 = fresh.train_step(&views, 1e-2).unwrap();
+    let m1 = trained.train_step(&views, at(3)).unwrap();
+    let m2 = fresh.train_step(&views, at(3)).unwrap();
     assert_eq!(m1["loss"].to_bits(), m2["loss"].to_bits());
     assert!(trained.embed(&probe).unwrap() == fresh.embed(&probe).unwrap(), "training on diverged");
 }

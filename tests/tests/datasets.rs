@@ -11,6 +11,9 @@ use pretext_tests::fixtures::{write_cifar_dir, write_idx_dir, write_image_folder
 use pretext_tests::{RunCheck, pretext, temp_dir, train_small};
 
 const TASKS: [&str; 3] = ["simclr", "jigsaw", "rotation"];
+/// The SDK v2 tasks; their losses need more than three short epochs to fall reliably, so
+/// these runs check completion and the dataset record only.
+const NEW_TASKS: [&str; 4] = ["byol", "dino", "barlow", "vicreg"];
 
 /// Trains `task` for three epochs on `data` (small, narrow settings) into `out`.
 fn train(task: &str, data: &str, limit: usize, out: &Path) -> RunCheck {
@@ -26,9 +29,9 @@ fn fashion_mnist_by_name() {
         return;
     }
     let tmp = temp_dir();
-    for task in TASKS {
+    for task in TASKS.into_iter().chain(NEW_TASKS) {
         let run = train(task, "fashion-mnist", 256, &tmp.path().join(task));
-        let losses = run.assert_completed(3);
+        let losses = if TASKS.contains(&task) { run.assert_completed(3) } else { run.assert_complete_files(3) };
         eprintln!("fashion-mnist {task}: {losses:?}");
         let info = run.info().dataset;
         assert_eq!((info.name.as_str(), info.train_images, info.test_images), ("fashion-mnist", 256, 10_000));

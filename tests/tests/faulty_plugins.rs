@@ -35,7 +35,7 @@ fn broken_dir() -> &'static Path {
     DIR.get_or_init(|| {
         let dir = temp_dir();
         build_rust_fixture(&header_only_plugin(MAGIC ^ 0xff, ABI_VERSION), &dir.path().join("libpretext_badmagic.so"));
-        build_rust_fixture(&header_only_plugin(MAGIC, ABI_VERSION + 98), &dir.path().join("libpretext_oldabi.so"));
+        build_rust_fixture(&header_only_plugin(MAGIC, ABI_VERSION - 1), &dir.path().join("libpretext_oldabi.so"));
         std::fs::write(dir.path().join("libpretext_notalib.so"), "this is a text file, not a shared library\n")
             .unwrap();
         dir
@@ -48,7 +48,7 @@ fn broken(name: &str) -> PathBuf {
 }
 
 fn wrong_abi_text() -> String {
-    format!("uses plugin ABI version {}, but this pretext uses version {ABI_VERSION}", ABI_VERSION + 98)
+    format!("uses plugin ABI version {}, but this pretext uses version {ABI_VERSION}", ABI_VERSION - 1)
 }
 
 #[test]

@@ -163,6 +163,18 @@ pub fn color_jitter(
     out
 }
 
+/// torchvision's `RandomSolarize(threshold)` applied: every value at or above `threshold`
+/// becomes `1 - value` (BYOL's and DINO's second view, threshold 0.5 on `0..=1`).
+pub fn solarize(img: &Image, threshold: f32) -> Image {
+    let mut out = img.clone();
+    for v in &mut out.data {
+        if *v >= threshold {
+            *v = 1.0 - *v;
+        }
+    }
+    out
+}
+
 /// SimCLR's blur kernel size: about 10% of the smaller side, made odd, at least 3.
 pub fn gaussian_kernel_size(h: usize, w: usize) -> usize {
     (h.min(w) / 10).max(3) | 1

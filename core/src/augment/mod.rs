@@ -15,7 +15,7 @@ mod tiles;
 
 pub use color::{
     adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, color_jitter, gaussian_blur,
-    gaussian_blur_with_kernel, gaussian_kernel_size, grayscale,
+    gaussian_blur_with_kernel, gaussian_kernel_size, grayscale, solarize,
 };
 pub use crop::{
     CropBox, DEFAULT_CROP_RATIO, check_crop_scale, crop, pad_crop, random_resized_crop, random_resized_crop_params,

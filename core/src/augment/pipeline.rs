@@ -8,7 +8,7 @@
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::color::{color_jitter, gaussian_blur, grayscale};
+use super::color::{color_jitter, gaussian_blur, grayscale, solarize};
 use super::crop::{DEFAULT_CROP_RATIO, random_resized_crop};
 use super::flip::hflip;
 use super::image::Image;
@@ -18,9 +18,9 @@ use crate::data::FloatImages;
 const BLUR_SIGMA: (f32, f32) = (0.1, 2.0);
 
 /// SimCLR's view: random resized crop to `size`×`size`, horizontal flip with `flip_p`, colour
-/// jitter `(brightness, contrast, saturation, hue)` with `jitter_p`, grayscale with `gray_p`
-/// and Gaussian blur (sigma 0.1..2.0) with `blur_p`, in that order. The output is in `0..=1`,
-/// not yet normalised.
+/// jitter `(brightness, contrast, saturation, hue)` with `jitter_p`, grayscale with `gray_p`,
+/// Gaussian blur (sigma 0.1..2.0) with `blur_p` and solarisation (threshold 0.5, BYOL's
+/// addition) with `solarize_p`, in that order. The output is in `0..=1`, not yet normalised.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SimclrAugment {
     pub size: usize,
@@ -30,6 +30,8 @@ pub struct SimclrAugment {
     pub jitter_p: f32,
     pub gray_p: f32,
     pub blur_p: f32,
+    #[serde(default)]
+    pub solarize_p: f32,
 }
 
 impl Default for SimclrAugment {
@@ -45,6 +47,7 @@ impl Default for SimclrAugment {
             jitter_p: 0.8,
             gray_p: 0.2,
             blur_p: 0.0,
+            solarize_p: 0.0,
         }
     }
 }
@@ -76,6 +79,10 @@ impl SimclrAugment {
         if chance(rng, self.blur_p) {
             let sigma = BLUR_SIGMA.0 + (BLUR_SIGMA.1 - BLUR_SIGMA.0) * rng.random::<f32>();
             out = gaussian_blur(&out, sigma);
+        }
+        // No draw at p = 0, so pipelines without solarisation keep SimCLR's random stream.
+        if self.solarize_p > 0.0 && chance(rng, self.solarize_p) {
+            out = solarize(&out, 0.5);
         }
         out
     }

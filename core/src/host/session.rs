@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::data::ByteImages;
-use crate::task::abi::{self, Bytes, ImagesRef, OwnedBuf, PreparedPtr, SessionPtr};
+use crate::task::abi::{self, Bytes, ImagesRef, OwnedBuf, PreparedPtr, SessionPtr, StepInfo};
 use crate::task::wire::{Matrix, SampleImage, decode_matrices, decode_samples};
 use crate::task::{SessionConfig, StepMetrics};
 
@@ -129,11 +129,11 @@ impl PluginSession {
     }
 
     /// One training step; a non-finite loss is [`CallError::NonFinite`] and changes nothing.
-    pub fn train_step(&self, batch: &PreparedBatch, lr: f64) -> Result<StepMetrics, CallError> {
+    pub fn train_step(&self, batch: &PreparedBatch, info: StepInfo) -> Result<StepMetrics, CallError> {
         let h = &self.handle;
         let out = self.call("run a training step", |out, err| {
             // SAFETY: the session is live and `batch` is a live prepared batch of it.
-            unsafe { (h.plugin.decl.vtable.train_step)(h.ptr, batch.ptr, lr, out, err) }
+            unsafe { (h.plugin.decl.vtable.train_step)(h.ptr, batch.ptr, info, out, err) }
         })?;
         serde_json::from_slice(&out).map_err(|e| self.bad("run a training step", &e))
     }

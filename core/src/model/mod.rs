@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 pub use conv::{Conv2d, ConvImpl, conv_impl, conv2d, set_conv_impl};
 pub use convnet::ConvNet;
 pub use init::seeded_var_builder;
-pub use norm::BatchNorm2d;
+pub use norm::{BatchNorm2d, is_buffer};
 pub use resnet::ResNet18;
 
 /// Name of the first convolution's weight in every backbone (without the `backbone.` prefix).

@@ -13,6 +13,13 @@
 use candle_core::{Result, Tensor};
 use candle_nn::{BatchNormConfig, ModuleT, VarBuilder};
 
+/// Whether a variable name is a batch norm's running statistic (a buffer, not trained):
+/// optimizers skip these because they have no gradient, the EMA teacher because its own
+/// forward passes keep them.
+pub fn is_buffer(name: &str) -> bool {
+    name.ends_with(".running_mean") || name.ends_with(".running_var")
+}
+
 /// `nn.BatchNorm2d(num_features)`: parameters `weight`, `bias`, buffers `running_mean`,
 /// `running_var`.
 #[derive(Clone, Debug)]

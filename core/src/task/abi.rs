@@ -9,9 +9,10 @@ use std::ffi::c_void;
 
 /// "PRETEXT1" in ASCII: the first field of every plugin declaration.
 pub const MAGIC: u64 = u64::from_be_bytes(*b"PRETEXT1");
-/// Bumped whenever any type or function in this file changes.
-pub const ABI_VERSION: u32 = 1;
-/// The one symbol a plugin exports.
+/// Bumped whenever any type or function in this file changes. 2: `train_step` takes a
+/// [`StepInfo`] (the schedule position that teachers and warm-ups need) instead of the rate.
+pub const ABI_VERSION: u32 = 2;
+/// The one symbol a plugin exports (its name stays; the version is in the declaration).
 pub const SYMBOL: &str = "pretext_plugin_v1";
 /// Capability bit: the plugin was built with CUDA support.
 pub const CAP_CUDA: u32 = 1;
@@ -56,6 +57,17 @@ pub struct ImagesRef {
     pub w: usize,
 }
 
+/// Where a training step sits in the run: `step` counts from 0 over the run, `epoch` from 1.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepInfo {
+    pub step: u64,
+    pub total_steps: u64,
+    pub epoch: u64,
+    pub epochs: u64,
+    pub lr: f64,
+}
+
 /// The host's log sink: level (1 error … 5 trace) and a UTF-8 message.
 pub type LogFn = extern "C" fn(level: u32, message: Bytes);
 
@@ -85,7 +97,7 @@ pub struct VTable {
     pub train_step: unsafe extern "C" fn(
         session: SessionPtr,
         prepared: PreparedPtr,
-        lr: f64,
+        info: StepInfo,
         out: *mut OwnedBuf,
         err: *mut OwnedBuf,
     ) -> i32,

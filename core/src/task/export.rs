@@ -10,8 +10,8 @@ use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Once;
 
-use super::abi::{self, Bytes, ImagesRef, LogFn, OwnedBuf, PluginDecl, PreparedPtr, SessionPtr, VTable};
-use super::{PretextTask, Session, SessionConfig, TaskError, Views};
+use super::abi::{self, Bytes, ImagesRef, LogFn, OwnedBuf, PluginDecl, PreparedPtr, SessionPtr, StepInfo, VTable};
+use super::{PretextTask, Schedule, Session, SessionConfig, TaskError, Views};
 use crate::data::ByteImages;
 
 fn into_buf(bytes: Vec<u8>) -> OwnedBuf {
@@ -205,17 +205,19 @@ unsafe extern "C" fn free_prepared(prepared: PreparedPtr) {
 unsafe extern "C" fn train_step<T: PretextTask>(
     s: SessionPtr,
     prepared: PreparedPtr,
-    lr: f64,
+    info: StepInfo,
     out: *mut OwnedBuf,
     err: *mut OwnedBuf,
 ) -> i32 {
+    let StepInfo { step, total_steps, epoch, epochs, lr } = info;
+    let schedule = Schedule { step, total_steps, epoch, epochs, lr };
     // SAFETY: the host passes a live session, prepared views from `prepare` it still owns,
     // and writable outputs.
     unsafe {
         guard(err, || {
             let views =
                 prepared.cast::<Views>().as_ref().ok_or_else(|| TaskError::Input("null prepared batch".into()))?;
-            let metrics = session::<T>(s)?.train_step(views, lr)?;
+            let metrics = session::<T>(s)?.train_step(views, schedule)?;
             put(out, serde_json::to_vec(&metrics).map_err(|e| TaskError::State(e.to_string()))?);
             Ok(())
         })

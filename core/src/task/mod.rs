@@ -1,12 +1,17 @@
 //! The pretext-task SDK: what a plugin author implements, and how it becomes a plugin.
 //!
 //! An author implements [`PretextTask`] — views and targets from a batch, a head built from
-//! a `VarBuilder`, a loss — and writes `pretext_core::export_plugin!(MyTask);`. The macro
-//! wraps the task in a [`Session`] (backbone, head, optimizer, state I/O) and exposes that
-//! through the C ABI in [`abi`]. Tensors never cross that boundary: the host and each plugin
-//! carry their own copy of candle, whose tensor ids would collide (see DESIGN.md).
+//! a `VarBuilder`, a loss over a [`Step`] — and writes `pretext_core::export_plugin!(MyTask);`.
+//! A task that needs more declares it: a momentum teacher, gradient clipping or frozen
+//! parameters ([`Training`]), state kept across steps and in checkpoints
+//! ([`PretextTask::init_state`]), several crop sizes (view groups in [`Views`]), work after
+//! the optimizer step ([`PretextTask::after_step`]). The macro wraps the task in a
+//! [`Session`] (backbone, head, teacher, optimizer, state I/O) and exposes that through the C
+//! ABI in [`abi`]. Tensors never cross that boundary: the host and each plugin carry their
+//! own copy of candle, whose tensor ids would collide (see DESIGN.md).
 
 pub mod abi;
+mod crops;
 mod error;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod export;
@@ -14,9 +19,12 @@ pub mod heads;
 pub mod losses;
 mod optim;
 mod session;
+mod step;
+mod teacher;
+mod training;
 pub mod wire;
 
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
 use rand::rngs::StdRng;
 use serde::de::DeserializeOwned;
@@ -24,9 +32,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{ByteImages, FloatImages};
 
+pub use crops::{CropGroup, MultiCrop, PairAugment};
 pub use error::TaskError;
 pub use optim::{Optimizer, OptimizerConfig, OptimizerKind, named_vars};
 pub use session::{Description, Normalize, Session, SessionConfig, StepMetrics, merge_settings};
+pub use step::{AfterStep, Schedule, Step};
+pub use teacher::ema;
+pub use training::{Freeze, GradClip, Momentum, Training};
 
 /// What a task tells the host and the viewers about itself.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -51,10 +63,37 @@ pub struct InputSpec {
 /// The pretext inputs and targets a task made from one batch.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Views {
-    /// What the backbone encodes, values in `0.0..=1.0` (the session normalises them).
-    pub images: FloatImages,
+    /// What the backbone encodes, values in `0.0..=1.0` (the session normalises them), in
+    /// groups: one for most tasks; one per view for tasks that encode each view on its own
+    /// (BYOL: view 1 of every image, then view 2); one per crop size for multi-crop (DINO:
+    /// the global crops, then the local ones). Images within a group share a size.
+    pub groups: Vec<FloatImages>,
     /// Class targets of the pretext task, if it has any (empty for contrastive tasks).
     pub targets: Vec<u32>,
+}
+
+impl Views {
+    /// Views in one group.
+    pub fn new(images: FloatImages, targets: Vec<u32>) -> Self {
+        Self { groups: vec![images], targets }
+    }
+
+    /// Every view image, group after group.
+    pub fn count(&self) -> usize {
+        self.groups.iter().map(|g| g.n).sum()
+    }
+
+    /// View image `i` counted across groups, as one image.
+    pub fn image(&self, i: usize) -> Option<FloatImages> {
+        let mut i = i;
+        for g in &self.groups {
+            if i < g.n {
+                return Some(g.one(i));
+            }
+            i -= g.n;
+        }
+        None
+    }
 }
 
 /// The loss of one step and any task metrics (scalars), still on the device.
@@ -93,26 +132,44 @@ pub trait PretextTask: Sized + Send + Sync + 'static {
     /// Builds the head; `vb` is already under the prefix `head.`.
     fn build_head(&self, feature_dim: usize, vb: VarBuilder) -> candle_core::Result<Self::Head>;
 
-    /// The loss from the backbone's features of `views.images` (one row per view image) and
-    /// the targets as a `u32` tensor when the views had any.
-    fn loss(
-        &self,
-        head: &Self::Head,
-        features: &Tensor,
-        targets: Option<&Tensor>,
-        train: bool,
-    ) -> candle_core::Result<TaskOutput>;
+    /// The loss of one training step. `step` has the views on the device, the student
+    /// ([`Step::features`] for the backbone's features of every view, [`Step::head`]), the
+    /// teacher if [`PretextTask::training`] asked for one, the task's state and the schedule.
+    fn loss(&self, step: &mut Step<'_, Self::Head>) -> candle_core::Result<TaskOutput>;
+
+    /// What the session does around the loss besides the optimizer step: a momentum teacher,
+    /// gradient clipping, frozen parameters. The default is none of them.
+    fn training(&self) -> Training {
+        Training::default()
+    }
+
+    /// Named tensors the task keeps across steps and in checkpoints (DINO's centre, a queue
+    /// of negatives), with their initial values; read and replaced through [`Step::state`]
+    /// and [`Step::set_state`]. `feature_dim` is the backbone's. The default is none.
+    fn init_state(&self, feature_dim: usize, device: &Device) -> candle_core::Result<Vec<(String, Tensor)>> {
+        let _ = (feature_dim, device);
+        Ok(Vec::new())
+    }
+
+    /// Runs after the optimizer step and the teacher's update of every step.
+    fn after_step(&self, step: &mut AfterStep<'_>) -> candle_core::Result<()> {
+        let _ = step;
+        Ok(())
+    }
 
     /// The pretext inputs of a few images, captioned, for `samples/`. The default shows each
     /// view image with its target.
     fn samples(&self, batch: &ByteImages, rng: &mut StdRng) -> Result<Vec<Sample>, TaskError> {
         let views = self.make_views(batch, rng)?;
-        let per_source = (views.images.n / batch.n.max(1)).max(1);
-        Ok((0..views.images.n)
-            .map(|i| Sample {
-                group: i / per_source,
-                caption: views.targets.get(i).map_or_else(|| format!("view {i}"), |t| format!("target {t}")),
-                image: views.images.one(i),
+        let count = views.count();
+        let per_source = (count / batch.n.max(1)).max(1);
+        Ok((0..count)
+            .filter_map(|i| {
+                Some(Sample {
+                    group: i / per_source,
+                    caption: views.targets.get(i).map_or_else(|| format!("view {i}"), |t| format!("target {t}")),
+                    image: views.image(i)?,
+                })
             })
             .collect())
     }

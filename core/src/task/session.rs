@@ -3,18 +3,27 @@
 //! This is the safe-Rust heart of every plugin; `export_plugin!` only wraps it in the C ABI.
 //! `prepare` takes `&self` and touches no device state, so the host can call it from loader
 //! threads while `train_step` runs; everything that mutates the model sits behind a mutex.
+//! One step runs: loss → finite check → backward → clip → freeze → optimizer → teacher EMA →
+//! task state → after-step hook; nothing of the model or state changes before the check.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
+use candle_core::Var;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
+use super::step::Nets;
+use super::teacher::Teacher;
+use super::training::{self, Training};
 use super::wire::{encode_matrices, encode_samples};
-use super::{InputSpec, Optimizer, OptimizerConfig, PretextTask, TaskError, TaskInfo, Views, named_vars};
+use super::{
+    AfterStep, InputSpec, Optimizer, OptimizerConfig, PretextTask, Schedule, Step, TaskError, TaskInfo, Views,
+    named_vars,
+};
 use crate::data::ByteImages;
 use crate::eval::{InputNorm, stage_matrices};
 use crate::model::{Backbone, BackboneSpec, seeded_var_builder};
@@ -65,16 +74,24 @@ struct StateMeta {
     step: u64,
 }
 
+/// Checkpoint name prefixes of the teacher's parameters and the task's state.
+const TEACHER_PREFIX: &str = "teacher.";
+const STATE_PREFIX: &str = "state.";
+
 struct State<T: PretextTask> {
-    params: VarMap,
+    /// The student's parameters by name, sorted (the optimizer's and the checkpoint's order).
+    vars: Vec<(String, Var)>,
     backbone: Backbone,
     head: T::Head,
+    teacher: Option<Teacher<T::Head>>,
+    task_state: BTreeMap<String, Tensor>,
     optimizer: Optimizer,
     norm: InputNorm,
 }
 
 pub struct Session<T: PretextTask> {
     task: T,
+    training: Training,
     config: SessionConfig,
     device: Device,
     state: Mutex<State<T>>,
@@ -130,18 +147,39 @@ impl<T: PretextTask> Session<T> {
         }
         let device = open_device(&config.device)?;
         let task = T::new(task_config, config.input)?;
-        let state = Self::build(&task, &config, &device)?;
-        Ok(Self { task, config, device, state: Mutex::new(state) })
+        let training = task.training();
+        training::check(&training).map_err(TaskError::Config)?;
+        let state = Self::build(&task, &training, &config, &device)?;
+        Ok(Self { task, training, config, device, state: Mutex::new(state) })
     }
 
-    fn build(task: &T, config: &SessionConfig, device: &Device) -> Result<State<T>, TaskError> {
+    fn build(task: &T, training: &Training, config: &SessionConfig, device: &Device) -> Result<State<T>, TaskError> {
         let params = VarMap::new();
         let vb = seeded_var_builder(&params, config.seed, DType::F32, device);
         let backbone = Backbone::new(&config.backbone, vb.pp("backbone"))?;
-        let head = task.build_head(backbone.feature_dim(), vb.pp("head"))?;
-        let optimizer = Optimizer::new(config.optimizer.clone(), named_vars(&params)?);
+        let dim = backbone.feature_dim();
+        let head = task.build_head(dim, vb.pp("head"))?;
+        let vars = named_vars(&params)?;
+        let teacher = match training.teacher {
+            Some(momentum) => {
+                // Built like the student, then overwritten with the student's values.
+                let teacher_params = VarMap::new();
+                let tvb = seeded_var_builder(&teacher_params, config.seed, DType::F32, device);
+                let t_backbone = Backbone::new(&config.backbone, tvb.pp("backbone"))?;
+                let t_head = task.build_head(dim, tvb.pp("head"))?;
+                Some(Teacher::new(t_backbone, t_head, named_vars(&teacher_params)?, &vars, momentum)?)
+            }
+            None => None,
+        };
+        let mut task_state = BTreeMap::new();
+        for (name, value) in task.init_state(dim, device)? {
+            if task_state.insert(name.clone(), value.detach()).is_some() {
+                return Err(TaskError::Config(format!("the task declares state `{name}` twice")));
+            }
+        }
+        let optimizer = Optimizer::new(config.optimizer.clone(), vars.clone());
         let norm = InputNorm::new(&config.normalize, device)?;
-        Ok(State { params, backbone, head, optimizer, norm })
+        Ok(State { vars, backbone, head, teacher, task_state, optimizer, norm })
     }
 
     pub fn config(&self) -> &SessionConfig {
@@ -174,30 +212,47 @@ impl<T: PretextTask> Session<T> {
     pub fn prepare(&self, images: &ByteImages, seed: u64) -> Result<Views, TaskError> {
         self.check_batch(images)?;
         let views = self.task.make_views(images, &mut StdRng::seed_from_u64(seed))?;
-        let v = &views.images;
-        if v.data.len() != v.n * v.c * v.h * v.w || v.c != images.c {
+        let consistent = |v: &crate::data::FloatImages| v.data.len() == v.n * v.c * v.h * v.w && v.c == images.c;
+        if views.groups.is_empty() || !views.groups.iter().all(consistent) {
             return Err(TaskError::Input("the task made views of an inconsistent shape".into()));
         }
         Ok(views)
     }
 
-    /// One optimisation step. A non-finite loss is reported before any weight changes.
-    pub fn train_step(&self, views: &Views, lr: f64) -> Result<StepMetrics, TaskError> {
-        let mut state = self.lock()?;
-        let x = state.norm.apply(&views.images)?;
-        let features = state.backbone.forward_t(&x, true)?;
+    /// One optimisation step. A non-finite loss is reported before any weight or state
+    /// changes.
+    pub fn train_step(&self, views: &Views, schedule: Schedule) -> Result<StepMetrics, TaskError> {
+        let mut guard = self.lock()?;
+        let state = &mut *guard;
+        let xs = views.groups.iter().map(|g| state.norm.apply(g)).collect::<candle_core::Result<Vec<_>>>()?;
         let targets = if views.targets.is_empty() {
             None
         } else {
             Some(Tensor::from_slice(&views.targets, views.targets.len(), &self.device)?)
         };
-        let out = self.task.loss(&state.head, &features, targets.as_ref(), true)?;
+        let nets = Nets {
+            backbone: &state.backbone,
+            head: &state.head,
+            teacher: state.teacher.as_ref().map(|t| (&t.backbone, &t.head)),
+        };
+        let mut step = Step::new(nets, &xs, targets.as_ref(), schedule, &state.task_state);
+        let out = self.task.loss(&mut step)?;
+        let updates = step.into_updates();
         let loss = f64::from(out.loss.to_dtype(DType::F32)?.to_scalar::<f32>()?);
         if !loss.is_finite() {
             return Err(TaskError::NonFinite { loss, step: state.optimizer.steps() + 1 });
         }
-        let grads = out.loss.backward()?;
-        state.optimizer.step(&grads, lr)?;
+        let mut grads = out.loss.backward()?;
+        if let Some(clip) = self.training.clip {
+            training::clip(&mut grads, &state.vars, clip)?;
+        }
+        training::freeze(&mut grads, &state.vars, &self.training.freeze, schedule.epoch);
+        state.optimizer.step(&grads, schedule.lr)?;
+        if let Some(teacher) = &state.teacher {
+            teacher.update(&state.vars, schedule.cosine(teacher.momentum.start, teacher.momentum.end))?;
+        }
+        state.task_state.extend(updates);
+        self.task.after_step(&mut AfterStep { params: &state.vars, state: &mut state.task_state, schedule })?;
         let mut metrics = StepMetrics::new();
         metrics.insert("loss".into(), loss);
         for (name, value) in out.metrics {
@@ -222,11 +277,16 @@ impl<T: PretextTask> Session<T> {
         encode_samples(&samples).map_err(TaskError::State)
     }
 
-    /// Model and optimizer state as safetensors bytes: `backbone.*`, `head.*`, `optim.*`.
+    /// Model and optimizer state as safetensors bytes: `backbone.*`, `head.*`, the teacher's
+    /// `teacher.backbone.*` and `teacher.head.*`, the task's `state.*`, and `optim.*`.
     pub fn save_state(&self) -> Result<Vec<u8>, TaskError> {
         let state = self.lock()?;
         let mut tensors: Vec<(String, Tensor)> =
-            named_vars(&state.params)?.into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect();
+            state.vars.iter().map(|(n, v)| (n.clone(), v.as_tensor().clone())).collect();
+        if let Some(teacher) = &state.teacher {
+            tensors.extend(teacher.vars().iter().map(|(n, v)| (format!("{TEACHER_PREFIX}{n}"), v.as_tensor().clone())));
+        }
+        tensors.extend(state.task_state.iter().map(|(n, t)| (format!("{STATE_PREFIX}{n}"), t.clone())));
         tensors.extend(state.optimizer.state());
         let tensors = tensors
             .into_iter()
@@ -257,21 +317,41 @@ impl<T: PretextTask> Session<T> {
         }
         let steps = meta.step;
         let tensors = candle_core::safetensors::load_buffer(bytes, &self.device)?;
-        let mut state = self.lock()?;
-        for (name, var) in named_vars(&state.params)? {
-            let t = tensors.get(&name).ok_or_else(|| TaskError::State(format!("the checkpoint has no `{name}`")))?;
-            if t.dims() != var.dims() {
-                return Err(TaskError::State(format!(
-                    "`{name}` has shape {:?} in the checkpoint but {:?} in this model",
-                    t.dims(),
-                    var.dims()
-                )));
-            }
+        let mut guard = self.lock()?;
+        let state = &mut *guard;
+        // Every tensor is found and checked before the first is set: a refused checkpoint
+        // leaves the session as it was.
+        let mut sets: Vec<(&Var, &Tensor)> = Vec::new();
+        let teacher_vars = state.teacher.as_ref().map_or(&[][..], |t| t.vars());
+        let named = state.vars.iter().map(|(n, v)| (n.clone(), v));
+        let named = named.chain(teacher_vars.iter().map(|(n, v)| (format!("{TEACHER_PREFIX}{n}"), v)));
+        for (name, var) in named {
+            sets.push((var, lookup(&tensors, &name, var.dims())?));
+        }
+        let mut task_state = BTreeMap::new();
+        for (name, old) in &state.task_state {
+            let t = lookup(&tensors, &format!("{STATE_PREFIX}{name}"), old.dims())?;
+            task_state.insert(name.clone(), t.to_dtype(old.dtype())?);
+        }
+        for (var, t) in sets {
             var.set(&t.to_dtype(var.dtype())?)?;
         }
+        state.task_state = task_state;
         state.optimizer.load_state(&tensors, steps)?;
         Ok(())
     }
+}
+
+/// Checkpoint tensor `name`, which must have shape `dims`.
+fn lookup<'t>(tensors: &'t HashMap<String, Tensor>, name: &str, dims: &[usize]) -> Result<&'t Tensor, TaskError> {
+    let t = tensors.get(name).ok_or_else(|| TaskError::State(format!("the checkpoint has no `{name}`")))?;
+    if t.dims() != dims {
+        return Err(TaskError::State(format!(
+            "`{name}` has shape {:?} in the checkpoint but {dims:?} in this model",
+            t.dims()
+        )));
+    }
+    Ok(t)
 }
 
 /// Fills fields missing from `given` with the defaults of `C`, so a user can set one field.

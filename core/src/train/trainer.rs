@@ -17,6 +17,7 @@ use crate::host::{self, CallError, Plugin, PluginSession, PreparedBatch};
 use crate::model::BackboneSpec;
 use crate::run::store::{RunStore, StoreError, now_unix};
 use crate::run::{DatasetInfo, FORMAT_VERSION, MetricRecord, RunInfo, RunStatus, TaskRef, checkpoint_stem};
+use crate::task::abi::StepInfo;
 use crate::task::{InputSpec, Normalize, OptimizerConfig, SessionConfig, merge_settings};
 
 use super::monitor::{COLLAPSE_IMAGES, Monitor, collapse_stats};
@@ -378,8 +379,9 @@ fn run_epochs(
             let b = b as u64;
             let step = (epoch - 1) * batches_per_epoch + b;
             let lr = schedule.at(step);
+            let info = StepInfo { step, total_steps, epoch, epochs: config.epochs, lr };
             let metrics = match prepared
-                .and_then(|batch: PreparedBatch| session.train_step(&batch, lr).map(|m| (m, batch.images)))
+                .and_then(|batch: PreparedBatch| session.train_step(&batch, info).map(|m| (m, batch.images)))
             {
                 Ok(m) => m,
                 Err(e @ CallError::NonFinite { .. }) => {

@@ -10,7 +10,7 @@ use candle_nn::{Linear, Module, VarBuilder};
 use pretext_core::augment::{Image, grayscale, hflip, vflip};
 use pretext_core::data::{ByteImages, FloatImages};
 use pretext_core::task::losses::classification;
-use pretext_core::task::{InputSpec, PretextTask, Sample, TaskError, TaskInfo, TaskOutput, Views};
+use pretext_core::task::{InputSpec, PretextTask, Sample, Step, TaskError, TaskInfo, TaskOutput, Views};
 use rand::Rng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
@@ -89,22 +89,15 @@ impl PretextTask for Flip {
                 targets.push(class);
             }
         }
-        Ok(Views { images, targets })
+        Ok(Views::new(images, targets))
     }
 
     fn build_head(&self, feature_dim: usize, vb: VarBuilder) -> candle_core::Result<Linear> {
         candle_nn::linear(feature_dim, 2, vb.pp("fc"))
     }
 
-    fn loss(
-        &self,
-        head: &Linear,
-        features: &Tensor,
-        targets: Option<&Tensor>,
-        _train: bool,
-    ) -> candle_core::Result<TaskOutput> {
-        let Some(targets) = targets else { candle_core::bail!("flip views always come with targets") };
-        classification(&head.forward(features)?, targets)
+    fn loss(&self, step: &mut Step<'_, Linear>) -> candle_core::Result<TaskOutput> {
+        classification(&step.head().forward(&step.features()?)?, step.targets()?)
     }
 
     fn samples(&self, batch: &ByteImages, rng: &mut StdRng) -> Result<Vec<Sample>, TaskError> {

@@ -25,7 +25,7 @@ use pretext_core::augment::{Image, check_crop_scale, color_jitter, normalize_til
 use pretext_core::data::{ByteImages, FloatImages};
 use pretext_core::task::heads::{Dense, Mlp};
 use pretext_core::task::losses::classification;
-use pretext_core::task::{InputSpec, PretextTask, Sample, TaskError, TaskInfo, TaskOutput, Views};
+use pretext_core::task::{InputSpec, PretextTask, Sample, Step, TaskError, TaskInfo, TaskOutput, Views};
 use rand::Rng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
@@ -121,6 +121,25 @@ impl Jigsaw {
         let label = rng.random_range(0..self.perms.len());
         (arrange(&cut, &self.perms[label]), label)
     }
+
+    /// The classification loss of the permutation from the tiles' backbone features (rows in
+    /// puzzle order, grid² per image).
+    fn permutation_loss(
+        &self,
+        head: &PermutationHead,
+        features: &Tensor,
+        targets: &Tensor,
+    ) -> candle_core::Result<TaskOutput> {
+        let tiles = match &head.tile {
+            None => features.clone(),
+            Some(layer) => layer.forward_t(features, true)?,
+        };
+        let (rows, dim) = tiles.dims2()?;
+        // One row of grid²·D per image.
+        let n = self.grid * self.grid;
+        let per_image = tiles.reshape((rows / n, n * dim))?;
+        classification(&head.classifier.forward_t(&per_image, true)?, targets)
+    }
 }
 
 impl PretextTask for Jigsaw {
@@ -191,7 +210,7 @@ impl PretextTask for Jigsaw {
             }
             targets.push(u32::try_from(label).unwrap_or(0));
         }
-        Ok(Views { images, targets })
+        Ok(Views::new(images, targets))
     }
 
     fn build_head(&self, feature_dim: usize, vb: VarBuilder) -> candle_core::Result<PermutationHead> {
@@ -203,23 +222,8 @@ impl PretextTask for Jigsaw {
         Ok(PermutationHead { tile, classifier })
     }
 
-    fn loss(
-        &self,
-        head: &PermutationHead,
-        features: &Tensor,
-        targets: Option<&Tensor>,
-        train: bool,
-    ) -> candle_core::Result<TaskOutput> {
-        let Some(targets) = targets else { candle_core::bail!("jigsaw views come with targets") };
-        let tiles = match &head.tile {
-            None => features.clone(),
-            Some(layer) => layer.forward_t(features, train)?,
-        };
-        let (rows, dim) = tiles.dims2()?;
-        // Rows are tiles in puzzle order, grid² per image: one row of grid²·D per image.
-        let n = self.grid * self.grid;
-        let per_image = tiles.reshape((rows / n, n * dim))?;
-        classification(&head.classifier.forward_t(&per_image, train)?, targets)
+    fn loss(&self, step: &mut Step<'_, PermutationHead>) -> candle_core::Result<TaskOutput> {
+        self.permutation_loss(step.head(), &step.features()?, step.targets()?)
     }
 
     fn samples(&self, batch: &ByteImages, rng: &mut StdRng) -> Result<Vec<Sample>, TaskError> {
@@ -261,10 +265,10 @@ mod tests {
             let batch = ByteImages::new(1, 1, 30, 30, data).unwrap();
             for seed in 0..20 {
                 let views = task.make_views(&batch, &mut StdRng::seed_from_u64(seed)).unwrap();
-                assert_eq!((views.images.n, views.images.h), (grid * grid, tile));
+                assert_eq!((views.groups[0].n, views.groups[0].h), (grid * grid, tile));
                 let perm = &task.permutations()[views.targets[0] as usize];
                 for (pos, &cell) in perm.iter().enumerate() {
-                    let tile = views.images.one(pos).to_bytes();
+                    let tile = views.groups[0].one(pos).to_bytes();
                     assert!(tile.data.iter().all(|&v| v == cell * 20), "position {pos} should hold tile {cell}");
                 }
             }
@@ -282,7 +286,7 @@ mod tests {
         let whole = pretext_core::augment::channel_mean_std(&Image::from_bytes(&batch, 0))[0];
         let views = task.make_views(&batch, &mut StdRng::seed_from_u64(3)).unwrap();
         for pos in 0..9 {
-            let tile = Image::from_floats(&views.images, pos);
+            let tile = Image::from_floats(&views.groups[0], pos);
             let (mean, std) = pretext_core::augment::channel_mean_std(&tile)[0];
             assert!((mean - whole.0).abs() < 1e-4, "tile {pos}: mean {mean}, image mean {}", whole.0);
             // Flat tiles (the dark band) keep no spread; textured ones take the image's.
@@ -308,7 +312,7 @@ mod tests {
         // Two images' worth of tile features (18 rows) → two permutation predictions.
         let features = (Tensor::arange(0f32, 108.0, &Device::Cpu).unwrap().reshape((18, 6)).unwrap() / 108.0).unwrap();
         let targets = Tensor::new(&[3u32, 7], &Device::Cpu).unwrap();
-        let out = task.loss(&head, &features, Some(&targets), true).unwrap();
+        let out = task.permutation_loss(&head, &features, &targets).unwrap();
         assert!(out.loss.to_scalar::<f32>().unwrap().is_finite());
     }
 

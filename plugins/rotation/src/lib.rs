@@ -13,7 +13,7 @@ use pretext_core::augment::{Image, check_crop_scale, hflip, pad_crop, random_zoo
 use pretext_core::data::{ByteImages, FloatImages};
 use pretext_core::task::heads::Mlp;
 use pretext_core::task::losses::classification;
-use pretext_core::task::{InputSpec, PretextTask, Sample, TaskError, TaskInfo, TaskOutput, Views};
+use pretext_core::task::{InputSpec, PretextTask, Sample, Step, TaskError, TaskInfo, TaskOutput, Views};
 use rand::Rng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
@@ -55,6 +55,17 @@ pub struct Rotation {
 pub enum RotationHead {
     Linear(Linear),
     Mlp(Mlp),
+}
+
+impl RotationHead {
+    /// The cross-entropy of the rotation from the views' backbone features.
+    fn loss(&self, features: &Tensor, targets: &Tensor) -> candle_core::Result<TaskOutput> {
+        let logits = match self {
+            Self::Linear(fc) => fc.forward(features)?,
+            Self::Mlp(mlp) => mlp.forward_t(features, true)?,
+        };
+        classification(&logits, targets)
+    }
 }
 
 impl Rotation {
@@ -102,7 +113,7 @@ impl PretextTask for Rotation {
                 targets.push(u32::try_from(class).unwrap_or(0));
             }
         }
-        Ok(Views { images, targets })
+        Ok(Views::new(images, targets))
     }
 
     fn build_head(&self, feature_dim: usize, vb: VarBuilder) -> candle_core::Result<RotationHead> {
@@ -113,19 +124,8 @@ impl PretextTask for Rotation {
         })
     }
 
-    fn loss(
-        &self,
-        head: &RotationHead,
-        features: &Tensor,
-        targets: Option<&Tensor>,
-        train: bool,
-    ) -> candle_core::Result<TaskOutput> {
-        let Some(targets) = targets else { candle_core::bail!("rotation views come with targets") };
-        let logits = match head {
-            RotationHead::Linear(fc) => fc.forward(features)?,
-            RotationHead::Mlp(mlp) => mlp.forward_t(features, train)?,
-        };
-        classification(&logits, targets)
+    fn loss(&self, step: &mut Step<'_, RotationHead>) -> candle_core::Result<TaskOutput> {
+        step.head().loss(&step.features()?, step.targets()?)
     }
 
     fn samples(&self, batch: &ByteImages, rng: &mut StdRng) -> Result<Vec<Sample>, TaskError> {
@@ -159,7 +159,7 @@ mod tests {
         let batch = ByteImages::new(1, 1, 2, 2, vec![10, 20, 30, 40]).unwrap();
         let views = task.make_views(&batch, &mut StdRng::seed_from_u64(0)).unwrap();
         assert_eq!(views.targets, vec![0, 1, 2, 3]);
-        let as_bytes = |i: usize| views.images.one(i).to_bytes().data;
+        let as_bytes = |i: usize| views.groups[0].one(i).to_bytes().data;
         assert_eq!(as_bytes(0), vec![10, 20, 30, 40]);
         assert_eq!(as_bytes(1), vec![20, 40, 10, 30]);
         assert_eq!(as_bytes(2), vec![40, 30, 20, 10]);
@@ -177,10 +177,10 @@ mod tests {
             let mut moved = 0;
             for seed in 0..10 {
                 let views = task.make_views(&batch, &mut StdRng::seed_from_u64(seed)).unwrap();
-                let upright = Image::from_floats(&views.images, 0);
+                let upright = Image::from_floats(&views.groups[0], 0);
                 assert_eq!((upright.h, upright.w), (8, 8));
                 for (k, &turns) in ROTATIONS.iter().enumerate() {
-                    assert_eq!(Image::from_floats(&views.images, k), rot90(&upright, turns));
+                    assert_eq!(Image::from_floats(&views.groups[0], k), rot90(&upright, turns));
                 }
                 moved += usize::from(upright.to_bytes() != batch.data);
             }
@@ -209,7 +209,7 @@ mod tests {
         assert!(matches!(head, RotationHead::Mlp(_)));
         let features = (Tensor::arange(0f32, 48.0, &Device::Cpu).unwrap().reshape((8, 6)).unwrap() / 48.0).unwrap();
         let targets = Tensor::new(&[0u32, 1, 2, 3, 0, 1, 2, 3], &Device::Cpu).unwrap();
-        let out = task.loss(&head, &features, Some(&targets), true).unwrap();
+        let out = head.loss(&features, &targets).unwrap();
         assert!(out.loss.to_scalar::<f32>().unwrap().is_finite());
         assert_eq!(out.metrics[0].0, "pretext_acc");
         let mut names: Vec<String> = map.data().lock().unwrap().keys().cloned().collect();

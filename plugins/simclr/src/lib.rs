@@ -11,7 +11,7 @@ use candle_nn::VarBuilder;
 use pretext_core::augment::{Image, SimclrAugment, check_crop_scale};
 use pretext_core::data::{ByteImages, FloatImages};
 use pretext_core::task::heads::Mlp;
-use pretext_core::task::{InputSpec, PretextTask, Sample, TaskError, TaskInfo, TaskOutput, Views};
+use pretext_core::task::{InputSpec, PretextTask, Sample, Step, TaskError, TaskInfo, TaskOutput, Views};
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
@@ -127,7 +127,7 @@ impl PretextTask for Simclr {
         for v in &views {
             v.push_to(&mut images).map_err(|e| TaskError::Input(e.to_string()))?;
         }
-        Ok(Views { images, targets: Vec::new() })
+        Ok(Views::new(images, Vec::new()))
     }
 
     fn build_head(&self, feature_dim: usize, vb: VarBuilder) -> candle_core::Result<Mlp> {
@@ -135,8 +135,8 @@ impl PretextTask for Simclr {
         Mlp::new(feature_dim, hidden, self.config.projection_dim, true, vb)
     }
 
-    fn loss(&self, head: &Mlp, features: &Tensor, _: Option<&Tensor>, train: bool) -> candle_core::Result<TaskOutput> {
-        let (loss, acc) = nt_xent(&head.forward_t(features, train)?, self.config.temperature)?;
+    fn loss(&self, step: &mut Step<'_, Mlp>) -> candle_core::Result<TaskOutput> {
+        let (loss, acc) = nt_xent(&step.head().forward_t(&step.features()?, true)?, self.config.temperature)?;
         Ok(TaskOutput { loss, metrics: vec![("pretext_acc".into(), acc)] })
     }
 
@@ -211,7 +211,8 @@ mod tests {
         let batch = ByteImages::new(3, 3, 8, 8, (0..3 * 3 * 64).map(|v| (v % 251) as u8).collect()).unwrap();
         let mut rng = StdRng::seed_from_u64(1);
         let views = task.make_views(&batch, &mut rng).unwrap();
-        assert_eq!((views.images.n, views.images.c, views.images.h), (6, 3, 8));
+        assert_eq!(views.groups.len(), 1);
+        assert_eq!((views.groups[0].n, views.groups[0].c, views.groups[0].h), (6, 3, 8));
         assert!(views.targets.is_empty());
         let again = task.make_views(&batch, &mut StdRng::seed_from_u64(1)).unwrap();
         assert_eq!(views, again);
