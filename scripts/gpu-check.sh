@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The one GPU check of Pretext's CUDA build (issue 6), meant to run ONCE on the GPU machine
-# from inside the unpacked bundle of scripts/gpu-bundle.sh, in about 6 minutes at most:
+# from inside the unpacked bundle of scripts/gpu-bundle.sh, in about 7 minutes at most:
 #
-#  (a) `pretext plugins`: all three plugins load and were built with CUDA;
-#  (b) for simclr, jigsaw and rotation: the same seed, data and batches on `--device cuda`
+#  (a) `pretext plugins`: all seven plugins load and were built with CUDA;
+#  (b) for every task (PARITY_TASKS): the same seed, data and batches on `--device cuda`
 #      and `--device cpu`, and the training loss of each of the first steps compared;
 #  (c) SimCLR with the CIFAR ResNet-18 (full width) at 32x32, batch 512: images/s and the
 #      GPU memory peak (nvidia-smi sampled in the background);
@@ -42,7 +42,8 @@
 #   TOL_FIRST 1e-3   TOL_LATER 1e-2    (relative loss difference, see below)
 #   SPEED_BACKBONE resnet18|convnet    SPEED_BATCH 512|32  SPEED_STEPS 20|3 (steps per epoch)
 #   WORKERS  loader threads (Pretext) and DataLoader processes (PyTorch): cores - 2, at most 14
-#   GPU_CHECK_BUDGET_S 330  the time all steps together may take
+#   PARITY_TASKS    the tasks (b) compares (default: all seven)
+#   GPU_CHECK_BUDGET_S 420  the time all steps together may take
 #   PRETEXT  the pretext command (default: the bundle's run.sh, else target/release/pretext)
 #   PYTHON   the Python with torch (default python3; bench/.venv/bin/python in a checkout)
 set -euo pipefail
@@ -111,7 +112,8 @@ TOL_LATER=${TOL_LATER:-1e-2}
 cores=$(getconf _NPROCESSORS_ONLN)
 if [ "$dry" = 1 ]; then workers_default=1; else workers_default=$(( cores > 16 ? 14 : (cores > 3 ? cores - 2 : 1) )); fi
 WORKERS=${WORKERS:-$workers_default}
-budget=${GPU_CHECK_BUDGET_S:-330}
+budget=${GPU_CHECK_BUDGET_S:-420}
+PARITY_TASKS=${PARITY_TASKS:-simclr jigsaw rotation byol dino barlow vicreg}
 
 out=${OUT:-gpu-check-out}
 mkdir -p "$out"
@@ -218,7 +220,7 @@ main() {
     # host), one epoch of PARITY_STEPS + 1 batches: the last step of an epoch is logged only
     # in the epoch's mean, so the first PARITY_STEPS steps are compared one by one.
     local task
-    for task in simclr jigsaw rotation; do
+    for task in $PARITY_TASKS; do
         local args=(train --task "$task" --data shapes --backbone "$PARITY_BACKBONE" --batch-size "$PARITY_BATCH"
             --limit $(( PARITY_BATCH * (PARITY_STEPS + 1) )) --epochs 1 --seed 7 --workers 2 --knn-every 0
             --config "$work/config.toml")

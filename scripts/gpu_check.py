@@ -20,7 +20,7 @@ import os
 import statistics
 import sys
 
-TASKS = ("simclr", "jigsaw", "rotation")
+TASKS = ("simclr", "jigsaw", "rotation", "byol", "dino", "barlow", "vicreg")
 
 
 def append(path, record):

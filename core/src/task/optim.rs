@@ -122,7 +122,11 @@ impl Optimizer {
         let t = self.steps.min(i32::MAX as u64) as i32;
         for p in &mut self.params {
             let Some(g) = grads.get(p.var.as_tensor()) else { continue };
-            let w = p.var.as_tensor();
+            // A gradient still carries the backward graph it came from, and through it the
+            // step's activations; the moments below outlive the step, so they must be built
+            // from a detached copy or every step's graph stays alive (gigabytes per step).
+            let g = &g.detach();
+            let w = &p.var.as_tensor().detach();
             match c.kind {
                 OptimizerKind::Adamw => {
                     let m = match &p.m {
@@ -204,6 +208,24 @@ mod tests {
         let mut opt = Optimizer::new(config, vec![("w".into(), w.clone())]);
         opt.step(&grads, 0.1).unwrap();
         w.as_tensor().flatten_all().unwrap().to_vec1().unwrap()
+    }
+
+    #[test]
+    fn moments_do_not_keep_the_step_graph_alive() {
+        // A moment built from a gradient that still carries its backward graph reaches the
+        // weights through it (and holds every activation of the step): backpropagating from
+        // the saved moment must find no path to the variable.
+        for kind in [OptimizerKind::Adamw, OptimizerKind::Sgd, OptimizerKind::Lars] {
+            let w = Var::new(&[[1.0f32, -2.0], [3.0, 0.5]], &Device::Cpu).unwrap();
+            let loss = w.as_tensor().sqr().unwrap().sqr().unwrap().sum_all().unwrap();
+            let grads = loss.backward().unwrap();
+            let mut opt = Optimizer::new(OptimizerConfig { kind, ..Default::default() }, vec![("w".into(), w.clone())]);
+            opt.step(&grads, 0.1).unwrap();
+            for (name, moment) in opt.state() {
+                let back = moment.sum_all().unwrap().backward().unwrap();
+                assert!(back.get(w.as_tensor()).is_none(), "{kind:?}: {name} still reaches the weights");
+            }
+        }
     }
 
     #[test]

@@ -5,7 +5,6 @@
 //! through a linear head. Like rotation prediction (which it simplifies), it can only be
 //! solved by noticing how objects are usually oriented.
 
-use candle_core::Tensor;
 use candle_nn::{Linear, Module, VarBuilder};
 use pretext_core::augment::{Image, grayscale, hflip, vflip};
 use pretext_core::data::{ByteImages, FloatImages};
