@@ -2,6 +2,8 @@
 //! the template in `docs/plugin-template/` is copied to a temporary folder, its
 //! `pretext-core` path dependency pointed at this checkout, built with plain
 //! `cargo build --release`, and trained with `pretext train --task path/to/libflip_task.so`.
+//! The guide's second example, `docs/teacher-template/` (a momentum teacher and task state),
+//! goes the same way.
 //!
 //! The build shares the workspace's target folder so that compiled dependencies are reused.
 //! They cannot all be: the workspace's own members (the GUI in particular) switch on extra
@@ -39,12 +41,11 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-#[test]
-fn the_template_plugin_builds_out_of_tree_and_trains() {
-    ensure_built();
-    let tmp = temp_dir();
-    let krate = tmp.path().join("flip-task");
-    copy_dir(&workspace_root().join("docs/plugin-template"), &krate);
+/// Copies `docs/<template>` into `dir`, points it at this checkout, builds it as the guide
+/// says and returns a copy of the library `lib<name>.so`.
+fn build_template(template: &str, name: &str, dir: &Path) -> std::path::PathBuf {
+    let krate = dir.join(template);
+    copy_dir(&workspace_root().join("docs").join(template), &krate);
 
     // Step 1 of the guide: point the dependency at a Pretext checkout.
     let manifest = std::fs::read_to_string(krate.join("Cargo.toml")).unwrap();
@@ -62,11 +63,20 @@ fn the_template_plugin_builds_out_of_tree_and_trains() {
     cmd.args(["build", "--release"]).current_dir(&krate).env("CARGO_TARGET_DIR", &shared_target);
     let started = Instant::now();
     let build = run_command(cmd, Duration::from_secs(25 * 60));
-    assert!(build.success(), "the template does not build:\n{}", build.stderr);
-    eprintln!("out-of-tree build took {:.1}s", started.elapsed().as_secs_f64());
+    assert!(build.success(), "{template} does not build:\n{}", build.stderr);
+    eprintln!("out-of-tree build of {template} took {:.1}s", started.elapsed().as_secs_f64());
     // Keep a copy: another build may replace the file in the shared target folder.
-    let lib = tmp.path().join("libflip_task.so");
-    std::fs::copy(shared_target.join("release/libflip_task.so"), &lib).unwrap();
+    let file = format!("lib{name}.so");
+    let lib = dir.join(&file);
+    std::fs::copy(shared_target.join("release").join(&file), &lib).unwrap();
+    lib
+}
+
+#[test]
+fn the_template_plugin_builds_out_of_tree_and_trains() {
+    ensure_built();
+    let tmp = temp_dir();
+    let lib = build_template("plugin-template", "flip_task", tmp.path());
 
     // Not named `libpretext_*`, so it is not discovered by itself…
     let listed = pretext_with(&["plugins", "--json"], &[("PRETEXT_PLUGIN_PATH", tmp.path())], Duration::from_secs(60));
@@ -116,4 +126,26 @@ fn the_template_plugin_builds_out_of_tree_and_trains() {
         tmp.path().join("bad").to_str().unwrap(),
     ]);
     bad.assert_one_line_error(&["plugin `flip`", "grayscale_p must be in [0, 1]"]);
+}
+
+#[test]
+fn the_teacher_template_builds_out_of_tree_and_checkpoints_teacher_and_state() {
+    ensure_built();
+    let tmp = temp_dir();
+    let lib = build_template("teacher-template", "mean_teacher_task", tmp.path());
+    let out = tmp.path().join("run");
+    let args = ["train", "--task", lib.to_str().unwrap(), "--width", "8", "--epochs", "2", "--batch-size", "32"];
+    pretext(&[&args[..], &["--limit", "128", "--out", out.to_str().unwrap()]].concat()).assert_success();
+    let run = RunCheck::new(&out);
+    run.assert_complete_files(2);
+    assert_eq!(run.info().task.name, "mean-teacher");
+    let (_, weights) = run.latest();
+    let st = safetensors::SafeTensors::deserialize(&weights).unwrap();
+    let names: Vec<&str> = st.names();
+    for name in ["teacher.backbone.conv1.weight", "teacher.head.projector.0.weight", "state.center"] {
+        assert!(names.contains(&name), "{name} missing from the checkpoint: {names:?}");
+    }
+    // The centre moved away from its zero start: the state is written, not just declared.
+    let center = st.tensor("state.center").unwrap();
+    assert!(center.data().iter().any(|b| *b != 0), "the centre was never updated");
 }
