@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 3's speed comparison, in one run, on CPU at one thread count (default 2):
-#  - training images/s per task (simclr, jigsaw, rotation): `pretext train` on Fashion-MNIST
+#  - training images/s per task (all seven by default; TASKS to choose): `pretext train` on Fashion-MNIST
 #    (ConvNet w=16, batch 256, 2 prefetch workers) against the seed article's PyTorch code,
 #    corrected (bench/speed/torch_tasks.py, same model, heads, batch, optimizer, 2 DataLoader
 #    workers), with the ratio;
@@ -26,7 +26,7 @@ THREADS=${THREADS:-2}
 LIMIT=${LIMIT:-2560}
 BATCH=${BATCH:-256}
 ROUNDS=${ROUNDS:-1}
-TASKS=${TASKS:-"simclr jigsaw rotation"}
+TASKS=${TASKS:-"simclr jigsaw rotation byol dino barlow vicreg"}
 AUG_IMAGES_PRETEXT=${AUG_IMAGES_PRETEXT:-60000}
 AUG_IMAGES_TORCH=${AUG_IMAGES_TORCH:-5000}
 export RAYON_NUM_THREADS=$THREADS CANDLE_NUM_THREADS=$THREADS OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS

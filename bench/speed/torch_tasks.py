@@ -30,7 +30,7 @@ What was corrected or fitted against the seed's listings:
 - a DataLoader with 2 worker processes (Pretext's 2 prefetch threads; the seed had 4),
   persistent across the warm-up and the timed epoch; `torch.set_num_threads(threads)`.
 
-    python torch_tasks.py train simclr|jigsaw|rotation [--limit N] [--batch B] [--threads T]
+    python torch_tasks.py train simclr|jigsaw|rotation|byol|dino|barlow|vicreg [--limit N] [--batch B] [--threads T]
         [--device cpu|cuda] [--backbone convnet|resnet18] [--data fashion-mnist|random]
         [--workers W] [--step-only N]
     python torch_tasks.py augment [--images N] [--threads T]
@@ -53,6 +53,7 @@ views per image, PIL, to tensors) through the same 2-worker DataLoader and print
 """
 
 import argparse
+import copy
 import gzip
 import itertools
 import json
@@ -178,6 +179,163 @@ class SimCLR(nn.Module):
 
     def forward(self, x):
         return self.projector(self.backbone(x))
+
+
+# ---------------------------------------------------------------- BYOL, DINO, Barlow Twins, VICReg
+# The SDK v2 plugins (plugins/{byol,dino,barlow,vicreg}/src/lib.rs) at their defaults, written
+# after the papers' and solo-learn's/lightly's formulas as those plugins are: same heads, crops,
+# losses, teacher updates. Not in the seed article.
+
+class PairTransform:
+    """Two views, solarisation on the second only (BYOL's asymmetry; VICReg: both)."""
+
+    def __init__(self, size, scale=(0.08, 1.0), solarize=(0.0, 0.2)):
+        def view(p):
+            return transforms.Compose([
+                transforms.RandomResizedCrop(size=size, scale=scale),
+                transforms.RandomHorizontalFlip(),
+                transforms.RandomApply([transforms.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8),
+                transforms.RandomGrayscale(p=0.2),
+                transforms.RandomSolarize(128, p=p),
+                transforms.ToTensor(),
+            ])
+        self.views = [view(solarize[0]), view(solarize[1])]
+
+    def __call__(self, x):
+        return tuple(v(x) for v in self.views)
+
+
+class MultiCropTransform:
+    """DINO: two global crops (scale 0.4-1), four local crops (96/224 of the side, 0.05-0.4)."""
+
+    def __init__(self, size, locals_=4):
+        local = max(4, round(size * 96 / 224))
+
+        def crop(side, scale, solarize):
+            return transforms.Compose([
+                transforms.RandomResizedCrop(size=side, scale=scale),
+                transforms.RandomHorizontalFlip(),
+                transforms.RandomApply([transforms.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8),
+                transforms.RandomGrayscale(p=0.2),
+                transforms.RandomSolarize(128, p=solarize),
+                transforms.ToTensor(),
+            ])
+        self.crops = [crop(size, (0.4, 1.0), 0.0), crop(size, (0.4, 1.0), 0.2)]
+        self.crops += [crop(local, (0.05, 0.4), 0.0)] * locals_
+
+    def __call__(self, x):
+        return tuple(c(x) for c in self.crops)
+
+
+def mlp(dims, bn=True):
+    """Linear-BN-ReLU blocks, then a Linear: pretext_core::task::heads::Mlp."""
+    layers = []
+    for a, b in zip(dims[:-2], dims[1:-1]):
+        layers += [nn.Linear(a, b)] + ([nn.BatchNorm1d(b)] if bn else []) + [nn.ReLU()]
+    return nn.Sequential(*layers, nn.Linear(dims[-2], dims[-1]))
+
+
+class TeacherMixin:
+    """An EMA copy of `self.student`, no gradient, updated after each optimizer step."""
+
+    def make_teacher(self):
+        self.teacher = copy.deepcopy(self.student)
+        for p in self.teacher.parameters():
+            p.requires_grad = False
+
+    @torch.no_grad()
+    def update_teacher(self, m):
+        for t, s in zip(self.teacher.parameters(), self.student.parameters()):
+            t.mul_(m).add_(s.detach(), alpha=1 - m)
+
+
+class BYOL(nn.Module, TeacherMixin):
+    def __init__(self, backbone):
+        super().__init__()
+        self.student = nn.Sequential(backbone, mlp([backbone.dim, 4096, 256]))
+        self.predictor = mlp([256, 4096, 256])
+        self.make_teacher()
+
+    def loss(self, x1, x2):
+        p1, p2 = self.predictor(self.student(x1)), self.predictor(self.student(x2))
+        with torch.no_grad():
+            z1, z2 = self.teacher(x1), self.teacher(x2)
+
+        def reg(p, z):
+            return 2 - 2 * F.cosine_similarity(p, z, dim=-1).mean()
+        return reg(p1, z2) + reg(p2, z1)
+
+
+class DINOHead(nn.Module):
+    def __init__(self, d, hidden=2048, bottleneck=256, out=4096):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
+                                 nn.Linear(hidden, bottleneck))
+        self.last_layer = nn.utils.parametrizations.weight_norm(nn.Linear(bottleneck, out, bias=False))
+        self.last_layer.parametrizations.weight.original0.data.fill_(1)
+        self.last_layer.parametrizations.weight.original0.requires_grad = False
+
+    def forward(self, x):
+        return self.last_layer(F.normalize(self.mlp(x), dim=-1))
+
+
+class DINO(nn.Module, TeacherMixin):
+    def __init__(self, backbone, out=4096):
+        super().__init__()
+        self.student = nn.Sequential(backbone, DINOHead(backbone.dim, out=out))
+        self.make_teacher()
+        self.register_buffer("center", torch.zeros(1, out))
+
+    def loss(self, crops, teacher_temp=0.04, student_temp=0.1):
+        n = len(crops[0])
+        s = torch.cat([self.student(torch.cat(crops[:2])), self.student(torch.cat(crops[2:]))])
+        with torch.no_grad():
+            t = self.teacher(torch.cat(crops[:2]))
+        log_p = F.log_softmax(s / student_temp, dim=-1).chunk(len(crops))
+        q = F.softmax((t - self.center) / teacher_temp, dim=-1).chunk(2)
+        total, terms = 0.0, 0
+        for iq in range(2):
+            for v in range(len(crops)):
+                if v != iq:
+                    total = total + torch.sum(-q[iq] * log_p[v], dim=-1).mean()
+                    terms += 1
+        with torch.no_grad():
+            self.center.mul_(0.9).add_(t.mean(0, keepdim=True), alpha=0.1)
+        return total / terms
+
+
+class TwoViewProjector(nn.Module):
+    def __init__(self, backbone):
+        super().__init__()
+        self.backbone = backbone
+        self.projector = mlp([backbone.dim, 2048, 2048, 2048])
+
+    def forward(self, x):
+        return self.projector(self.backbone(x))
+
+
+def barlow_loss(z1, z2, lambd=0.0051, scale=0.1):
+    n, d = z1.shape
+    bn = nn.functional.batch_norm
+    c = bn(z1, None, None, training=True).T @ bn(z2, None, None, training=True) / n
+    on = (torch.diagonal(c) - 1).pow(2).sum()
+    off = c.pow(2).sum() - torch.diagonal(c).pow(2).sum()
+    return scale * (on + lambd * off)
+
+
+def vicreg_loss(z1, z2):
+    n, d = z1.shape
+    inv = F.mse_loss(z1, z2)
+
+    def spread(z):
+        z = z - z.mean(0)
+        std = torch.sqrt(z.var(0) + 1e-4)
+        cov = z.T @ z / (n - 1)
+        off = cov.pow(2).sum() - torch.diagonal(cov).pow(2).sum()
+        return torch.mean(F.relu(1 - std)) / 2, off / d
+    v1, c1 = spread(z1)
+    v2, c2 = spread(z2)
+    return 25 * inv + 25 * (v1 + v2) + (c1 + c2)
 
 
 # ---------------------------------------------------------------- Jigsaw (seed listing, corrected)
@@ -317,8 +475,26 @@ def build(task, images, args):
         def step_loss(data):
             views, labels = data
             return F.cross_entropy(model(norm(views.flatten(0, 1))), labels.flatten())
+    elif task == "byol":
+        model, transform = BYOL(backbone), PairTransform(size)
+
+        def step_loss(data):
+            return model.loss(norm(data[0]), norm(data[1]))
+    elif task == "dino":
+        model, transform = DINO(backbone), MultiCropTransform(size)
+
+        def step_loss(data):
+            return model.loss([norm(c) for c in data])
+    elif task in ("barlow", "vicreg"):
+        model = TwoViewProjector(backbone)
+        transform = PairTransform(size) if task == "barlow" else PairTransform(size, (0.2, 1.0), (0.1, 0.1))
+        loss_fn = barlow_loss if task == "barlow" else vicreg_loss
+
+        def step_loss(data):
+            # Each view encoded on its own (its own batch statistics), as the plugins do.
+            return loss_fn(model(norm(data[0])), model(norm(data[1])))
     else:
-        raise SystemExit(f"unknown task {task!r} (simclr, jigsaw or rotation)")
+        raise SystemExit(f"unknown task {task!r} (simclr, jigsaw, rotation, byol, dino, barlow or vicreg)")
     return model, step_loss, loader(images, transform, args.batch, args.workers)
 
 
@@ -329,13 +505,23 @@ def train(args):
     images = load_images(args.data, args.limit)
     model, step_loss, data = build(args.task, images, args)
     model.to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    trained = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=1e-3, weight_decay=1e-4)
 
     def step(batch):
         optimizer.zero_grad(set_to_none=True)
         loss = step_loss(to_device(batch, device))
         loss.backward()
+        if args.task == "dino":  # DINO's clip_gradients: each parameter to norm 3
+            for p in trained:
+                if p.grad is not None:
+                    norm = p.grad.norm(2)
+                    coef = 3.0 / (norm + 1e-6)
+                    if coef < 1:
+                        p.grad.mul_(coef)
         optimizer.step()
+        if hasattr(model, "update_teacher"):
+            model.update_teacher(0.996 if args.task == "dino" else 0.99)
         return loss.item()  # waits for the device, so the host clock times finished work
 
     for i, batch in enumerate(data):  # warm-up: oneDNN primitives, allocator, workers
