@@ -1,6 +1,6 @@
 //! A plugin written outside the workspace, as `docs/writing-a-plugin.md` tells a new user to:
 //! the template in `docs/plugin-template/` is copied to a temporary folder, its
-//! `pretext-core` path dependency pointed at this checkout, built with plain
+//! `pretext-sdk` path dependency pointed at this checkout, built with plain
 //! `cargo build --release`, and trained with `pretext train --task path/to/libflip_task.so`.
 //! The guide's second example, `docs/teacher-template/` (a momentum teacher and task state),
 //! goes the same way.
@@ -22,7 +22,7 @@ use pretext_tests::process::run_command;
 use pretext_tests::{RunCheck, ensure_built, pretext, pretext_with, target_dir, temp_dir, workspace_root};
 
 /// The dependency line of the template that a user edits.
-const CORE_DEP: &str = r#"pretext-core = { path = "../../core" }"#;
+const SDK_DEP: &str = r#"pretext-sdk = { path = "../../core/sdk" }"#;
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -49,9 +49,9 @@ fn build_template(template: &str, name: &str, dir: &Path) -> std::path::PathBuf 
 
     // Step 1 of the guide: point the dependency at a Pretext checkout.
     let manifest = std::fs::read_to_string(krate.join("Cargo.toml")).unwrap();
-    assert!(manifest.contains(CORE_DEP), "the template no longer has the line the guide tells users to edit");
-    let core = workspace_root().join("core");
-    let manifest = manifest.replace(CORE_DEP, &format!("pretext-core = {{ path = {:?} }}", core.display().to_string()));
+    assert!(manifest.contains(SDK_DEP), "the template no longer has the line the guide tells users to edit");
+    let sdk = workspace_root().join("core/sdk");
+    let manifest = manifest.replace(SDK_DEP, &format!("pretext-sdk = {{ path = {:?} }}", sdk.display().to_string()));
     std::fs::write(krate.join("Cargo.toml"), manifest).unwrap();
     // The same dependency versions as the workspace, so built artifacts can be shared.
     std::fs::copy(workspace_root().join("Cargo.lock"), krate.join("Cargo.lock")).unwrap();

@@ -7,9 +7,9 @@
 
 use std::path::{Path, PathBuf};
 
+use super::ByteImages;
 use super::dataset::{DataSplits, Dataset};
 use super::error::DataError;
-use super::images::ByteImages;
 use super::report::DataReport;
 
 const SIDE: usize = 32;

@@ -8,9 +8,9 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use super::ByteImages;
 use super::dataset::{DataSplits, Dataset};
 use super::error::DataError;
-use super::images::ByteImages;
 use super::report::DataReport;
 
 /// Magic number of an IDX file of unsigned bytes with three dimensions (images).

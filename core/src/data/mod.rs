@@ -10,7 +10,6 @@
 
 mod dataset;
 mod error;
-mod images;
 mod pixels;
 mod report;
 pub mod shapes;
@@ -35,14 +34,18 @@ pub mod listing;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod loader;
 #[cfg(not(target_arch = "wasm32"))]
+mod png;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod spec;
 
 pub use dataset::{DataSplits, Dataset, channel_stats};
 pub use error::DataError;
-pub use images::{ByteImages, FloatImages, Images, ShapeError};
 #[cfg(not(target_arch = "wasm32"))]
 pub use loader::{Prefetch, batches, epoch_order};
-pub use pixels::{ImageSource, PixelStore};
+pub use pixels::PixelStore;
+#[cfg(not(target_arch = "wasm32"))]
+pub use png::encode_png;
+pub use pretext_sdk::images::{ByteImages, FloatImages, ImageSource, Images, ShapeError};
 pub use report::{CacheUse, DataReport, SKIPPED_LISTED, SizeSource, SkippedFile};
 #[cfg(not(target_arch = "wasm32"))]
 pub use spec::{CacheMode, DATA_ENV, OpenOptions, SHAPES_TEST, SHAPES_TRAIN, SYSTEM_DATA, open, open_with};

@@ -12,8 +12,8 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 #[cfg(not(target_arch = "wasm32"))]
-use super::images::ShapeError;
-use super::images::{ByteImages, gather_with};
+use pretext_sdk::images::ShapeError;
+use pretext_sdk::images::{ByteImages, ImageSource, gather_with};
 
 /// The bytes behind a store.
 #[derive(Clone, Debug)]
@@ -35,13 +35,6 @@ pub struct PixelStore {
     pub h: usize,
     pub w: usize,
     bytes: Bytes,
-}
-
-/// Anything images can be gathered from in batches: a store or an in-memory batch.
-pub trait ImageSource {
-    fn count(&self) -> usize;
-    /// The images at `indices`, in that order (panics on an index out of range).
-    fn gather(&self, indices: &[usize]) -> ByteImages;
 }
 
 impl From<ByteImages> for PixelStore {
@@ -174,16 +167,6 @@ impl ImageSource for PixelStore {
 
     fn gather(&self, indices: &[usize]) -> ByteImages {
         Self::gather(self, indices)
-    }
-}
-
-impl ImageSource for ByteImages {
-    fn count(&self) -> usize {
-        self.n
-    }
-
-    fn gather(&self, indices: &[usize]) -> ByteImages {
-        ByteImages::gather(self, indices)
     }
 }
 

@@ -10,8 +10,8 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::ByteImages;
 use super::dataset::Dataset;
-use super::images::ByteImages;
 
 /// Side of every image, in pixels.
 pub const SIZE: usize = 32;

@@ -12,12 +12,13 @@ use super::{
     FeatureExtractor, FinetuneConfig, FinetuneResult, KnnConfig, ProbeConfig, ProbeResult, TsneConfig, accuracy,
     finetune, knn_predict, linear_probe, pca_2d, top_k, tsne_2d,
 };
+use crate::data::encode_png;
 use crate::data::{self, DataError, DataSplits, Dataset, OpenOptions};
 use crate::model::{Backbone, seeded_var_builder};
 use crate::run::store::{RunStore, StoreError, write_atomic, write_json};
 use crate::run::{Atlas, CheckpointMeta, EmbeddingFile, FORMAT_VERSION, RunInfo};
 use crate::task::wire::Matrix;
-use crate::train::{TrainConfig, encode_png};
+use crate::train::TrainConfig;
 
 /// Share of each class held out for evaluation when labelled data has no test split.
 pub const HOLD_OUT: f64 = 0.2;

@@ -16,8 +16,8 @@ use super::InputNorm;
 use crate::augment::{Image, hflip, random_zoom};
 use crate::data::{Dataset, FloatImages, Prefetch, batches, epoch_order};
 use crate::model::{Backbone, BackboneSpec, seeded_var_builder};
+use crate::steps::{LrSchedule, batch_seed};
 use crate::task::{Normalize, Optimizer, OptimizerConfig, OptimizerKind, named_vars};
-use crate::train::{LrSchedule, batch_seed};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct FinetuneConfig {

@@ -7,7 +7,6 @@
 //! extraction also compile for the browser.
 
 mod collapse;
-mod features;
 mod knn;
 mod projection;
 
@@ -24,10 +23,10 @@ pub use evaluate::{
     EmbedOptions, EvalError, Evaluation, HOLD_OUT, Weights, bank_and_queries, data_spec, knn_top1, probe_top1,
     write_embedding,
 };
-pub use features::{FeatureExtractor, InputNorm, stage_matrices};
 #[cfg(not(target_arch = "wasm32"))]
 pub use finetune::{FinetuneConfig, FinetuneResult, finetune};
 pub use knn::{KnnConfig, accuracy, knn_predict, l2_normalized, top_k};
+pub use pretext_sdk::features::{FeatureExtractor, InputNorm, stage_matrices};
 #[cfg(not(target_arch = "wasm32"))]
 pub use probe::{ProbeConfig, ProbeResult, linear_probe};
 pub use projection::{TsneConfig, pca_2d, tsne_2d};

@@ -6,8 +6,8 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
+use crate::steps::LrSchedule;
 use crate::task::{Optimizer, OptimizerConfig, OptimizerKind};
-use crate::train::LrSchedule;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ProbeConfig {

@@ -13,11 +13,11 @@ pub enum LoadError {
     #[error("{path} is not a Pretext plugin: its declaration has the wrong magic number")]
     BadMagic { path: PathBuf },
     #[error(
-        "{path} uses plugin ABI version {found}, but this pretext uses version {expected}; rebuild the plugin against this pretext-core"
+        "{path} uses plugin ABI version {found}, but this pretext uses version {expected}; rebuild the plugin against this pretext-sdk"
     )]
     AbiMismatch { path: PathBuf, found: u32, expected: u32 },
     #[error(
-        "{path} was built against pretext-core {found}, but this pretext is {expected}; rebuild the plugin against pretext-core {expected}"
+        "{path} was built against pretext-sdk {found}, but this pretext runs pretext-sdk {expected}; rebuild the plugin against pretext-sdk {expected}"
     )]
     CoreMismatch { path: PathBuf, found: String, expected: String },
     #[error(

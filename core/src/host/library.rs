@@ -16,12 +16,6 @@ pub struct Plugin {
     pub(super) decl: &'static PluginDecl,
 }
 
-impl std::fmt::Debug for PluginDecl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PluginDecl").field("abi_version", &self.abi_version).finish_non_exhaustive()
-    }
-}
-
 impl Plugin {
     pub fn name(&self) -> &str {
         &self.description.info.name

@@ -3,33 +3,12 @@
 
 use std::path::Path;
 
-use crate::data::ByteImages;
+use crate::data::{ByteImages, encode_png};
 use crate::run::store::{write_atomic, write_json};
 use crate::run::{FORMAT_VERSION, SampleEntry, SampleIndex};
 use crate::task::wire::SampleImage;
 
 use super::TrainError;
-
-/// Encodes one image (1 or 3 channels, CHW) as PNG bytes.
-pub fn encode_png(image: &ByteImages) -> Result<Vec<u8>, String> {
-    let (w, h) =
-        (u32::try_from(image.w).map_err(|e| e.to_string())?, u32::try_from(image.h).map_err(|e| e.to_string())?);
-    let plane = image.h * image.w;
-    let mut bytes = Vec::new();
-    let encoder = image::codecs::png::PngEncoder::new(&mut bytes);
-    use image::ImageEncoder;
-    match image.c {
-        1 => encoder.write_image(&image.data[..plane], w, h, image::ExtendedColorType::L8),
-        3 => {
-            let interleaved: Vec<u8> =
-                (0..plane).flat_map(|p| (0..3).map(move |c| (c, p))).map(|(c, p)| image.data[c * plane + p]).collect();
-            encoder.write_image(&interleaved, w, h, image::ExtendedColorType::Rgb8)
-        }
-        c => return Err(format!("cannot write a {c}-channel image as PNG")),
-    }
-    .map_err(|e| e.to_string())?;
-    Ok(bytes)
-}
 
 pub fn write_samples(dir: &Path, sources: &ByteImages, samples: &[SampleImage]) -> Result<(), TrainError> {
     let fail = |reason: String| TrainError::Samples { path: dir.to_path_buf(), reason };

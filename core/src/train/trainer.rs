@@ -23,7 +23,8 @@ use crate::task::{InputSpec, Normalize, OptimizerConfig, SessionConfig, merge_se
 use super::monitor::{COLLAPSE_IMAGES, Monitor, collapse_stats};
 use super::samples::write_samples;
 use super::summary::DataSummary;
-use super::{LrSchedule, TrainConfig, TrainError, batch_seed};
+use super::{TrainConfig, TrainError};
+use crate::steps::{LrSchedule, batch_seed};
 
 /// Progress reports for a CLI progress bar or a GUI.
 #[derive(Clone, Debug)]

@@ -6,10 +6,10 @@
 //! solved by noticing how objects are usually oriented.
 
 use candle_nn::{Linear, Module, VarBuilder};
-use pretext_core::augment::{Image, grayscale, hflip, vflip};
-use pretext_core::data::{ByteImages, FloatImages};
-use pretext_core::task::losses::classification;
-use pretext_core::task::{InputSpec, PretextTask, Sample, Step, TaskError, TaskInfo, TaskOutput, Views};
+use pretext_sdk::augment::{Image, grayscale, hflip, vflip};
+use pretext_sdk::images::{ByteImages, FloatImages};
+use pretext_sdk::task::losses::classification;
+use pretext_sdk::task::{InputSpec, PretextTask, Sample, Step, TaskError, TaskInfo, TaskOutput, Views};
 use rand::Rng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
@@ -110,4 +110,4 @@ impl PretextTask for Flip {
     }
 }
 
-pretext_core::export_plugin!(Flip);
+pretext_sdk::export_plugin!(Flip);

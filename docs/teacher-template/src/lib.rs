@@ -9,9 +9,9 @@
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use pretext_core::data::ByteImages;
-use pretext_core::task::heads::Mlp;
-use pretext_core::task::{
+use pretext_sdk::images::ByteImages;
+use pretext_sdk::task::heads::Mlp;
+use pretext_sdk::task::{
     InputSpec, Momentum, MultiCrop, PairAugment, PretextTask, Sample, Step, TaskError, TaskInfo, TaskOutput, Training,
     Views,
 };
@@ -121,4 +121,4 @@ impl PretextTask for MeanTeacher {
     }
 }
 
-pretext_core::export_plugin!(MeanTeacher);
+pretext_sdk::export_plugin!(MeanTeacher);

@@ -13,9 +13,9 @@
 
 use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
-use pretext_core::data::ByteImages;
-use pretext_core::task::heads::Mlp;
-use pretext_core::task::{
+use pretext_sdk::images::ByteImages;
+use pretext_sdk::task::heads::Mlp;
+use pretext_sdk::task::{
     InputSpec, MultiCrop, PairAugment, PretextTask, Sample, Step, TaskError, TaskInfo, TaskOutput, Views,
 };
 use rand::rngs::StdRng;
@@ -131,7 +131,7 @@ impl PretextTask for Barlow {
     }
 }
 
-pretext_core::export_plugin!(Barlow);
+pretext_sdk::export_plugin!(Barlow);
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

@@ -13,9 +13,9 @@
 
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
-use pretext_core::data::ByteImages;
-use pretext_core::task::heads::Mlp;
-use pretext_core::task::{
+use pretext_sdk::images::ByteImages;
+use pretext_sdk::task::heads::Mlp;
+use pretext_sdk::task::{
     InputSpec, Momentum, MultiCrop, PairAugment, PretextTask, Sample, Step, TaskError, TaskInfo, TaskOutput, Training,
     Views,
 };
@@ -141,7 +141,7 @@ impl PretextTask for Byol {
     }
 }
 
-pretext_core::export_plugin!(Byol);
+pretext_sdk::export_plugin!(Byol);
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

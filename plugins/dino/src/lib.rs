@@ -24,9 +24,9 @@
 
 use candle_core::{D, DType, Device, Tensor};
 use candle_nn::{Init, Linear, Module, VarBuilder};
-use pretext_core::augment::{SimclrAugment, check_crop_scale};
-use pretext_core::data::ByteImages;
-use pretext_core::task::{
+use pretext_sdk::augment::{SimclrAugment, check_crop_scale};
+use pretext_sdk::images::ByteImages;
+use pretext_sdk::task::{
     CropGroup, Freeze, GradClip, InputSpec, Momentum, MultiCrop, PretextTask, Sample, Step, TaskError, TaskInfo,
     TaskOutput, Training, Views,
 };
@@ -318,7 +318,7 @@ impl PretextTask for Dino {
     }
 }
 
-pretext_core::export_plugin!(Dino);
+pretext_sdk::export_plugin!(Dino);
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
@@ -364,7 +364,7 @@ mod tests {
         )
         .unwrap();
         let c = &task.config;
-        let at = |epoch| pretext_core::task::Schedule { step: 0, total_steps: 1, epoch, epochs: 9, lr: 0.0 };
+        let at = |epoch| pretext_sdk::task::Schedule { step: 0, total_steps: 1, epoch, epochs: 9, lr: 0.0 };
         let temps: Vec<f64> = (1..=4)
             .map(|e| at(e).warmup_by_epoch(c.warmup_teacher_temp, c.teacher_temp, c.warmup_teacher_temp_epochs))
             .collect();

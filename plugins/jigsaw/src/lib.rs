@@ -21,11 +21,11 @@ pub mod permutations;
 
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
-use pretext_core::augment::{Image, check_crop_scale, color_jitter, normalize_tiles, random_zoom, tiles};
-use pretext_core::data::{ByteImages, FloatImages};
-use pretext_core::task::heads::{Dense, Mlp};
-use pretext_core::task::losses::classification;
-use pretext_core::task::{InputSpec, PretextTask, Sample, Step, TaskError, TaskInfo, TaskOutput, Views};
+use pretext_sdk::augment::{Image, check_crop_scale, color_jitter, normalize_tiles, random_zoom, tiles};
+use pretext_sdk::images::{ByteImages, FloatImages};
+use pretext_sdk::task::heads::{Dense, Mlp};
+use pretext_sdk::task::losses::classification;
+use pretext_sdk::task::{InputSpec, PretextTask, Sample, Step, TaskError, TaskInfo, TaskOutput, Views};
 use rand::Rng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
@@ -243,7 +243,7 @@ impl PretextTask for Jigsaw {
     }
 }
 
-pretext_core::export_plugin!(Jigsaw);
+pretext_sdk::export_plugin!(Jigsaw);
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
@@ -283,11 +283,11 @@ mod tests {
         let data: Vec<u8> =
             (0..30 * 30usize).map(|p| if p / 30 < 10 { 150 + u8::try_from(p % 7).unwrap() * 15 } else { 20 }).collect();
         let batch = ByteImages::new(1, 1, 30, 30, data).unwrap();
-        let whole = pretext_core::augment::channel_mean_std(&Image::from_bytes(&batch, 0))[0];
+        let whole = pretext_sdk::augment::channel_mean_std(&Image::from_bytes(&batch, 0))[0];
         let views = task.make_views(&batch, &mut StdRng::seed_from_u64(3)).unwrap();
         for pos in 0..9 {
             let tile = Image::from_floats(&views.groups[0], pos);
-            let (mean, std) = pretext_core::augment::channel_mean_std(&tile)[0];
+            let (mean, std) = pretext_sdk::augment::channel_mean_std(&tile)[0];
             assert!((mean - whole.0).abs() < 1e-4, "tile {pos}: mean {mean}, image mean {}", whole.0);
             // Flat tiles (the dark band) keep no spread; textured ones take the image's.
             assert!(std < 1e-4 || (std - whole.1).abs() < 1e-4, "tile {pos}: std {std}, image std {}", whole.1);

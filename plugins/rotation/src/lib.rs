@@ -9,11 +9,11 @@
 
 use candle_core::Tensor;
 use candle_nn::{Linear, Module, VarBuilder};
-use pretext_core::augment::{Image, check_crop_scale, hflip, pad_crop, random_zoom, rot90};
-use pretext_core::data::{ByteImages, FloatImages};
-use pretext_core::task::heads::Mlp;
-use pretext_core::task::losses::classification;
-use pretext_core::task::{InputSpec, PretextTask, Sample, Step, TaskError, TaskInfo, TaskOutput, Views};
+use pretext_sdk::augment::{Image, check_crop_scale, hflip, pad_crop, random_zoom, rot90};
+use pretext_sdk::images::{ByteImages, FloatImages};
+use pretext_sdk::task::heads::Mlp;
+use pretext_sdk::task::losses::classification;
+use pretext_sdk::task::{InputSpec, PretextTask, Sample, Step, TaskError, TaskInfo, TaskOutput, Views};
 use rand::Rng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
@@ -139,7 +139,7 @@ impl PretextTask for Rotation {
     }
 }
 
-pretext_core::export_plugin!(Rotation);
+pretext_sdk::export_plugin!(Rotation);
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

@@ -8,10 +8,10 @@
 
 use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
-use pretext_core::augment::{Image, SimclrAugment, check_crop_scale};
-use pretext_core::data::{ByteImages, FloatImages};
-use pretext_core::task::heads::Mlp;
-use pretext_core::task::{InputSpec, PretextTask, Sample, Step, TaskError, TaskInfo, TaskOutput, Views};
+use pretext_sdk::augment::{Image, SimclrAugment, check_crop_scale};
+use pretext_sdk::images::{ByteImages, FloatImages};
+use pretext_sdk::task::heads::Mlp;
+use pretext_sdk::task::{InputSpec, PretextTask, Sample, Step, TaskError, TaskInfo, TaskOutput, Views};
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
@@ -155,7 +155,7 @@ impl PretextTask for Simclr {
     }
 }
 
-pretext_core::export_plugin!(Simclr);
+pretext_sdk::export_plugin!(Simclr);
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

@@ -15,9 +15,9 @@
 
 use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
-use pretext_core::data::ByteImages;
-use pretext_core::task::heads::Mlp;
-use pretext_core::task::{
+use pretext_sdk::images::ByteImages;
+use pretext_sdk::task::heads::Mlp;
+use pretext_sdk::task::{
     InputSpec, MultiCrop, PairAugment, PretextTask, Sample, Step, TaskError, TaskInfo, TaskOutput, Views,
 };
 use rand::rngs::StdRng;
@@ -144,7 +144,7 @@ impl PretextTask for Vicreg {
     }
 }
 
-pretext_core::export_plugin!(Vicreg);
+pretext_sdk::export_plugin!(Vicreg);
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

@@ -597,7 +597,7 @@ fn plugins(ui: &mut egui::Ui, found: &Discovery, chosen: &mut usize) {
     for (i, p) in found.plugins.iter().enumerate() {
         let text = format!("{} {}", p.name(), p.version());
         ui.radio_value(chosen, i, text).on_hover_text(format!(
-            "{}\n{}\nABI {} · pretext-core {} · {}",
+            "{}\n{}\nABI {} · pretext-sdk {} · {}",
             p.description.info.description,
             p.path.display(),
             p.abi_version,

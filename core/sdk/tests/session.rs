@@ -6,12 +6,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use candle_nn::{Linear, Module, VarBuilder};
-use pretext_core::augment::{Image, hflip};
-use pretext_core::data::{ByteImages, FloatImages};
-use pretext_core::model::{BackboneKind, BackboneSpec};
-use pretext_core::task::losses::classification;
-use pretext_core::task::wire::decode_matrices;
-use pretext_core::task::{
+use pretext_sdk::augment::{Image, hflip};
+use pretext_sdk::images::{ByteImages, FloatImages};
+use pretext_sdk::model::{BackboneKind, BackboneSpec};
+use pretext_sdk::task::losses::classification;
+use pretext_sdk::task::wire::decode_matrices;
+use pretext_sdk::task::{
     InputSpec, Normalize, OptimizerConfig, PretextTask, Schedule, Session, SessionConfig, Step, TaskError, TaskInfo,
     TaskOutput, Views,
 };

@@ -7,7 +7,7 @@
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::data::ImageSource;
+use crate::images::ImageSource;
 use crate::model::{Backbone, BackboneSpec};
 use crate::task::Normalize;
 use crate::task::wire::Matrix;
@@ -32,7 +32,7 @@ impl InputNorm {
         })
     }
 
-    pub fn apply(&self, images: &crate::data::FloatImages) -> candle_core::Result<Tensor> {
+    pub fn apply(&self, images: &crate::images::FloatImages) -> candle_core::Result<Tensor> {
         let x = Tensor::from_slice(&images.data, (images.n, images.c, images.h, images.w), &self.device)?;
         x.broadcast_sub(&self.mean)?.broadcast_div(&self.std)
     }
@@ -75,7 +75,7 @@ impl FeatureExtractor {
 pub fn stage_matrices(
     backbone: &Backbone,
     images: &impl ImageSource,
-    input: impl Fn(&crate::data::FloatImages) -> candle_core::Result<Tensor>,
+    input: impl Fn(&crate::images::FloatImages) -> candle_core::Result<Tensor>,
 ) -> candle_core::Result<Vec<Matrix>> {
     let mut stages: Vec<Vec<Tensor>> = vec![Vec::new(); backbone.stage_dims().len()];
     for start in (0..images.count()).step_by(CHUNK) {

@@ -125,9 +125,15 @@ pub struct PluginDecl {
     pub abi_version: u32,
     /// `CAP_*` bits.
     pub capabilities: u32,
-    /// The pretext-core version the plugin was built against (UTF-8, static).
+    /// The pretext-sdk version the plugin was built against (UTF-8, static).
     pub core_version: Bytes,
     pub vtable: VTable,
+}
+
+impl std::fmt::Debug for PluginDecl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginDecl").field("abi_version", &self.abi_version).finish_non_exhaustive()
+    }
 }
 
 // SAFETY: a declaration is immutable static data (integers, pointers to static strings and

@@ -10,10 +10,10 @@ use std::collections::BTreeMap;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{Linear, Module, VarBuilder};
-use pretext_core::augment::{Image, hflip};
-use pretext_core::data::{ByteImages, FloatImages};
-use pretext_core::model::{BackboneKind, BackboneSpec};
-use pretext_core::task::{
+use pretext_sdk::augment::{Image, hflip};
+use pretext_sdk::images::{ByteImages, FloatImages};
+use pretext_sdk::model::{BackboneKind, BackboneSpec};
+use pretext_sdk::task::{
     AfterStep, Freeze, GradClip, InputSpec, Momentum, Normalize, OptimizerConfig, PretextTask, Schedule, Session,
     SessionConfig, Step, TaskError, TaskInfo, TaskOutput, Training, Views,
 };

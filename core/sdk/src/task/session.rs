@@ -24,8 +24,8 @@ use super::{
     AfterStep, InputSpec, Optimizer, OptimizerConfig, PretextTask, Schedule, Step, TaskError, TaskInfo, Views,
     named_vars,
 };
-use crate::data::ByteImages;
-use crate::eval::{InputNorm, stage_matrices};
+use crate::features::{InputNorm, stage_matrices};
+use crate::images::ByteImages;
 use crate::model::{Backbone, BackboneSpec, seeded_var_builder};
 
 /// Per-channel input normalisation, `(x - mean) / std` on values in `0..1`.
@@ -212,7 +212,7 @@ impl<T: PretextTask> Session<T> {
     pub fn prepare(&self, images: &ByteImages, seed: u64) -> Result<Views, TaskError> {
         self.check_batch(images)?;
         let views = self.task.make_views(images, &mut StdRng::seed_from_u64(seed))?;
-        let consistent = |v: &crate::data::FloatImages| v.data.len() == v.n * v.c * v.h * v.w && v.c == images.c;
+        let consistent = |v: &crate::images::FloatImages| v.data.len() == v.n * v.c * v.h * v.w && v.c == images.c;
         if views.groups.is_empty() || !views.groups.iter().all(consistent) {
             return Err(TaskError::Input("the task made views of an inconsistent shape".into()));
         }

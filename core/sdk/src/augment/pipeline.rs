@@ -12,7 +12,7 @@ use super::color::{color_jitter, gaussian_blur, grayscale, solarize};
 use super::crop::{DEFAULT_CROP_RATIO, random_resized_crop};
 use super::flip::hflip;
 use super::image::Image;
-use crate::data::FloatImages;
+use crate::images::FloatImages;
 
 /// Blur sigma range of SimCLR's Gaussian blur, in pixels.
 const BLUR_SIGMA: (f32, f32) = (0.1, 2.0);

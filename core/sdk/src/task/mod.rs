@@ -1,7 +1,7 @@
 //! The pretext-task SDK: what a plugin author implements, and how it becomes a plugin.
 //!
 //! An author implements [`PretextTask`] — views and targets from a batch, a head built from
-//! a `VarBuilder`, a loss over a [`Step`] — and writes `pretext_core::export_plugin!(MyTask);`.
+//! a `VarBuilder`, a loss over a [`Step`] — and writes `pretext_sdk::export_plugin!(MyTask);`.
 //! A task that needs more declares it: a momentum teacher, gradient clipping or frozen
 //! parameters ([`Training`]), state kept across steps and in checkpoints
 //! ([`PretextTask::init_state`]), several crop sizes (view groups in [`Views`]), work after
@@ -30,7 +30,7 @@ use rand::rngs::StdRng;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::data::{ByteImages, FloatImages};
+use crate::images::{ByteImages, FloatImages};
 
 pub use crops::{CropGroup, MultiCrop, PairAugment};
 pub use error::TaskError;

@@ -8,7 +8,7 @@ use safetensors::tensor::{Dtype, TensorView};
 use serde::{Deserialize, Serialize};
 
 use super::Sample;
-use crate::data::{ByteImages, FloatImages};
+use crate::images::{ByteImages, FloatImages};
 
 /// A named row-major matrix, e.g. the features of N images (N × D).
 #[derive(Clone, Debug, PartialEq)]

@@ -4,7 +4,7 @@
 //! along; it must stay a plain buffer (no device, no candle) so it works on any thread and
 //! in the browser.
 
-use crate::data::{ByteImages, FloatImages, ShapeError};
+use crate::images::{ByteImages, FloatImages, ShapeError};
 
 /// One image: `c` channels of `h`×`w` pixels, channel after channel, row after row, values
 /// nominally in `0.0..=1.0`.
@@ -31,7 +31,7 @@ impl Image {
     }
 
     /// Image `i` of a byte batch, scaled to `0.0..=1.0` (panics if `i >= n`, like
-    /// [`crate::data::Images::image`]).
+    /// [`crate::images::Images::image`]).
     pub fn from_bytes(batch: &ByteImages, i: usize) -> Self {
         let data = batch.image(i).iter().map(|&v| f32::from(v) / 255.0).collect();
         Self { c: batch.c, h: batch.h, w: batch.w, data }

@@ -17,6 +17,23 @@ pub struct Images<T> {
     pub data: Vec<T>,
 }
 
+/// Anything images can be gathered from in batches: a store or an in-memory batch.
+pub trait ImageSource {
+    fn count(&self) -> usize;
+    /// The images at `indices`, in that order (panics on an index out of range).
+    fn gather(&self, indices: &[usize]) -> ByteImages;
+}
+
+impl ImageSource for ByteImages {
+    fn count(&self) -> usize {
+        self.n
+    }
+
+    fn gather(&self, indices: &[usize]) -> ByteImages {
+        ByteImages::gather(self, indices)
+    }
+}
+
 /// Pixels as stored by datasets: 0..=255.
 pub type ByteImages = Images<u8>;
 /// Pixels as fed to a network: usually normalised floats.
@@ -117,7 +134,7 @@ impl<T: Copy + Default> Images<T> {
 
 /// The batch of `image(i)` for each of `indices`, in that order, each `c`×`h`×`w` values:
 /// the one gather behind in-memory batches and memory-mapped stores.
-pub(crate) fn gather_with<'a, T: Copy + 'a>(
+pub fn gather_with<'a, T: Copy + 'a>(
     (c, h, w): (usize, usize, usize),
     indices: &[usize],
     image: impl Fn(usize) -> &'a [T],

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Sample, TaskError, Views};
 use crate::augment::{Image, SimclrAugment, check_crop_scale};
-use crate::data::{ByteImages, FloatImages};
+use crate::images::{ByteImages, FloatImages};
 
 /// The two views of BYOL, Barlow Twins and VICReg: SimCLR's transforms plus solarisation,
 /// with blur and solarisation set per view. The defaults are solo-learn's CIFAR recipe

@@ -12,7 +12,7 @@ use std::sync::Once;
 
 use super::abi::{self, Bytes, ImagesRef, LogFn, OwnedBuf, PluginDecl, PreparedPtr, SessionPtr, StepInfo, VTable};
 use super::{PretextTask, Schedule, Session, SessionConfig, TaskError, Views};
-use crate::data::ByteImages;
+use crate::images::ByteImages;
 
 fn into_buf(bytes: Vec<u8>) -> OwnedBuf {
     let mut bytes = std::mem::ManuallyDrop::new(bytes);
@@ -303,7 +303,7 @@ pub const fn declaration<T: PretextTask>() -> PluginDecl {
     }
 }
 
-/// Turns a [`PretextTask`] into a plugin: `pretext_core::export_plugin!(MyTask);` in a crate
+/// Turns a [`PretextTask`] into a plugin: `pretext_sdk::export_plugin!(MyTask);` in a crate
 /// built as a `cdylib`.
 #[macro_export]
 macro_rules! export_plugin {
