@@ -19,7 +19,7 @@ fn into_buf(bytes: Vec<u8>) -> OwnedBuf {
     OwnedBuf { ptr: bytes.as_mut_ptr(), len: bytes.len(), cap: bytes.capacity() }
 }
 
-/// Frees a buffer made by [`into_buf`].
+/// Frees a buffer made by `into_buf`.
 ///
 /// # Safety
 /// `buf` must come from this plugin's `into_buf` and not have been freed.

@@ -158,7 +158,9 @@ pub trait PretextTask: Sized + Send + Sync + 'static {
     }
 
     /// The pretext inputs of a few images, captioned, for `samples/`. The default shows each
-    /// view image with its target.
+    /// view image with its target and assumes each source image's views are consecutive (one
+    /// group, as rotation and Jigsaw make them); tasks with crop-major groups return
+    /// [`MultiCrop::samples`] instead.
     fn samples(&self, batch: &ByteImages, rng: &mut StdRng) -> Result<Vec<Sample>, TaskError> {
         let views = self.make_views(batch, rng)?;
         let count = views.count();
