@@ -186,20 +186,23 @@ class SimCLR(nn.Module):
 # after the papers' and solo-learn's/lightly's formulas as those plugins are: same heads, crops,
 # losses, teacher updates. Not in the seed article.
 
+def ssl_view(size, scale, solarize):
+    """One crop of SimclrAugment with solarisation: crop, flip, jitter, grayscale, solarize."""
+    return transforms.Compose([
+        transforms.RandomResizedCrop(size=size, scale=scale),
+        transforms.RandomHorizontalFlip(),
+        transforms.RandomApply([transforms.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8),
+        transforms.RandomGrayscale(p=0.2),
+        transforms.RandomSolarize(128, p=solarize),
+        transforms.ToTensor(),
+    ])
+
+
 class PairTransform:
     """Two views, solarisation on the second only (BYOL's asymmetry; VICReg: both)."""
 
     def __init__(self, size, scale=(0.08, 1.0), solarize=(0.0, 0.2)):
-        def view(p):
-            return transforms.Compose([
-                transforms.RandomResizedCrop(size=size, scale=scale),
-                transforms.RandomHorizontalFlip(),
-                transforms.RandomApply([transforms.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8),
-                transforms.RandomGrayscale(p=0.2),
-                transforms.RandomSolarize(128, p=p),
-                transforms.ToTensor(),
-            ])
-        self.views = [view(solarize[0]), view(solarize[1])]
+        self.views = [ssl_view(size, scale, solarize[0]), ssl_view(size, scale, solarize[1])]
 
     def __call__(self, x):
         return tuple(v(x) for v in self.views)
@@ -210,18 +213,8 @@ class MultiCropTransform:
 
     def __init__(self, size, locals_=4):
         local = max(4, round(size * 96 / 224))
-
-        def crop(side, scale, solarize):
-            return transforms.Compose([
-                transforms.RandomResizedCrop(size=side, scale=scale),
-                transforms.RandomHorizontalFlip(),
-                transforms.RandomApply([transforms.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8),
-                transforms.RandomGrayscale(p=0.2),
-                transforms.RandomSolarize(128, p=solarize),
-                transforms.ToTensor(),
-            ])
-        self.crops = [crop(size, (0.4, 1.0), 0.0), crop(size, (0.4, 1.0), 0.2)]
-        self.crops += [crop(local, (0.05, 0.4), 0.0)] * locals_
+        self.crops = [ssl_view(size, (0.4, 1.0), 0.0), ssl_view(size, (0.4, 1.0), 0.2)]
+        self.crops += [ssl_view(local, (0.05, 0.4), 0.0)] * locals_
 
     def __call__(self, x):
         return tuple(c(x) for c in self.crops)

@@ -11,6 +11,8 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use pretext_sdk::images::ByteImages;
 use pretext_sdk::task::heads::Mlp;
+// BYOL's `2 − 2·cos(p, z)`, averaged over the rows.
+use pretext_sdk::task::losses::normalized_mse;
 use pretext_sdk::task::{
     InputSpec, Momentum, MultiCrop, PairAugment, PretextTask, Sample, Step, TaskError, TaskInfo, TaskOutput, Training,
     Views,
@@ -43,12 +45,6 @@ pub struct MeanTeacher {
 pub struct Head {
     projector: Mlp,
     predictor: Mlp,
-}
-
-/// `2 − 2·cos(p, z)` averaged over the rows.
-fn regression(p: &Tensor, z: &Tensor) -> candle_core::Result<Tensor> {
-    let unit = |x: &Tensor| x.broadcast_div(&x.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::INFINITY)?);
-    (unit(p)? * unit(z)?)?.sum(1)?.mean_all()?.affine(-2.0, 2.0)
 }
 
 impl PretextTask for MeanTeacher {
@@ -108,7 +104,7 @@ impl PretextTask for MeanTeacher {
         let (p1, p2, z1, z2) = (student(v1)?, student(v2)?, teacher(v1)?, teacher(v2)?);
 
         let center = step.state("center")?.clone();
-        let loss = (regression(&p1, &z2.broadcast_sub(&center)?)? + regression(&p2, &z1.broadcast_sub(&center)?)?)?;
+        let loss = (normalized_mse(&p1, &z2.broadcast_sub(&center)?)? + normalized_mse(&p2, &z1.broadcast_sub(&center)?)?)?;
         // The new centre is kept only if this step's loss is finite.
         let m = self.config.center_momentum;
         let batch_mean = Tensor::cat(&[&z1, &z2], 0)?.mean_keepdim(0)?;

@@ -11,10 +11,11 @@
 //! scaled by 0.1 (solo-learn's `scale_loss` for CIFAR; the paper has none), and the
 //! asymmetric two-view recipe ([`PairAugment`]'s defaults).
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use candle_nn::VarBuilder;
 use pretext_sdk::images::ByteImages;
 use pretext_sdk::task::heads::Mlp;
+use pretext_sdk::task::losses::diagonal;
 use pretext_sdk::task::{
     InputSpec, MultiCrop, PairAugment, PretextTask, Sample, Step, TaskError, TaskInfo, TaskOutput, Views,
 };
@@ -63,13 +64,13 @@ fn standardize(z: &Tensor) -> candle_core::Result<Tensor> {
 /// The Barlow Twins loss of two views' projections (N × D each), and the mean of the
 /// cross-correlation's diagonal (1 when the views agree perfectly).
 pub fn barlow_twins(z1: &Tensor, z2: &Tensor, lambda: f64, scale: f64) -> candle_core::Result<(Tensor, Tensor)> {
-    let (n, d) = z1.dims2()?;
+    let n = z1.dim(0)?;
     if n < 2 {
         candle_core::bail!("Barlow Twins needs at least two images per batch, got {n}");
     }
     #[allow(clippy::cast_precision_loss)]
     let c = (standardize(z1)?.t()?.matmul(&standardize(z2)?)? / n as f64)?;
-    let diag = (&c * Tensor::eye(d, DType::F32, c.device())?)?.sum(1)?;
+    let diag = diagonal(&c)?;
     let on_diag = diag.affine(1.0, -1.0)?.sqr()?.sum_all()?;
     let off_diag = (c.sqr()?.sum_all()? - diag.sqr()?.sum_all()?)?;
     let loss = ((on_diag + (off_diag * lambda)?)? * scale)?;
@@ -136,7 +137,7 @@ pretext_sdk::export_plugin!(Barlow);
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use candle_core::Device;
+    use candle_core::{DType, Device};
 
     use super::*;
 

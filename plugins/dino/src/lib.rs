@@ -26,6 +26,7 @@ use candle_core::{D, DType, Device, Tensor};
 use candle_nn::{Init, Linear, Module, VarBuilder};
 use pretext_sdk::augment::{SimclrAugment, check_crop_scale};
 use pretext_sdk::images::ByteImages;
+use pretext_sdk::task::losses::l2_normalize;
 use pretext_sdk::task::{
     CropGroup, Freeze, GradClip, InputSpec, Momentum, MultiCrop, PretextTask, Sample, Step, TaskError, TaskInfo,
     TaskOutput, Training, Views,
@@ -121,11 +122,6 @@ fn dino_linear(input: usize, output: usize, vb: &VarBuilder) -> candle_core::Res
     Ok(Linear::new(weight, Some(bias)))
 }
 
-/// Every row scaled to unit L2 norm.
-fn unit_rows(x: &Tensor) -> candle_core::Result<Tensor> {
-    x.broadcast_div(&x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::INFINITY)?)
-}
-
 impl DinoHead {
     fn new(input: usize, c: &DinoConfig, vb: &VarBuilder) -> candle_core::Result<Self> {
         let mlp = vb.pp("mlp");
@@ -149,13 +145,13 @@ impl DinoHead {
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let h = self.mlp[0].forward(x)?.gelu_erf()?;
         let h = self.mlp[1].forward(&h)?.gelu_erf()?;
-        let h = unit_rows(&self.mlp[2].forward(&h)?)?;
-        h.matmul(&unit_rows(&self.last_v)?.t()?)
+        let h = l2_normalize(&self.mlp[2].forward(&h)?)?;
+        h.matmul(&l2_normalize(&self.last_v)?.t()?)
     }
 }
 
-/// The DINO loss: `student` holds every crop's scores (crop-major, `crops`·N rows), `teacher`
-/// the two global crops' (2N rows). Teacher scores are centred by `center` (1 × K), sharpened
+/// The DINO loss: `teacher` holds the two global crops' scores (2N rows), `student` every
+/// crop's (crop-major, a multiple of N rows: the global crops first, then the local ones). Teacher scores are centred by `center` (1 × K), sharpened
 /// by `teacher_temp` and softmaxed; student scores log-softmaxed at `student_temp`. The loss
 /// averages the cross-entropy `−Σ q·log p` over the batch and over every (global teacher crop,
 /// other student crop) pair. Returns the loss and the centre updated with this batch:
@@ -164,16 +160,18 @@ pub fn dino_loss(
     student: &Tensor,
     teacher: &Tensor,
     center: &Tensor,
-    crops: usize,
     temps: (f64, f64),
     center_momentum: f64,
 ) -> candle_core::Result<(Tensor, Tensor)> {
     let (student_temp, teacher_temp) = temps;
-    let rows = teacher.dim(0)?;
-    if crops < 2 || rows % 2 != 0 || student.dim(0)? != rows / 2 * crops {
-        candle_core::bail!("DINO needs 2 global crops of N images and {crops} crops in all, got {rows} teacher rows");
-    }
+    let (rows, student_rows) = (teacher.dim(0)?, student.dim(0)?);
     let n = rows / 2;
+    if n == 0 || rows % 2 != 0 || student_rows % n != 0 || student_rows < rows {
+        candle_core::bail!(
+            "DINO needs the teacher's 2 global crops of N images and the student's crops of the same N, got {rows} teacher and {student_rows} student rows"
+        );
+    }
+    let crops = student_rows / n;
     let log_p = candle_nn::ops::log_softmax(&(student / student_temp)?, D::Minus1)?;
     let q = candle_nn::ops::softmax_last_dim(&(teacher.broadcast_sub(center)? / teacher_temp)?)?.detach();
     let mut total: Option<Tensor> = None;
@@ -303,10 +301,9 @@ impl PretextTask for Dino {
         let teacher = step.teacher(global, DinoHead::forward)?;
         let teacher_temp =
             step.schedule().warmup_by_epoch(c.warmup_teacher_temp, c.teacher_temp, c.warmup_teacher_temp_epochs);
-        let crops = 2 + step.views().get(1).map_or(0, |_| c.local_crops);
         let center = step.state("center")?.clone();
         let (loss, new_center) =
-            dino_loss(&student, &teacher, &center, crops, (c.student_temp, teacher_temp), c.center_momentum)?;
+            dino_loss(&student, &teacher, &center, (c.student_temp, teacher_temp), c.center_momentum)?;
         step.set_state("center", &new_center)?;
         #[allow(clippy::cast_possible_truncation)]
         let metrics = vec![("teacher_temp".into(), Tensor::new(teacher_temp as f32, loss.device())?)];
@@ -343,7 +340,7 @@ mod tests {
         let t = Tensor::new(&[[1.0f32, 0.0], [0.0, 0.0]], &cpu()).unwrap();
         let s = Tensor::new(&[[0.0f32, 0.0], [3f32.ln(), 0.0], [0.0, 3f32.ln()]], &cpu()).unwrap();
         let center = Tensor::new(&[[0.5f32, 0.0]], &cpu()).unwrap();
-        let (loss, new_center) = dino_loss(&s, &t, &center, 3, (1.0, 1.0), 0.9).unwrap();
+        let (loss, new_center) = dino_loss(&s, &t, &center, (1.0, 1.0), 0.9).unwrap();
         let softmax = |a: f64, b: f64| (a.exp() / (a.exp() + b.exp()), b.exp() / (a.exp() + b.exp()));
         let (q0, q1) = (softmax(0.5, 0.0), softmax(-0.5, 0.0));
         let h = |q: (f64, f64), p: (f64, f64)| -(q.0 * p.0.ln() + q.1 * p.1.ln());

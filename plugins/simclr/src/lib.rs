@@ -11,6 +11,7 @@ use candle_nn::VarBuilder;
 use pretext_sdk::augment::{Image, SimclrAugment, check_crop_scale};
 use pretext_sdk::images::{ByteImages, FloatImages};
 use pretext_sdk::task::heads::Mlp;
+use pretext_sdk::task::losses::l2_normalize;
 use pretext_sdk::task::{InputSpec, PretextTask, Sample, Step, TaskError, TaskInfo, TaskOutput, Views};
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
@@ -64,8 +65,7 @@ pub fn nt_xent(z: &Tensor, temperature: f64) -> candle_core::Result<(Tensor, Ten
         candle_core::bail!("NT-Xent needs an even, non-zero number of rows, got {rows}");
     }
     let n = rows / 2;
-    let norm = z.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::INFINITY)?;
-    let z = z.broadcast_div(&norm)?;
+    let z = l2_normalize(z)?;
     let sim = (z.matmul(&z.t()?)? / temperature)?;
     // A large negative on the diagonal removes self-similarity from the softmax.
     let eye = Tensor::eye(rows, DType::F32, z.device())?;

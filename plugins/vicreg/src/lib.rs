@@ -13,10 +13,11 @@
 //! settings (`scripts/pretrain/cifar/vicreg.yaml` in vturrisi/solo-learn): expander
 //! 2048-2048-2048, crops of 20–100% of the area, solarisation p 0.1 on both views, no blur.
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use candle_nn::VarBuilder;
 use pretext_sdk::images::ByteImages;
 use pretext_sdk::task::heads::Mlp;
+use pretext_sdk::task::losses::diagonal;
 use pretext_sdk::task::{
     InputSpec, MultiCrop, PairAugment, PretextTask, Sample, Step, TaskError, TaskInfo, TaskOutput, Views,
 };
@@ -71,8 +72,7 @@ fn spread_terms(z: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
     let std = ((centred.sqr()?.sum(0)? / n1)? + 1e-4)?.sqrt()?;
     let variance = std.affine(-1.0, 1.0)?.relu()?.mean_all()?;
     let cov = (centred.t()?.matmul(&centred)? / n1)?;
-    let off =
-        (cov.sqr()?.sum_all()? - (&cov * Tensor::eye(cov.dim(0)?, DType::F32, cov.device())?)?.sqr()?.sum_all()?)?;
+    let off = (cov.sqr()?.sum_all()? - diagonal(&cov)?.sqr()?.sum_all()?)?;
     Ok((variance, (off / d)?))
 }
 
@@ -149,7 +149,7 @@ pretext_sdk::export_plugin!(Vicreg);
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use candle_core::Device;
+    use candle_core::{DType, Device};
 
     use super::*;
 
