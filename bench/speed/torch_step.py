@@ -65,8 +65,15 @@ def main():
         net, x = small_convnet(), torch.randn(256, 1, 28, 28)
     elif model_name == "resnet18":
         net, x = cifar_resnet18(), torch.randn(64, 3, 32, 32)
+    elif model_name == "vit-tiny":
+        # timm's ViT-Tiny laid out as Pretext's vit-tiny for Fashion-MNIST: 28 px, 4 px
+        # patches (49 tokens and the CLS), one channel, a 10-way head on the CLS token.
+        import timm
+        net = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=28, patch_size=4, in_chans=1,
+                                num_classes=10)
+        x = torch.randn(64, 1, 28, 28)
     else:
-        raise SystemExit(f"unknown model {model_name!r} (convnet or resnet18)")
+        raise SystemExit(f"unknown model {model_name!r} (convnet, resnet18 or vit-tiny)")
     y = torch.arange(x.shape[0]) % 10
     net.train()
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)

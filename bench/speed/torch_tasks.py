@@ -102,13 +102,13 @@ def load_images(data, limit):
 # ---------------------------------------------------------------- backbone (Pretext's ConvNet)
 
 class ConvNet(nn.Module):
-    """conv3x3 (no bias) -> BN -> ReLU, x4, strides 1,2,2,2, widths w..8w, global average pool."""
+    """conv3x3 (no bias) -> BN -> ReLU, x4, strides 1,2,2,2, widths w..8w (or `widths`), global
+    average pool."""
 
-    def __init__(self, in_channels=1, width=16):
+    def __init__(self, in_channels=1, width=16, widths=None):
         super().__init__()
         layers, c = [], in_channels
-        for i, stride in enumerate((1, 2, 2, 2)):
-            out = width << i
+        for out, stride in zip(widths or [width << i for i in range(4)], (1, 2, 2, 2)):
             layers += [nn.Conv2d(c, out, 3, stride, 1, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
             c = out
         self.features = nn.Sequential(*layers)

@@ -11,13 +11,13 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::{Linear, Module, VarBuilder, VarMap};
-use pretext_core::model::{BatchNorm2d, Conv2d, ConvImpl, ResNet18, seeded_var_builder, set_conv_impl};
+use pretext_core::model::{BatchNorm, Conv2d, ConvImpl, ResNet18, Vit, VitShape, seeded_var_builder, set_conv_impl};
 use pretext_core::task::{Optimizer, OptimizerConfig, named_vars};
 
 /// The ConvNet: four 3×3 convolutions of 32 channels (strides 1, 2, 2, 2), each with
 /// BatchNorm and ReLU, global average pool, linear classifier.
 struct SmallConvNet {
-    blocks: Vec<(Conv2d, BatchNorm2d)>,
+    blocks: Vec<(Conv2d, BatchNorm)>,
 }
 
 impl SmallConvNet {
@@ -26,7 +26,7 @@ impl SmallConvNet {
         let mut in_c = 1;
         for (i, stride) in [1, 2, 2, 2].into_iter().enumerate() {
             let conv = Conv2d::new(in_c, 32, 3, stride, 1, false, vb.pp(format!("conv{i}")))?;
-            blocks.push((conv, BatchNorm2d::new(32, vb.pp(format!("bn{i}")))?));
+            blocks.push((conv, BatchNorm::new(32, vb.pp(format!("bn{i}")))?));
             in_c = 32;
         }
         Ok(Self { blocks })
@@ -44,6 +44,7 @@ impl SmallConvNet {
 enum Net {
     Small(SmallConvNet),
     Resnet(ResNet18),
+    Vit(Vit),
 }
 
 struct Setup {
@@ -60,7 +61,11 @@ fn setup(model: &str, dev: &Device) -> Result<Setup> {
     let (net, batch, shape, feat) = match model {
         "convnet" => (Net::Small(SmallConvNet::new(&vb.pp("net"))?), 256, (1, 28, 28), 32),
         "resnet18" => (Net::Resnet(ResNet18::new(3, 64, vb.pp("net"))?), 64, (3, 32, 32), 512),
-        other => candle_core::bail!("unknown model `{other}` (convnet or resnet18)"),
+        "vit-tiny" => {
+            let shape = VitShape { dim: 192, depth: 12, heads: 3, patch: 4, image: 28 };
+            (Net::Vit(Vit::new(1, shape, vb.pp("net"))?), 64, (1, 28, 28), 192)
+        }
+        other => candle_core::bail!("unknown model `{other}` (convnet, resnet18 or vit-tiny)"),
     };
     let head = candle_nn::linear(feat, 10, vb.pp("head"))?;
     let x = Tensor::randn(0f32, 1.0, (batch, shape.0, shape.1, shape.2), dev)?;
@@ -75,6 +80,7 @@ fn step(s: &Setup, opt: &mut Optimizer) -> Result<[f64; 3]> {
     let f = match &s.net {
         Net::Small(n) => n.features(&s.x)?,
         Net::Resnet(n) => n.forward_t(&s.x, true)?,
+        Net::Vit(n) => n.forward(&s.x)?,
     };
     let loss = candle_nn::loss::cross_entropy(&s.head.forward(&f)?, &s.y)?;
     // Reading the loss forces the (lazy-free, but possibly asynchronous on GPUs) forward.

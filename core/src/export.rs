@@ -81,7 +81,7 @@ mod tests {
     fn exported_names_and_shapes_are_torchvision_resnet18() {
         let map = VarMap::new();
         let vb = seeded_var_builder(&map, 0, DType::F32, &Device::Cpu);
-        let spec = BackboneSpec { kind: BackboneKind::Resnet18, width: 64, in_channels: 3 };
+        let spec = BackboneSpec { width: 64, ..BackboneSpec::new(BackboneKind::Resnet18, 3) };
         Backbone::new(&spec, vb.pp("backbone")).unwrap();
         let mut all: Vec<(String, Tensor)> =
             map.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();

@@ -133,7 +133,12 @@ impl RunCheck {
         let config = SessionConfig {
             task: train.task_config,
             backbone: info.backbone.clone(),
-            input: InputSpec { channels: d.channels, height: d.height, width: d.width },
+            input: InputSpec {
+                channels: d.channels,
+                height: d.height,
+                width: d.width,
+                patch_size: info.backbone.patch_size,
+            },
             optimizer: OptimizerConfig {
                 kind: train.optimizer,
                 weight_decay: train.weight_decay,

@@ -124,7 +124,7 @@ fn non_numeric_and_unknown_values() {
     assert_usage_error(&["train", "--epochs", "three"], &["'three'", "--epochs"]);
     assert_usage_error(&["train", "--batch-size", "-5"], &["'-5'"]);
     assert_usage_error(&["train", "--limit", "1e3"], &["'1e3'", "--limit"]);
-    assert_usage_error(&["train", "--backbone", "vgg"], &["vgg", "resnet18 or convnet"]);
+    assert_usage_error(&["train", "--backbone", "vgg"], &["vgg", "`convnet`", "`vit-tiny`"]);
     assert_usage_error(&["train", "--optimizer", "adam"], &["adam"]);
     assert_usage_error(&["train", "--no-such-flag"], &["--no-such-flag"]);
     assert_usage_error(&["fly"], &["fly"]);
@@ -172,4 +172,12 @@ fn unknown_task_setting_and_missing_device() {
         let out = train(&["--task", "rotation", "--device", "cuda", "--out", tmp.path().join("b").to_str().unwrap()]);
         out.assert_one_line_error(&["plugin `rotation`", "no CUDA support"]);
     }
+}
+
+#[test]
+fn patch_size_belongs_to_vits() {
+    let out = pretext(&["train", "--task", "simclr", "--backbone", "convnet", "--patch-size", "4"]);
+    out.assert_one_line_error(&["--patch-size applies to ViT backbones", "convnet"]);
+    let out = pretext(&["train", "--task", "simclr", "--backbone", "vit-tiny", "--patch-size", "0"]);
+    out.assert_one_line_error(&["--patch-size must be at least 1"]);
 }

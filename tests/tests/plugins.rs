@@ -1,4 +1,4 @@
-//! `pretext plugins [--json]`: the seven built-in tasks are discovered beside the binary and
+//! `pretext plugins [--json]`: the eight built-in tasks are discovered beside the binary and
 //! listed with name, version, ABI version, path and status, as a table and as JSON.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -6,10 +6,10 @@
 use pretext_core::task::abi::ABI_VERSION;
 use pretext_tests::{faulty_plugin, pretext, target_dir};
 
-const TASKS: [&str; 7] = ["simclr", "jigsaw", "rotation", "byol", "dino", "barlow", "vicreg"];
+const TASKS: [&str; 8] = ["simclr", "jigsaw", "rotation", "byol", "dino", "barlow", "vicreg", "mae"];
 
 #[test]
-fn json_lists_the_seven_tasks_with_version_abi_path_and_status() {
+fn json_lists_the_eight_tasks_with_version_abi_path_and_status() {
     let out = pretext(&["plugins", "--json"]);
     out.assert_success();
     let rows: Vec<serde_json::Value> = serde_json::from_str(&out.stdout).expect("stdout is a JSON array");

@@ -46,11 +46,15 @@ pub struct TrainArgs {
     /// labels or no test split.
     #[arg(long, value_name = "SPEC")]
     knn_data: Option<String>,
-    #[arg(long, value_parser = parse_backbone, value_name = "resnet18|convnet")]
+    #[arg(long, value_parser = parse_backbone, value_name = "resnet18|convnet|vit-tiny|vit-small")]
     backbone: Option<BackboneKind>,
-    /// Base channel width of the backbone (resnet18: 64, convnet: 16).
+    /// Width of the backbone: base channels of a CNN (resnet18: 64, convnet: 16), embedding
+    /// width of a ViT (vit-tiny: 192, vit-small: 384).
     #[arg(long, value_name = "N")]
     width: Option<usize>,
+    /// Side of a ViT's square patches (default 4); the image size must be a multiple of it.
+    #[arg(long, value_name = "N")]
+    patch_size: Option<usize>,
     #[arg(long, value_name = "N")]
     epochs: Option<u64>,
     #[arg(long, value_name = "N")]
@@ -90,7 +94,7 @@ pub struct TrainArgs {
 }
 
 fn parse_backbone(s: &str) -> Result<BackboneKind, String> {
-    s.parse().map_err(|_| format!("unknown backbone `{s}` (expected resnet18 or convnet)"))
+    s.parse().map_err(|e: pretext_core::model::UnknownBackbone| e.to_string())
 }
 
 fn parse_optimizer(s: &str) -> Result<OptimizerKind, String> {
@@ -112,6 +116,9 @@ impl TrainArgs {
         set!(task, data, backbone, epochs, batch_size, optimizer, device, seed, checkpoint_every, workers, knn_every);
         if self.width.is_some() {
             c.width = self.width;
+        }
+        if self.patch_size.is_some() {
+            c.patch_size = self.patch_size;
         }
         if self.lr.is_some() {
             c.lr = self.lr;

@@ -17,7 +17,7 @@ pub fn color_image(image: &image::DynamicImage) -> ColorImage {
     ColorImage::from_rgba_unmultiplied(size, rgba.as_raw())
 }
 
-/// The kernels of a checkpoint's first convolution, laid out as a grid in one texture.
+/// The kernels of a checkpoint's first layer, laid out as a grid in one texture.
 pub struct Filters {
     pub texture: TextureHandle,
     /// (out channels, in channels, kernel height, kernel width).
@@ -25,35 +25,41 @@ pub struct Filters {
     pub tensor: String,
 }
 
-/// The first convolution's weight in the backbone's state dict (torchvision names).
-pub const FIRST_CONV: &str = "backbone.conv1.weight";
+/// The first layer's weight in the backbone's state dict: a CNN's first convolution
+/// (torchvision names) or a ViT's patch embedding (timm names).
+pub const FIRST_LAYERS: [&str; 2] = ["backbone.conv1.weight", "backbone.patch_embed.proj.weight"];
 
-/// Reads `backbone.conv1.weight` (O, I, kh, kw) from safetensors bytes and paints each
+/// Reads the first layer's weight (O, I, kh, kw) from safetensors bytes and paints each
 /// output channel as one tile: RGB when the input has three channels, else the mean over
 /// input channels in grey. Each kernel is scaled to its own min..max.
 pub fn filters_from_safetensors(ctx: &egui::Context, name: &str, bytes: &[u8]) -> Result<Filters, String> {
     let tensors = safetensors::SafeTensors::deserialize(bytes).map_err(|e| format!("not a safetensors file ({e})"))?;
-    let view = tensors.tensor(FIRST_CONV).map_err(|_| {
+    let Some((first, view)) = FIRST_LAYERS.iter().find_map(|n| tensors.tensor(n).ok().map(|v| (*n, v))) else {
         let mut names = tensors.names();
         names.sort();
         let some: Vec<&str> = names.iter().take(4).copied().collect();
-        format!("has no tensor `{FIRST_CONV}` (it has {} tensors, e.g. {})", names.len(), some.join(", "))
-    })?;
+        return Err(format!(
+            "has no tensor `{}` (it has {} tensors, e.g. {})",
+            FIRST_LAYERS.join("` or `"),
+            names.len(),
+            some.join(", ")
+        ));
+    };
     let shape: [usize; 4] = view
         .shape()
         .try_into()
-        .map_err(|_| format!("`{FIRST_CONV}` has shape {:?}, not (out, in, kh, kw)", view.shape()))?;
+        .map_err(|_| format!("`{first}` has shape {:?}, not (out, in, kh, kw)", view.shape()))?;
     if view.dtype() != safetensors::Dtype::F32 {
-        return Err(format!("`{FIRST_CONV}` is {:?}; the viewer reads F32 weights", view.dtype()));
+        return Err(format!("`{first}` is {:?}; the viewer reads F32 weights", view.dtype()));
     }
     let weights: Vec<f32> = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
     let [o, i, kh, kw] = shape;
     if o == 0 || i == 0 || kh == 0 || kw == 0 || weights.len() != o * i * kh * kw {
-        return Err(format!("`{FIRST_CONV}` has shape {shape:?} but {} values", weights.len()));
+        return Err(format!("`{first}` has shape {shape:?} but {} values", weights.len()));
     }
     let (image, _columns) = filter_grid(&weights, shape);
     let texture = ctx.load_texture(name, image, TextureOptions::NEAREST);
-    Ok(Filters { texture, shape, tensor: FIRST_CONV.to_string() })
+    Ok(Filters { texture, shape, tensor: first.to_string() })
 }
 
 /// Tiles `o` kernels of `kh`×`kw` pixels with a one-pixel gap, `ceil(sqrt(o))` per row.

@@ -92,8 +92,8 @@ fn at(step: u64) -> Schedule {
 fn config(kind: BackboneKind, seed: u64) -> SessionConfig {
     SessionConfig {
         task: serde_json::Value::Null,
-        backbone: BackboneSpec { kind, width: 4, in_channels: 3 },
-        input: InputSpec { channels: 3, height: SIDE, width: SIDE },
+        backbone: BackboneSpec { width: 4, ..BackboneSpec::new(kind, 3) },
+        input: InputSpec { channels: 3, height: SIDE, width: SIDE, patch_size: None },
         optimizer: OptimizerConfig::default(),
         device: "cpu".into(),
         seed,
@@ -187,7 +187,7 @@ fn a_checkpoint_of_another_task_is_refused() {
 #[test]
 fn a_checkpoint_of_another_backbone_is_refused() {
     let wide = Session::<Flip>::new(SessionConfig {
-        backbone: BackboneSpec { kind: BackboneKind::Convnet, width: 8, in_channels: 3 },
+        backbone: BackboneSpec { width: 8, ..BackboneSpec::new(BackboneKind::Convnet, 3) },
         ..config(BackboneKind::Convnet, 1)
     })
     .unwrap();

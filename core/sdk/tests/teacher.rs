@@ -100,8 +100,8 @@ const SIDE: usize = 16;
 fn config(seed: u64, task: serde_json::Value) -> SessionConfig {
     SessionConfig {
         task,
-        backbone: BackboneSpec { kind: BackboneKind::Convnet, width: 4, in_channels: 3 },
-        input: InputSpec { channels: 3, height: SIDE, width: SIDE },
+        backbone: BackboneSpec { width: 4, ..BackboneSpec::new(BackboneKind::Convnet, 3) },
+        input: InputSpec { channels: 3, height: SIDE, width: SIDE, patch_size: None },
         optimizer: OptimizerConfig::default(),
         device: "cpu".into(),
         seed,

@@ -31,8 +31,10 @@ pub struct TrainConfig {
     /// test split.
     pub knn_data: Option<String>,
     pub backbone: BackboneKind,
-    /// Base channel width; `None` takes the backbone's default.
+    /// Base channel width (a ViT's embedding width); `None` takes the backbone's default.
     pub width: Option<usize>,
+    /// A ViT's patch side; `None` takes 4.
+    pub patch_size: Option<usize>,
     pub epochs: u64,
     pub batch_size: usize,
     /// Peak learning rate; `None` takes the optimizer's usual value for the batch size.
@@ -72,6 +74,7 @@ impl Default for TrainConfig {
             knn_data: None,
             backbone: BackboneKind::Convnet,
             width: None,
+            patch_size: None,
             epochs: 5,
             batch_size: 128,
             lr: None,
@@ -105,6 +108,12 @@ impl TrainConfig {
         }
         if self.width == Some(0) {
             return Err("--width must be at least 1".into());
+        }
+        if self.patch_size == Some(0) {
+            return Err("--patch-size must be at least 1".into());
+        }
+        if self.patch_size.is_some() && !self.backbone.is_vit() {
+            return Err(format!("--patch-size applies to ViT backbones, not to `{}`", self.backbone));
         }
         if self.limit == Some(0) {
             return Err("--limit must be at least 1".into());

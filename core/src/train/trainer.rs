@@ -18,7 +18,7 @@ use crate::model::BackboneSpec;
 use crate::run::store::{RunStore, StoreError, now_unix};
 use crate::run::{DatasetInfo, FORMAT_VERSION, MetricRecord, RunInfo, RunStatus, TaskRef, checkpoint_stem};
 use crate::task::abi::StepInfo;
-use crate::task::{InputSpec, Normalize, OptimizerConfig, SessionConfig, merge_settings};
+use crate::task::{InputSpec, Normalize, OptimizerConfig, OptimizerKind, SessionConfig, merge_settings};
 
 use super::monitor::{COLLAPSE_IMAGES, Monitor, collapse_stats};
 use super::samples::write_samples;
@@ -91,7 +91,9 @@ pub fn train(
     // Every setting spelled out, defaults included: `run.json` then says exactly what ran.
     let task_config = merge_settings(plugin.description.default_config.clone(), &config.task_config)
         .map_err(|e| TrainError::Config(format!("plugin `{}`: {e}", plugin.name())))?;
-    let config = &TrainConfig { task_config, ..config.clone() };
+    // A task tuned at another AdamW rate says so; `--lr` or another optimizer still wins.
+    let task_lr = plugin.description.adamw_lr.filter(|_| config.optimizer == OptimizerKind::Adamw);
+    let config = &TrainConfig { task_config, lr: config.lr.or(task_lr), ..config.clone() };
     let run_dir = config.out_dir();
     check_run_dir(&run_dir, resume)?;
     let splits = data::open_with(&config.data, &config.open_options(), &mut |p| on_event(Event::Preparing(p)))?;
@@ -106,16 +108,22 @@ pub fn train(
         return Err(TrainError::Config(format!("the dataset `{}` has no training images", config.data)));
     }
 
+    let base = BackboneSpec::new(config.backbone, train_set.channels()).for_images(train_set.height());
     let spec = BackboneSpec {
-        kind: config.backbone,
-        width: config.width.unwrap_or_else(|| BackboneSpec::default_width(config.backbone)),
-        in_channels: train_set.channels(),
+        width: config.width.unwrap_or(base.width),
+        patch_size: config.patch_size.or(base.patch_size),
+        ..base
     };
     let (mean, std) = data::channel_stats(&train_set.images, 10_000);
     let session_config = SessionConfig {
         task: config.task_config.clone(),
         backbone: spec.clone(),
-        input: InputSpec { channels: train_set.channels(), height: train_set.height(), width: train_set.width() },
+        input: InputSpec {
+            channels: train_set.channels(),
+            height: train_set.height(),
+            width: train_set.width(),
+            patch_size: spec.patch_size,
+        },
         optimizer: OptimizerConfig {
             kind: config.optimizer,
             weight_decay: config.weight_decay,

@@ -168,7 +168,9 @@ mod tests {
 
     #[test]
     fn the_projector_has_three_layers() {
-        let task = Barlow::new(BarlowConfig::default(), InputSpec { channels: 3, height: 8, width: 8 }).unwrap();
+        let task =
+            Barlow::new(BarlowConfig::default(), InputSpec { channels: 3, height: 8, width: 8, patch_size: None })
+                .unwrap();
         let map = candle_nn::VarMap::new();
         let vb = VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu);
         let head = task.build_head(16, vb).unwrap();

@@ -143,7 +143,8 @@ mod tests {
 
     #[test]
     fn views_are_two_groups_of_the_input_size_and_the_task_has_a_teacher() {
-        let task = Byol::new(ByolConfig::default(), InputSpec { channels: 3, height: 8, width: 8 }).unwrap();
+        let task =
+            Byol::new(ByolConfig::default(), InputSpec { channels: 3, height: 8, width: 8, patch_size: None }).unwrap();
         let batch = ByteImages::new(3, 3, 8, 8, (0..3 * 3 * 64).map(|v| (v % 251) as u8).collect()).unwrap();
         let views = task.make_views(&batch, &mut StdRng::seed_from_u64(1)).unwrap();
         let shapes: Vec<_> = views.groups.iter().map(|g| (g.n, g.c, g.h, g.w)).collect();

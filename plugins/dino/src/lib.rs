@@ -26,6 +26,7 @@ use candle_core::{D, DType, Device, Tensor};
 use candle_nn::{Init, Linear, Module, VarBuilder};
 use pretext_sdk::augment::{SimclrAugment, check_crop_scale};
 use pretext_sdk::images::ByteImages;
+use pretext_sdk::model::gelu;
 use pretext_sdk::task::losses::l2_normalize;
 use pretext_sdk::task::{
     CropGroup, Freeze, GradClip, InputSpec, Momentum, MultiCrop, PretextTask, Sample, Step, TaskError, TaskInfo,
@@ -143,8 +144,8 @@ impl DinoHead {
 
     /// Prototype scores of backbone features (rows).
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let h = self.mlp[0].forward(x)?.gelu_erf()?;
-        let h = self.mlp[1].forward(&h)?.gelu_erf()?;
+        let h = gelu(&self.mlp[0].forward(x)?)?;
+        let h = gelu(&self.mlp[1].forward(&h)?)?;
         let h = l2_normalize(&self.mlp[2].forward(&h)?)?;
         h.matmul(&l2_normalize(&self.last_v)?.t()?)
     }
@@ -196,11 +197,15 @@ pub fn dino_loss(
 }
 
 impl Dino {
-    fn local_size(&self, input: usize) -> usize {
-        match self.config.local_size {
+    /// 96/224 of the input side by default; on a ViT, the nearest multiple of its patch
+    /// side (DINO's 96 px local crops are 6 patches of 16), so no crop is padded.
+    fn local_size(&self, input: &InputSpec) -> usize {
+        match (self.config.local_size, input.patch_size) {
             #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
-            0 => ((input as f64 * 96.0 / 224.0).round() as usize).max(4),
-            s => s,
+            (0, Some(p)) => ((input.height as f64 * 96.0 / 224.0 / p as f64).round() as usize).max(1) * p,
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+            (0, None) => ((input.height as f64 * 96.0 / 224.0).round() as usize).max(4),
+            (s, _) => s,
         }
     }
 }
@@ -249,7 +254,7 @@ impl PretextTask for Dino {
             ..SimclrAugment::default()
         };
         let mut task = Self { crops: MultiCrop { groups: Vec::new() }, config: config.clone() };
-        let local_size = task.local_size(input.height);
+        let local_size = task.local_size(&input);
         let mut groups = vec![CropGroup {
             name: "global".into(),
             augments: vec![
@@ -357,7 +362,7 @@ mod tests {
     fn the_teacher_temperature_warms_up_per_epoch() {
         let task = Dino::new(
             DinoConfig { warmup_teacher_temp_epochs: 3, ..DinoConfig::default() },
-            InputSpec { channels: 1, height: 28, width: 28 },
+            InputSpec { channels: 1, height: 28, width: 28, patch_size: None },
         )
         .unwrap();
         let c = &task.config;
@@ -372,7 +377,8 @@ mod tests {
 
     #[test]
     fn multi_crop_views_have_two_global_and_the_local_crops() {
-        let task = Dino::new(DinoConfig::default(), InputSpec { channels: 1, height: 28, width: 28 }).unwrap();
+        let task = Dino::new(DinoConfig::default(), InputSpec { channels: 1, height: 28, width: 28, patch_size: None })
+            .unwrap();
         let batch = ByteImages::new(3, 1, 28, 28, (0..3 * 784).map(|v| (v % 251) as u8).collect()).unwrap();
         let views = task.make_views(&batch, &mut StdRng::seed_from_u64(2)).unwrap();
         let shapes: Vec<_> = views.groups.iter().map(|g| (g.n, g.c, g.h, g.w)).collect();
@@ -384,9 +390,21 @@ mod tests {
     }
 
     #[test]
+    fn local_crops_on_a_vit_are_whole_patches() {
+        // 96/224 of 32 px is 13.7 px: 14 on a CNN; on a ViT the nearest whole patches, 12
+        // (3 of 4 px) or 16 (2 of 8 px).
+        let local = |patch_size| {
+            let task =
+                Dino::new(DinoConfig::default(), InputSpec { channels: 3, height: 32, width: 32, patch_size }).unwrap();
+            task.crops.groups[1].augments[0].size
+        };
+        assert_eq!((local(None), local(Some(4)), local(Some(8))), (14, 12, 16));
+    }
+
+    #[test]
     fn the_head_ends_in_unit_prototypes() {
         let config = DinoConfig { hidden_dim: 8, bottleneck_dim: 4, out_dim: 5, ..DinoConfig::default() };
-        let task = Dino::new(config, InputSpec { channels: 1, height: 28, width: 28 }).unwrap();
+        let task = Dino::new(config, InputSpec { channels: 1, height: 28, width: 28, patch_size: None }).unwrap();
         let map = VarMap::new();
         let head = task.build_head(6, VarBuilder::from_varmap(&map, DType::F32, &cpu())).unwrap();
         let mut names: Vec<String> = map.data().lock().unwrap().keys().cloned().collect();

@@ -256,7 +256,7 @@ mod tests {
     fn the_label_is_the_index_of_the_permutation_applied() {
         for (grid, permutations, tile) in [(3, 100, 8), (2, 24, 12)] {
             let config = JigsawConfig { grid, permutations, tile_norm: false, ..JigsawConfig::default() };
-            let task = Jigsaw::new(config, InputSpec { channels: 1, height: 30, width: 30 }).unwrap();
+            let task = Jigsaw::new(config, InputSpec { channels: 1, height: 30, width: 30, patch_size: None }).unwrap();
             // Each cell is filled with its own index, so any tile cut from it, wherever the
             // jitter puts it, shows which cell it came from.
             let cell = 30 / grid;
@@ -277,7 +277,7 @@ mod tests {
 
     #[test]
     fn tiles_are_normalised_to_the_image_statistics() {
-        let input = InputSpec { channels: 1, height: 30, width: 30 };
+        let input = InputSpec { channels: 1, height: 30, width: 30, patch_size: None };
         let task = Jigsaw::new(JigsawConfig { tile_jitter: 0.5, ..JigsawConfig::default() }, input).unwrap();
         // A bright textured band over a dark one: tile statistics differ by position.
         let data: Vec<u8> =
@@ -300,7 +300,7 @@ mod tests {
         use candle_nn::VarMap;
 
         let config = JigsawConfig { permutations: 10, hidden_dim: 16, tile_dim: 4, ..JigsawConfig::default() };
-        let task = Jigsaw::new(config, InputSpec { channels: 1, height: 30, width: 30 }).unwrap();
+        let task = Jigsaw::new(config, InputSpec { channels: 1, height: 30, width: 30, patch_size: None }).unwrap();
         let map = VarMap::new();
         let head = task.build_head(6, VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu)).unwrap();
         let shapes: std::collections::BTreeMap<String, Vec<usize>> =
@@ -318,22 +318,28 @@ mod tests {
 
     #[test]
     fn tiny_images_and_bad_settings_are_refused() {
-        let input = InputSpec { channels: 1, height: 5, width: 5 };
+        let input = InputSpec { channels: 1, height: 5, width: 5, patch_size: None };
         assert!(Jigsaw::new(JigsawConfig::default(), input).is_err());
         let bad = JigsawConfig { permutations: 1, ..JigsawConfig::default() };
-        assert!(Jigsaw::new(bad, InputSpec { channels: 1, height: 30, width: 30 }).is_err());
+        assert!(Jigsaw::new(bad, InputSpec { channels: 1, height: 30, width: 30, patch_size: None }).is_err());
         let bad = JigsawConfig { tile_jitter: -0.1, ..JigsawConfig::default() };
-        assert!(Jigsaw::new(bad, InputSpec { channels: 1, height: 30, width: 30 }).is_err());
+        assert!(Jigsaw::new(bad, InputSpec { channels: 1, height: 30, width: 30, patch_size: None }).is_err());
         for grid in [0, 1, 4] {
             let bad = JigsawConfig { grid, ..JigsawConfig::default() };
-            assert!(Jigsaw::new(bad, InputSpec { channels: 1, height: 30, width: 30 }).is_err(), "grid {grid}");
+            assert!(
+                Jigsaw::new(bad, InputSpec { channels: 1, height: 30, width: 30, patch_size: None }).is_err(),
+                "grid {grid}"
+            );
         }
         for crop_scale in [(0.0, 1.0), (0.8, 0.5), (0.5, 1.5)] {
             let bad = JigsawConfig { crop_scale, ..JigsawConfig::default() };
-            assert!(Jigsaw::new(bad, InputSpec { channels: 1, height: 30, width: 30 }).is_err(), "{crop_scale:?}");
+            assert!(
+                Jigsaw::new(bad, InputSpec { channels: 1, height: 30, width: 30, patch_size: None }).is_err(),
+                "{crop_scale:?}"
+            );
         }
         // A 2×2 grid has 4! = 24 orders, fewer than the default 100 classes.
         let bad = JigsawConfig { grid: 2, ..JigsawConfig::default() };
-        assert!(Jigsaw::new(bad, InputSpec { channels: 1, height: 30, width: 30 }).is_err());
+        assert!(Jigsaw::new(bad, InputSpec { channels: 1, height: 30, width: 30, patch_size: None }).is_err());
     }
 }

@@ -152,7 +152,7 @@ mod tests {
     fn four_views_per_image_labelled_by_quarter_turns() {
         let task = Rotation::new(
             RotationConfig { flip_p: 0.0, crop_scale: (1.0, 1.0), ..RotationConfig::default() },
-            InputSpec { channels: 1, height: 2, width: 2 },
+            InputSpec { channels: 1, height: 2, width: 2, patch_size: None },
         )
         .unwrap();
         // One 2×2 image [[10, 20], [30, 40]]; counter-clockwise quarter turn: [[20, 40], [10, 30]].
@@ -172,7 +172,7 @@ mod tests {
             RotationConfig { flip_p: 0.0, crop_padding: 3, crop_scale: (1.0, 1.0), ..RotationConfig::default() };
         let crop = RotationConfig { flip_p: 0.0, crop_scale: (0.3, 1.0), ..RotationConfig::default() };
         for config in [shift, crop] {
-            let task = Rotation::new(config, InputSpec { channels: 1, height: 8, width: 8 }).unwrap();
+            let task = Rotation::new(config, InputSpec { channels: 1, height: 8, width: 8, patch_size: None }).unwrap();
             let batch = ByteImages::new(1, 1, 8, 8, (1..=64).collect()).unwrap();
             let mut moved = 0;
             for seed in 0..10 {
@@ -190,7 +190,7 @@ mod tests {
 
     #[test]
     fn bad_crop_scales_are_refused() {
-        let input = InputSpec { channels: 1, height: 8, width: 8 };
+        let input = InputSpec { channels: 1, height: 8, width: 8, patch_size: None };
         for crop_scale in [(0.0, 1.0), (0.8, 0.5), (0.5, 1.5), (f32::NAN, 1.0)] {
             let config = RotationConfig { crop_scale, ..RotationConfig::default() };
             assert!(Rotation::new(config, input).is_err(), "{crop_scale:?}");
@@ -203,7 +203,7 @@ mod tests {
         use candle_nn::VarMap;
 
         let config = RotationConfig { hidden_dim: 8, ..RotationConfig::default() };
-        let task = Rotation::new(config, InputSpec { channels: 1, height: 8, width: 8 }).unwrap();
+        let task = Rotation::new(config, InputSpec { channels: 1, height: 8, width: 8, patch_size: None }).unwrap();
         let map = VarMap::new();
         let head = task.build_head(6, VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu)).unwrap();
         assert!(matches!(head, RotationHead::Mlp(_)));
@@ -219,6 +219,9 @@ mod tests {
 
     #[test]
     fn non_square_images_are_refused() {
-        assert!(Rotation::new(RotationConfig::default(), InputSpec { channels: 1, height: 2, width: 3 }).is_err());
+        assert!(
+            Rotation::new(RotationConfig::default(), InputSpec { channels: 1, height: 2, width: 3, patch_size: None })
+                .is_err()
+        );
     }
 }

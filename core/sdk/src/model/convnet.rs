@@ -9,12 +9,12 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::conv::Conv2d;
-use super::norm::BatchNorm2d;
+use super::norm::BatchNorm;
 use super::resnet::global_avg_pool;
 
 #[derive(Clone, Debug)]
 pub struct ConvNet {
-    blocks: Vec<(Conv2d, BatchNorm2d)>,
+    blocks: Vec<(Conv2d, BatchNorm)>,
     width: usize,
     in_channels: usize,
 }
@@ -33,7 +33,7 @@ impl ConvNet {
                 let vl = vb.pp(format!("layer{}", l + 1));
                 (vl.pp("conv"), vl.pp("bn"))
             };
-            blocks.push((Conv2d::new(in_c, out_c, 3, stride, 1, false, vc)?, BatchNorm2d::new(out_c, vn)?));
+            blocks.push((Conv2d::new(in_c, out_c, 3, stride, 1, false, vc)?, BatchNorm::new(out_c, vn)?));
             in_c = out_c;
         }
         Ok(Self { blocks, width, in_channels })

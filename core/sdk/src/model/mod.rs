@@ -1,19 +1,28 @@
 //! Backbones: the networks a pretext task trains and evaluation reads features from.
 //!
-//! Two are provided, a CIFAR-style ResNet-18 and a small ConvNet, both ending in a global
-//! average pool (no classifier). Parameter names follow torchvision's `resnet18` state dict;
-//! the caller places them under `backbone.` with `vb.pp("backbone")`. Every convolution goes
+//! Three families are provided: a CIFAR-style ResNet-18 and a small ConvNet, both ending in a
+//! global average pool (no classifier), and Vision Transformers (`vit-tiny`, `vit-small`)
+//! whose features are the CLS token. Parameter names follow torchvision's `resnet18` and
+//! timm's `VisionTransformer` state dicts; the caller places them under `backbone.` with
+//! `vb.pp("backbone")`. Every convolution goes
 //! through [`Conv2d`] so a faster kernel can be dropped in at one place. This module compiles
 //! for wasm32 (the browser viewer runs backbones), so it must not use threads or files there:
 //! the multi-threaded CPU convolution kernels are compiled only off wasm32.
 
 mod conv;
 mod convnet;
+mod gelu;
 mod init;
+#[cfg(not(target_arch = "wasm32"))]
+mod kernels;
+mod layer_norm;
+mod linear;
 mod norm;
 #[cfg(not(target_arch = "wasm32"))]
 mod norm_op;
 mod resnet;
+mod softmax;
+mod vit;
 
 use std::fmt;
 use std::str::FromStr;
@@ -24,9 +33,14 @@ use serde::{Deserialize, Serialize};
 
 pub use conv::{Conv2d, ConvImpl, conv_impl, conv2d, set_conv_impl};
 pub use convnet::ConvNet;
+pub use gelu::gelu;
 pub use init::seeded_var_builder;
-pub use norm::{BatchNorm2d, is_buffer};
+pub use layer_norm::LayerNorm;
+pub use linear::Linear;
+pub use norm::{BatchNorm, is_buffer};
 pub use resnet::ResNet18;
+pub use softmax::softmax_last_dim;
+pub use vit::{Block, LN_EPS, Vit, VitShape, vit_linear};
 
 /// Name of the first convolution's weight in every backbone (without the `backbone.` prefix).
 pub const FIRST_CONV: &str = "conv1.weight";
@@ -37,16 +51,34 @@ pub const FIRST_CONV: &str = "conv1.weight";
 pub enum BackboneKind {
     Resnet18,
     Convnet,
+    /// ViT-Ti (DeiT-Tiny): width 192, 12 blocks, 3 heads.
+    #[serde(rename = "vit-tiny")]
+    VitTiny,
+    /// ViT-S (DeiT-Small): width 384, 12 blocks, 6 heads.
+    #[serde(rename = "vit-small")]
+    VitSmall,
 }
 
 impl BackboneKind {
-    pub const ALL: [BackboneKind; 2] = [BackboneKind::Resnet18, BackboneKind::Convnet];
+    pub const ALL: [BackboneKind; 4] =
+        [BackboneKind::Resnet18, BackboneKind::Convnet, BackboneKind::VitTiny, BackboneKind::VitSmall];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Resnet18 => "resnet18",
             Self::Convnet => "convnet",
+            Self::VitTiny => "vit-tiny",
+            Self::VitSmall => "vit-small",
         }
+    }
+
+    pub fn is_vit(self) -> bool {
+        matches!(self, Self::VitTiny | Self::VitSmall)
+    }
+
+    /// The name of the first layer's weight (without `backbone.`), the filters the viewers show.
+    pub fn first_layer(self) -> &'static str {
+        if self.is_vit() { "patch_embed.proj.weight" } else { FIRST_CONV }
     }
 }
 
@@ -57,7 +89,7 @@ impl fmt::Display for BackboneKind {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown backbone `{0}` (expected `resnet18` or `convnet`)")]
+#[error("unknown backbone `{0}` (expected `resnet18`, `convnet`, `vit-tiny` or `vit-small`)")]
 pub struct UnknownBackbone(pub String);
 
 impl FromStr for BackboneKind {
@@ -71,37 +103,75 @@ impl FromStr for BackboneKind {
     }
 }
 
-/// Everything needed to rebuild a backbone: architecture, base width and input channels.
+/// Everything needed to rebuild a backbone: architecture, width, input channels and, for a
+/// ViT, its patch side and the image side its position embeddings are laid out for.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct BackboneSpec {
     pub kind: BackboneKind,
-    /// Base width `w`; stages have `w, 2w, 4w, 8w` channels and features are `8w`-wide.
+    /// CNNs: base width `w`; stages have `w, 2w, 4w, 8w` channels and features are
+    /// `8w`-wide. ViTs: the embedding width, which is also the features' width.
     pub width: usize,
     pub in_channels: usize,
+    /// ViTs: the side of the square patches ([`BackboneSpec::DEFAULT_PATCH`] if absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch_size: Option<usize>,
+    /// ViTs: the image side the network was built for (the training size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_size: Option<usize>,
 }
 
 impl BackboneSpec {
-    /// 64 for ResNet-18 (torchvision's network), 16 for the ConvNet (128 features).
+    /// A ViT's patch side unless given: 4, which gives 7×7 patches of a 28 px image and 8×8
+    /// of a 32 px one.
+    pub const DEFAULT_PATCH: usize = 4;
+
+    /// 64 for ResNet-18 (torchvision's network), 16 for the ConvNet (128 features), 192 and
+    /// 384 for ViT-Tiny and ViT-Small.
     pub fn default_width(kind: BackboneKind) -> usize {
         match kind {
             BackboneKind::Resnet18 => 64,
             BackboneKind::Convnet => 16,
+            BackboneKind::VitTiny => 192,
+            BackboneKind::VitSmall => 384,
         }
     }
 
-    /// The spec with the default width of `kind`.
+    /// The spec with the default width of `kind` (and a ViT's default patch side).
     pub fn new(kind: BackboneKind, in_channels: usize) -> Self {
-        Self { kind, width: Self::default_width(kind), in_channels }
+        let patch_size = kind.is_vit().then_some(Self::DEFAULT_PATCH);
+        Self { kind, width: Self::default_width(kind), in_channels, patch_size, image_size: None }
+    }
+
+    /// The spec for images of `size`×`size` pixels: a ViT lays its position embeddings out
+    /// for them; CNNs take any size and keep no record.
+    #[must_use]
+    pub fn for_images(self, size: usize) -> Self {
+        let image_size = self.kind.is_vit().then_some(size);
+        Self { image_size, ..self }
     }
 
     /// Width of the features `forward_t` returns.
     pub fn feature_dim(&self) -> usize {
-        8 * self.width
+        if self.kind.is_vit() { self.width } else { 8 * self.width }
     }
 
     /// Widths of the features `stage_features_t` returns.
     pub fn stage_dims(&self) -> Vec<usize> {
-        (0..4).map(|l| self.width << l).collect()
+        if self.kind.is_vit() { vec![self.width; 4] } else { (0..4).map(|l| self.width << l).collect() }
+    }
+
+    /// The ViT's shape, or an error naming what is missing; `None` for a CNN.
+    pub fn vit_shape(&self) -> Result<Option<VitShape>> {
+        let heads = match self.kind {
+            BackboneKind::VitTiny => 3,
+            BackboneKind::VitSmall => 6,
+            BackboneKind::Resnet18 | BackboneKind::Convnet => return Ok(None),
+        };
+        let Some(image) = self.image_size else {
+            candle_core::bail!("a {} backbone needs the image size it is built for", self.kind)
+        };
+        let patch = self.patch_size.unwrap_or(Self::DEFAULT_PATCH);
+        Ok(Some(VitShape { dim: self.width, depth: 12, heads, patch, image }))
     }
 }
 
@@ -110,6 +180,7 @@ impl BackboneSpec {
 pub enum Backbone {
     Resnet18(ResNet18),
     Convnet(ConvNet),
+    Vit(Vit),
 }
 
 impl Backbone {
@@ -122,9 +193,10 @@ impl Backbone {
                 spec.in_channels
             );
         }
-        Ok(match spec.kind {
-            BackboneKind::Resnet18 => Self::Resnet18(ResNet18::new(spec.in_channels, spec.width, vb)?),
-            BackboneKind::Convnet => Self::Convnet(ConvNet::new(spec.in_channels, spec.width, vb)?),
+        Ok(match (spec.kind, spec.vit_shape()?) {
+            (_, Some(shape)) => Self::Vit(Vit::new(spec.in_channels, shape, vb)?),
+            (BackboneKind::Resnet18, None) => Self::Resnet18(ResNet18::new(spec.in_channels, spec.width, vb)?),
+            (_, None) => Self::Convnet(ConvNet::new(spec.in_channels, spec.width, vb)?),
         })
     }
 
@@ -132,6 +204,7 @@ impl Backbone {
         match self {
             Self::Resnet18(m) => m.feature_dim(),
             Self::Convnet(m) => m.feature_dim(),
+            Self::Vit(m) => m.feature_dim(),
         }
     }
 
@@ -139,6 +212,7 @@ impl Backbone {
         match self {
             Self::Resnet18(m) => m.stage_dims(),
             Self::Convnet(m) => m.stage_dims(),
+            Self::Vit(m) => vec![m.feature_dim(); 4],
         }
     }
 
@@ -146,6 +220,7 @@ impl Backbone {
         match self {
             Self::Resnet18(m) => m.in_channels(),
             Self::Convnet(m) => m.in_channels(),
+            Self::Vit(m) => m.in_channels(),
         }
     }
 
@@ -158,22 +233,33 @@ impl Backbone {
     }
 
     /// Features of a batch: (N, C, H, W) → (N, feature_dim). `train` selects batch statistics
-    /// (and updates the running ones) in the batch norms.
+    /// (and updates the running ones) in the batch norms; a ViT has none.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         self.check_input(x)?;
         match self {
             Self::Resnet18(m) => m.forward_t(x, train),
             Self::Convnet(m) => m.forward_t(x, train),
+            Self::Vit(m) => m.forward(x),
         }
     }
 
-    /// The globally pooled output of each of the four stages, shallowest first, of widths
-    /// [`Backbone::stage_dims`]; the last equals `forward_t`.
+    /// The ViT, for tasks that drive it on tokens (MAE) and for attention maps.
+    pub fn as_vit(&self) -> Option<&Vit> {
+        match self {
+            Self::Vit(m) => Some(m),
+            Self::Resnet18(_) | Self::Convnet(_) => None,
+        }
+    }
+
+    /// The globally pooled output of each of the four stages (a ViT's CLS token after each
+    /// quarter of its blocks), shallowest first, of widths [`Backbone::stage_dims`]; the last
+    /// equals `forward_t`.
     pub fn stage_features_t(&self, x: &Tensor, train: bool) -> Result<Vec<Tensor>> {
         self.check_input(x)?;
         let maps = match self {
             Self::Resnet18(m) => m.stage_maps_t(x, train)?,
             Self::Convnet(m) => m.stage_maps_t(x, train)?,
+            Self::Vit(m) => return m.stage_features(x),
         };
         maps.iter().map(resnet::global_avg_pool).collect()
     }

@@ -1,4 +1,6 @@
-//! 2-D batch normalisation with torchvision's names, defaults and running statistics.
+//! Batch normalisation with PyTorch's names, defaults and running statistics: `BatchNorm2d`
+//! over (N, C, H, W) feature maps and `BatchNorm1d` over (N, C) rows (the heads' hidden
+//! layers), one type for both as the arithmetic is the same.
 //!
 //! A thin wrapper over `candle_nn::BatchNorm`: it fixes PyTorch's defaults (eps 1e-5,
 //! momentum 0.1, affine) and refuses training-mode batches with a single value per channel,
@@ -7,7 +9,7 @@
 //! (`running_mean`, `running_var`) so that checkpoints carry them.
 //!
 //! Training on the CPU in f32 runs the fused kernels of `norm_op.rs` (optionally with the
-//! following ReLU folded in, see [`BatchNorm2d::forward_relu_t`]); everything else, and
+//! following ReLU folded in, see [`BatchNorm::forward_relu_t`]); everything else, and
 //! everything under `PRETEXT_CONV=stock` / [`super::ConvImpl::Stock`], uses candle-nn's.
 
 use candle_core::{Result, Tensor};
@@ -20,14 +22,14 @@ pub fn is_buffer(name: &str) -> bool {
     name.ends_with(".running_mean") || name.ends_with(".running_var")
 }
 
-/// `nn.BatchNorm2d(num_features)`: parameters `weight`, `bias`, buffers `running_mean`,
+/// `nn.BatchNorm2d(num_features)` or `nn.BatchNorm1d(num_features)`: parameters `weight`, `bias`, buffers `running_mean`,
 /// `running_var`.
 #[derive(Clone, Debug)]
-pub struct BatchNorm2d {
+pub struct BatchNorm {
     inner: candle_nn::BatchNorm,
 }
 
-impl BatchNorm2d {
+impl BatchNorm {
     pub const EPS: f64 = 1e-5;
     pub const MOMENTUM: f64 = 0.1;
 
@@ -68,10 +70,15 @@ impl BatchNorm2d {
             if super::conv_impl() == super::ConvImpl::Fast
                 && x.device().is_cpu()
                 && x.dtype() == candle_core::DType::F32
-                && dims.len() == 4
+                && matches!(dims.len(), 2 | 4)
                 && dims[1] == self.running_mean().elem_count()
                 && let Some((weight, bias)) = self.inner.weight_and_bias()
             {
+                if let [n, c] = *dims {
+                    // Rows are feature maps of one pixel.
+                    let y = self.fused_train(&x.reshape((n, c, 1, 1))?, weight, bias, relu, per_channel)?;
+                    return y.reshape((n, c));
+                }
                 return self.fused_train(x, weight, bias, relu, per_channel);
             }
         }
@@ -98,9 +105,9 @@ impl BatchNorm2d {
     }
 }
 
-impl ModuleT for BatchNorm2d {
+impl ModuleT for BatchNorm {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        BatchNorm2d::forward_t(self, x, train)
+        BatchNorm::forward_t(self, x, train)
     }
 }
 
@@ -120,7 +127,7 @@ mod tests {
     fn running_stats_update_in_the_varmap() {
         let dev = Device::Cpu;
         let map = VarMap::new();
-        let bn = BatchNorm2d::new(2, VarBuilder::from_varmap(&map, DType::F32, &dev).pp("bn")).unwrap();
+        let bn = BatchNorm::new(2, VarBuilder::from_varmap(&map, DType::F32, &dev).pp("bn")).unwrap();
         // Channel 0 holds 1..=4, channel 1 holds 10 everywhere: batch means 2.5 and 10,
         // unbiased variances 5/3 and 0.
         let x = Tensor::new(&[[[[1f32, 2.], [3., 4.]], [[10., 10.], [10., 10.]]]], &dev).unwrap();
@@ -149,13 +156,13 @@ mod tests {
     fn single_value_per_channel_is_refused_in_training() {
         let dev = Device::Cpu;
         let map = VarMap::new();
-        let bn = BatchNorm2d::new(3, VarBuilder::from_varmap(&map, DType::F32, &dev)).unwrap();
+        let bn = BatchNorm::new(3, VarBuilder::from_varmap(&map, DType::F32, &dev)).unwrap();
         let x = Tensor::ones((1, 3, 1, 1), DType::F32, &dev).unwrap();
         assert!(bn.forward_t(&x, true).is_err());
         assert!(bn.forward_t(&x, false).is_ok());
     }
 
-    /// The fused training path against candle-nn's: output, gradients of the input, weight
+    /// The fused training path against candle-nn's, on 4-D and 2-D inputs: output, gradients of the input, weight
     /// and bias, and the running statistics, with and without the ReLU.
     #[cfg(not(target_arch = "wasm32"))]
     #[test]
@@ -168,16 +175,19 @@ mod tests {
             let len = dims.iter().product::<usize>();
             Tensor::from_vec((0..len).map(|_| rng.random_range(lo..hi)).collect::<Vec<f32>>(), dims, &dev).unwrap()
         };
-        for (relu, dims) in [(false, [3usize, 4, 5, 6]), (true, [5, 3, 2, 2]), (true, [2, 6, 7, 3])] {
-            let x0 = (random(&dims, -2.0, 2.0) + 0.7).unwrap();
-            let r = random(&dims, -1.0, 1.0);
+        // Feature maps (BatchNorm2d) and rows (BatchNorm1d, the heads' hidden layers).
+        let cases: [(bool, &[usize]); 5] =
+            [(false, &[3, 4, 5, 6]), (true, &[5, 3, 2, 2]), (true, &[2, 6, 7, 3]), (true, &[8, 37]), (false, &[5, 9])];
+        for (relu, dims) in cases {
+            let x0 = (random(dims, -2.0, 2.0) + 0.7).unwrap();
+            let r = random(dims, -1.0, 1.0);
             let c = dims[1];
             let w0 = random(&[c], 0.5, 1.5);
             let b0 = random(&[c], -0.5, 0.5);
             let mut results = Vec::new();
             for fused in [false, true] {
                 let map = VarMap::new();
-                let bn = BatchNorm2d::new(c, VarBuilder::from_varmap(&map, DType::F32, &dev).pp("bn")).unwrap();
+                let bn = BatchNorm::new(c, VarBuilder::from_varmap(&map, DType::F32, &dev).pp("bn")).unwrap();
                 map.data().lock().unwrap()["bn.weight"].set(&w0).unwrap();
                 map.data().lock().unwrap()["bn.bias"].set(&b0).unwrap();
                 let x = Var::from_tensor(&x0).unwrap();

@@ -36,23 +36,30 @@ fn same_dims(a: &Layout, b: &Layout, what: &str) -> Result<()> {
 
 /// Per channel, Σ over the batch and pixels of `f(plane of a, plane of b, plane of c)`'s two
 /// sums, accumulated in f64 across planes (each plane is summed in f32: at most a feature map).
+/// Each task takes a block of channels and walks it image by image, so that (N, C) rows
+/// (one-pixel planes) are read along memory rather than down its columns.
 fn channel_sums<F>(n: usize, c: usize, hw: usize, f: F) -> Vec<[f64; 2]>
 where
     F: Fn(usize, std::ops::Range<usize>) -> [f32; 2] + Sync,
 {
-    (0..c)
+    let block = (c / (4 * rayon::current_num_threads().max(1))).max(1);
+    let blocks: Vec<Vec<[f64; 2]>> = (0..c.div_ceil(block))
         .into_par_iter()
-        .map(|ch| {
-            let mut acc = [0f64; 2];
+        .map(|b| {
+            let channels = b * block..((b + 1) * block).min(c);
+            let mut acc = vec![[0f64; 2]; channels.len()];
             for img in 0..n {
-                let start = (img * c + ch) * hw;
-                let [s0, s1] = f(ch, start..start + hw);
-                acc[0] += f64::from(s0);
-                acc[1] += f64::from(s1);
+                for (a, ch) in acc.iter_mut().zip(channels.clone()) {
+                    let start = (img * c + ch) * hw;
+                    let [s0, s1] = f(ch, start..start + hw);
+                    a[0] += f64::from(s0);
+                    a[1] += f64::from(s1);
+                }
             }
             acc
         })
-        .collect()
+        .collect();
+    blocks.concat()
 }
 
 /// Eight independent partial sums: float addition is not associative, so the compiler keeps

@@ -9,7 +9,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::conv::Conv2d;
-use super::norm::BatchNorm2d;
+use super::norm::BatchNorm;
 
 /// Global average pool: (N, C, H, W) → (N, C).
 pub(crate) fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
@@ -19,25 +19,25 @@ pub(crate) fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
 #[derive(Clone, Debug)]
 struct BasicBlock {
     conv1: Conv2d,
-    bn1: BatchNorm2d,
+    bn1: BatchNorm,
     conv2: Conv2d,
-    bn2: BatchNorm2d,
-    downsample: Option<(Conv2d, BatchNorm2d)>,
+    bn2: BatchNorm,
+    downsample: Option<(Conv2d, BatchNorm)>,
 }
 
 impl BasicBlock {
     fn new(in_c: usize, out_c: usize, stride: usize, vb: &VarBuilder) -> Result<Self> {
         let downsample = if stride != 1 || in_c != out_c {
             let vd = vb.pp("downsample");
-            Some((Conv2d::new(in_c, out_c, 1, stride, 0, false, vd.pp("0"))?, BatchNorm2d::new(out_c, vd.pp("1"))?))
+            Some((Conv2d::new(in_c, out_c, 1, stride, 0, false, vd.pp("0"))?, BatchNorm::new(out_c, vd.pp("1"))?))
         } else {
             None
         };
         Ok(Self {
             conv1: Conv2d::new(in_c, out_c, 3, stride, 1, false, vb.pp("conv1"))?,
-            bn1: BatchNorm2d::new(out_c, vb.pp("bn1"))?,
+            bn1: BatchNorm::new(out_c, vb.pp("bn1"))?,
             conv2: Conv2d::new(out_c, out_c, 3, 1, 1, false, vb.pp("conv2"))?,
-            bn2: BatchNorm2d::new(out_c, vb.pp("bn2"))?,
+            bn2: BatchNorm::new(out_c, vb.pp("bn2"))?,
             downsample,
         })
     }
@@ -58,7 +58,7 @@ impl BasicBlock {
 #[derive(Clone, Debug)]
 pub struct ResNet18 {
     conv1: Conv2d,
-    bn1: BatchNorm2d,
+    bn1: BatchNorm,
     layers: Vec<Vec<BasicBlock>>,
     width: usize,
     in_channels: usize,
@@ -69,7 +69,7 @@ impl ResNet18 {
     #[allow(clippy::needless_pass_by_value)]
     pub fn new(in_channels: usize, width: usize, vb: VarBuilder) -> Result<Self> {
         let conv1 = Conv2d::new(in_channels, width, 3, 1, 1, false, vb.pp("conv1"))?;
-        let bn1 = BatchNorm2d::new(width, vb.pp("bn1"))?;
+        let bn1 = BatchNorm::new(width, vb.pp("bn1"))?;
         let mut layers = Vec::with_capacity(4);
         let mut in_c = width;
         for (l, stride) in [1usize, 2, 2, 2].into_iter().enumerate() {

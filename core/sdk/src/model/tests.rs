@@ -96,17 +96,21 @@ fn output_shapes() {
     let dev = Device::Cpu;
     for kind in BackboneKind::ALL {
         for c in [1, 3] {
-            // Small widths keep the ResNet quick; names and strides do not depend on width.
-            let spec = BackboneSpec { kind, width: 4, in_channels: c };
+            // Small widths keep the ResNet quick; names and strides do not depend on width. A
+            // ViT's width must divide among its heads; it is built for 28 px and takes 32 too.
+            let width = if kind.is_vit() { 6 } else { 4 };
+            let spec = BackboneSpec { width, ..BackboneSpec::new(kind, c).for_images(28) };
             let (_, backbone) = build(&spec);
+            let stage_dims = if kind.is_vit() { vec![6; 4] } else { vec![4, 8, 16, 32] };
+            assert_eq!((backbone.feature_dim(), spec.feature_dim()), (stage_dims[3], stage_dims[3]));
             for size in [28, 32] {
                 let x = Tensor::rand(0f32, 1., (2, c, size, size), &dev).unwrap();
                 for train in [true, false] {
                     let y = backbone.forward_t(&x, train).unwrap();
-                    assert_eq!(y.dims(), &[2, 32], "{kind} c={c} size={size}");
+                    assert_eq!(y.dims(), &[2, stage_dims[3]], "{kind} c={c} size={size}");
                     let stages = backbone.stage_features_t(&x, train).unwrap();
-                    let dims: Vec<_> = stages.iter().map(|s| s.dims().to_vec()).collect();
-                    assert_eq!(dims, vec![vec![2, 4], vec![2, 8], vec![2, 16], vec![2, 32]]);
+                    let dims: Vec<_> = stages.iter().map(|s| s.dims()[1]).collect();
+                    assert_eq!(dims, stage_dims);
                     assert_eq!(backbone.stage_dims(), spec.stage_dims());
                 }
                 let wrong = Tensor::zeros((2, 4 - c, size, size), DType::F32, &dev).unwrap();
@@ -128,7 +132,7 @@ fn output_shapes() {
 #[test]
 fn training_forward_updates_running_stats_and_eval_does_not() {
     let dev = Device::Cpu;
-    let (map, backbone) = build(&BackboneSpec { kind: BackboneKind::Resnet18, width: 4, in_channels: 3 });
+    let (map, backbone) = build(&BackboneSpec { width: 4, ..BackboneSpec::new(BackboneKind::Resnet18, 3) });
     let read = |name: &str| map.data().lock().unwrap()[name].as_tensor().to_vec1::<f32>().unwrap();
     let x = (Tensor::rand(0f32, 1., (4, 3, 16, 16), &dev).unwrap() + 0.5).unwrap();
     let before = read("layer3.1.bn2.running_mean");
@@ -144,7 +148,8 @@ fn training_forward_updates_running_stats_and_eval_does_not() {
 fn gradients_reach_every_parameter() {
     let dev = Device::Cpu;
     for kind in BackboneKind::ALL {
-        let (map, backbone) = build(&BackboneSpec { kind, width: 4, in_channels: 3 });
+        let width = if kind.is_vit() { 6 } else { 4 };
+        let (map, backbone) = build(&BackboneSpec { width, ..BackboneSpec::new(kind, 3).for_images(16) });
         let x = Tensor::rand(0f32, 1., (2, 3, 16, 16), &dev).unwrap();
         let loss = backbone.forward_t(&x, true).unwrap().sqr().unwrap().sum_all().unwrap();
         let grads = loss.backward().unwrap();
@@ -158,7 +163,7 @@ fn gradients_reach_every_parameter() {
 #[test]
 fn cpu_rng_cannot_be_seeded_but_seeded_builder_is_deterministic() {
     assert!(Device::Cpu.set_seed(0).is_err());
-    let spec = BackboneSpec { kind: BackboneKind::Convnet, width: 4, in_channels: 3 };
+    let spec = BackboneSpec { width: 4, ..BackboneSpec::new(BackboneKind::Convnet, 3) };
     let weights = |seed: u64| {
         let map = VarMap::new();
         let vb = seeded_var_builder(&map, seed, DType::F32, &Device::Cpu);
@@ -189,7 +194,7 @@ fn spec_parsing_and_serde() {
     assert_eq!(json, r#"{"kind":"resnet18","width":64,"in_channels":3}"#);
     assert_eq!(serde_json::from_str::<BackboneSpec>(&json).unwrap(), spec);
     assert_eq!(BackboneSpec::default_width(BackboneKind::Convnet), 16);
-    let bad = BackboneSpec { kind: BackboneKind::Convnet, width: 0, in_channels: 3 };
+    let bad = BackboneSpec { width: 0, ..BackboneSpec::new(BackboneKind::Convnet, 3) };
     let map = VarMap::new();
     assert!(Backbone::new(&bad, VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu)).is_err());
 }

@@ -8,7 +8,9 @@
 //! task's.
 
 use candle_core::{Result, Tensor};
-use candle_nn::{BatchNorm, BatchNormConfig, Linear, Module, ModuleT, VarBuilder};
+use candle_nn::{Linear, Module, VarBuilder};
+
+use crate::model::BatchNorm;
 
 /// Linear → (BatchNorm) → ReLU: the hidden layer of an [`Mlp`], or a layer applied to every
 /// item on its own (jigsaw's per-tile layer).
@@ -27,11 +29,7 @@ impl Dense {
 
     /// As [`Dense::new`], its layers named from index `first` of a `Sequential`.
     fn at(first: usize, input: usize, output: usize, batch_norm: bool, vb: &VarBuilder) -> Result<Self> {
-        let norm = if batch_norm {
-            Some(candle_nn::batch_norm(output, BatchNormConfig::default(), vb.pp((first + 1).to_string()))?)
-        } else {
-            None
-        };
+        let norm = if batch_norm { Some(BatchNorm::new(output, vb.pp((first + 1).to_string()))?) } else { None };
         Ok(Self { linear: candle_nn::linear(input, output, vb.pp(first.to_string()))?, norm })
     }
 
@@ -42,11 +40,11 @@ impl Dense {
 
     /// `train` selects batch statistics (and updates the running ones) in the batch norm.
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
-        let mut h = self.linear.forward(xs)?;
-        if let Some(norm) = &self.norm {
-            h = norm.forward_t(&h, train)?;
+        let h = self.linear.forward(xs)?;
+        match &self.norm {
+            Some(norm) => norm.forward_relu_t(&h, train),
+            None => h.relu(),
         }
-        h.relu()
     }
 }
 

@@ -16,6 +16,8 @@ mod error;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod export;
 pub mod heads;
+#[cfg(not(target_arch = "wasm32"))]
+mod inplace;
 pub mod losses;
 mod optim;
 mod session;
@@ -58,6 +60,11 @@ pub struct InputSpec {
     pub channels: usize,
     pub height: usize,
     pub width: usize,
+    /// The side of the backbone's square patches when it is a ViT: a task that works on
+    /// patches (MAE's masking) needs it, and views whose sides are multiples of it waste no
+    /// padding. `None` for convolutional backbones.
+    #[serde(default)]
+    pub patch_size: Option<usize>,
 }
 
 /// The pretext inputs and targets a task made from one batch.
@@ -123,6 +130,13 @@ pub trait PretextTask: Sized + Send + Sync + 'static {
     type Head: Send;
 
     fn info() -> TaskInfo;
+
+    /// The peak AdamW learning rate (at batch 256) the task's defaults were chosen with,
+    /// used when a run names neither `--lr` nor another optimizer. `None`, the default,
+    /// keeps the host's 1e-3.
+    fn adamw_lr() -> Option<f64> {
+        None
+    }
 
     fn new(config: Self::Config, input: InputSpec) -> Result<Self, TaskError>;
 

@@ -12,6 +12,9 @@ use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
 use serde::{Deserialize, Serialize};
 
+#[cfg(not(target_arch = "wasm32"))]
+use super::inplace;
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OptimizerKind {
@@ -115,6 +118,12 @@ impl Optimizer {
     }
 
     pub fn step(&mut self, grads: &GradStore, lr: f64) -> candle_core::Result<()> {
+        self.step_with(grads, lr, true)
+    }
+
+    /// `inplace: false` forces the tensor expressions, which the in-place kernels must match.
+    #[cfg_attr(target_arch = "wasm32", allow(unused_variables))]
+    fn step_with(&mut self, grads: &GradStore, lr: f64, inplace: bool) -> candle_core::Result<()> {
         self.steps += 1;
         let c = &self.config;
         let wd = c.weight_decay();
@@ -128,6 +137,29 @@ impl Optimizer {
             let g = &g.detach();
             let w = &p.var.as_tensor().detach();
             match c.kind {
+                #[cfg(not(target_arch = "wasm32"))]
+                OptimizerKind::Adamw if inplace && inplace::applies(&[w, g]) => {
+                    let m = match p.m.take() {
+                        Some(m) => m,
+                        None => w.zeros_like()?,
+                    };
+                    let v = match p.v.take() {
+                        Some(v) => v,
+                        None => w.zeros_like()?,
+                    };
+                    m.inplace_op2(g, &inplace::Blend { keep: c.beta1, take: 1.0 - c.beta1, square: false })?;
+                    v.inplace_op2(g, &inplace::Blend { keep: c.beta2, take: 1.0 - c.beta2, square: true })?;
+                    let weights = inplace::AdamwWeights {
+                        decay: p.decays.then_some(1.0 - lr * wd),
+                        lr,
+                        c1: 1.0 / (1.0 - c.beta1.powi(t)),
+                        c2: 1.0 / (1.0 - c.beta2.powi(t)),
+                        eps: c.eps,
+                    };
+                    p.var.as_tensor().inplace_op3(&m, &v, &weights)?;
+                    p.m = Some(m);
+                    p.v = Some(v);
+                }
                 OptimizerKind::Adamw => {
                     let m = match &p.m {
                         Some(m) => ((m * c.beta1)? + (g * (1.0 - c.beta1))?)?,
@@ -166,26 +198,28 @@ impl Optimizer {
         Ok(())
     }
 
-    /// The optimizer's buffers as named tensors, prefixed `optim.`.
-    pub fn state(&self) -> Vec<(String, Tensor)> {
+    /// The optimizer's buffers as named tensors, prefixed `optim.`: copies, since the CPU
+    /// path updates the buffers in place at the next step.
+    pub fn state(&self) -> candle_core::Result<Vec<(String, Tensor)>> {
         let mut out = Vec::new();
         for p in &self.params {
             if let Some(m) = &p.m {
-                out.push((format!("optim.m.{}", p.name), m.clone()));
+                out.push((format!("optim.m.{}", p.name), m.copy()?));
             }
             if let Some(v) = &p.v {
-                out.push((format!("optim.v.{}", p.name), v.clone()));
+                out.push((format!("optim.v.{}", p.name), v.copy()?));
             }
         }
-        out
+        Ok(out)
     }
 
     /// Restores buffers saved by [`Optimizer::state`] and the step count.
     pub fn load_state(&mut self, tensors: &HashMap<String, Tensor>, steps: u64) -> candle_core::Result<()> {
         for p in &mut self.params {
             let device = p.var.device().clone();
-            p.m = tensors.get(&format!("optim.m.{}", p.name)).map(|t| t.to_device(&device)).transpose()?;
-            p.v = tensors.get(&format!("optim.v.{}", p.name)).map(|t| t.to_device(&device)).transpose()?;
+            // Own copies: the CPU path writes into these buffers.
+            p.m = tensors.get(&format!("optim.m.{}", p.name)).map(|t| t.to_device(&device)?.copy()).transpose()?;
+            p.v = tensors.get(&format!("optim.v.{}", p.name)).map(|t| t.to_device(&device)?.copy()).transpose()?;
         }
         self.steps = steps;
         Ok(())
@@ -221,11 +255,37 @@ mod tests {
             let grads = loss.backward().unwrap();
             let mut opt = Optimizer::new(OptimizerConfig { kind, ..Default::default() }, vec![("w".into(), w.clone())]);
             opt.step(&grads, 0.1).unwrap();
-            for (name, moment) in opt.state() {
+            for (name, moment) in opt.state().unwrap() {
                 let back = moment.sum_all().unwrap().backward().unwrap();
                 assert!(back.get(w.as_tensor()).is_none(), "{kind:?}: {name} still reaches the weights");
             }
         }
+    }
+
+    #[test]
+    fn in_place_adamw_is_bit_identical_to_the_tensor_expressions() {
+        let run = |inplace: bool| {
+            let w = Var::new(&[[0.3f32, -1.7, 2.2], [0.01, -0.5, 4.0]], &Device::Cpu).unwrap();
+            let b = Var::new(&[0.25f32, -3.0, 1e-3], &Device::Cpu).unwrap();
+            let vars = vec![("b".to_string(), b.clone()), ("w".to_string(), w.clone())];
+            let mut opt = Optimizer::new(OptimizerConfig::default(), vars);
+            for step in 0..4 {
+                // Gradients that change each step: d/dw of sum(w³)·(step + 1) + sum(b·w).
+                let loss = ((w.as_tensor().powf(3.0).unwrap().sum_all().unwrap() * f64::from(step + 1)).unwrap()
+                    + w.as_tensor().broadcast_mul(b.as_tensor()).unwrap().sum_all().unwrap())
+                .unwrap();
+                opt.step_with(&loss.backward().unwrap(), 0.05, inplace).unwrap();
+            }
+            let mut out: Vec<f32> = w.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+            out.extend(b.as_tensor().to_vec1::<f32>().unwrap());
+            for (_, t) in opt.state().unwrap() {
+                out.extend(t.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+            }
+            out
+        };
+        let (fused, reference) = (run(true), run(false));
+        assert_eq!(fused.len(), 6 + 3 + 2 * 9);
+        assert_eq!(fused, reference);
     }
 
     #[test]

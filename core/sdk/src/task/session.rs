@@ -57,6 +57,9 @@ pub struct Description {
     #[serde(flatten)]
     pub info: TaskInfo,
     pub default_config: serde_json::Value,
+    /// [`PretextTask::adamw_lr`].
+    #[serde(default)]
+    pub adamw_lr: Option<f64>,
     pub core_version: String,
     pub cuda: bool,
 }
@@ -125,6 +128,7 @@ impl<T: PretextTask> Session<T> {
         Description {
             info: T::info(),
             default_config: serde_json::to_value(T::Config::default()).unwrap_or(serde_json::Value::Null),
+            adamw_lr: T::adamw_lr(),
             core_version: crate::CORE_VERSION.to_string(),
             cuda: cfg!(feature = "cuda"),
         }
@@ -287,7 +291,7 @@ impl<T: PretextTask> Session<T> {
             tensors.extend(teacher.vars().iter().map(|(n, v)| (format!("{TEACHER_PREFIX}{n}"), v.as_tensor().clone())));
         }
         tensors.extend(state.task_state.iter().map(|(n, t)| (format!("{STATE_PREFIX}{n}"), t.clone())));
-        tensors.extend(state.optimizer.state());
+        tensors.extend(state.optimizer.state()?);
         let tensors = tensors
             .into_iter()
             .map(|(n, t)| Ok((n, t.to_device(&Device::Cpu)?)))

@@ -101,6 +101,12 @@ impl<'a, H> Step<'a, H> {
         self.nets.head
     }
 
+    /// The student backbone itself, for tasks that drive it on more than images (MAE feeds
+    /// a ViT the visible patch tokens through [`Backbone::as_vit`]).
+    pub fn backbone(&self) -> &Backbone {
+        self.nets.backbone
+    }
+
     /// The student backbone's features of `x` (training mode: batch statistics).
     pub fn encode(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         self.nets.backbone.forward_t(x, true)

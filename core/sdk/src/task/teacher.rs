@@ -59,6 +59,11 @@ pub fn ema(teacher: &Var, student: &Tensor, m: f64) -> candle_core::Result<()> {
     if m >= 1.0 {
         return Ok(());
     }
+    #[cfg(not(target_arch = "wasm32"))]
+    if super::inplace::applies(&[teacher.as_tensor(), student]) {
+        let blend = super::inplace::Blend { keep: m, take: 1.0 - m, square: false };
+        return teacher.as_tensor().inplace_op2(student, &blend);
+    }
     teacher.set(&((teacher.as_tensor() * m)? + (student.detach() * (1.0 - m))?)?)
 }
 
@@ -83,5 +88,17 @@ mod tests {
         assert_eq!(t.as_tensor().to_vec1::<f32>().unwrap(), got);
         ema(&t, &s, 0.0).unwrap();
         assert_eq!(t.as_tensor().to_vec1::<f32>().unwrap(), vec![3.0, 2.0, 0.0]);
+    }
+
+    #[test]
+    fn in_place_ema_is_bit_identical_to_the_tensor_expression() {
+        let t = Var::new(&[0.3f32, -1.7, 2.2, 1e-4], &Device::Cpu).unwrap();
+        let s = Tensor::new(&[3.1f32, 2.0, -0.7, 5.5], &Device::Cpu).unwrap();
+        let m = 0.996;
+        let reference: Vec<f32> =
+            ((t.as_tensor() * m).unwrap() + (&s * (1.0 - m)).unwrap()).unwrap().to_vec1().unwrap();
+        ema(&t, &s, m).unwrap();
+        assert_eq!(t.as_tensor().to_vec1::<f32>().unwrap(), reference);
+        assert_eq!(s.to_vec1::<f32>().unwrap(), vec![3.1, 2.0, -0.7, 5.5], "the student is only read");
     }
 }
