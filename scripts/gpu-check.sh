@@ -2,7 +2,7 @@
 # The one GPU check of Pretext's CUDA build (issue 6), meant to run ONCE on the GPU machine
 # from inside the unpacked bundle of scripts/gpu-bundle.sh, in about 7 minutes at most:
 #
-#  (a) `pretext plugins`: all seven plugins load and were built with CUDA;
+#  (a) `pretext plugins`: all eight plugins load and were built with CUDA;
 #  (b) for every task (PARITY_TASKS): the same seed, data and batches on `--device cuda`
 #      and `--device cpu`, and the training loss of each of the first steps compared;
 #  (c) SimCLR with the CIFAR ResNet-18 (full width) at 32x32, batch 512: images/s and the
@@ -42,7 +42,7 @@
 #   TOL_FIRST 1e-3   TOL_LATER 1e-2    (relative loss difference, see below)
 #   SPEED_BACKBONE resnet18|convnet    SPEED_BATCH 512|32  SPEED_STEPS 20|3 (steps per epoch)
 #   WORKERS  loader threads (Pretext) and DataLoader processes (PyTorch): cores - 2, at most 14
-#   PARITY_TASKS    the tasks (b) compares (default: all seven)
+#   PARITY_TASKS    the tasks (b) compares (default: the seven that train the ConvNet; mae needs a ViT)
 #   GPU_CHECK_BUDGET_S 420  the time all steps together may take
 #   PRETEXT  the pretext command (default: the bundle's run.sh, else target/release/pretext)
 #   PYTHON   the Python with torch (default python3; bench/.venv/bin/python in a checkout)

@@ -20,7 +20,7 @@ import os
 import statistics
 import sys
 
-TASKS = ("simclr", "jigsaw", "rotation", "byol", "dino", "barlow", "vicreg")
+TASKS = ("simclr", "jigsaw", "rotation", "byol", "dino", "barlow", "vicreg", "mae")
 
 
 def append(path, record):

@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # Issue 7's training-step comparison, in one run: candle's stock convolution, Pretext's
-# kernels (im2col/GEMM convolution, fused batch norm) and PyTorch, for the issue's ConvNet
-# (batch 256, 1x28x28) and the full-width CIFAR ResNet-18 (batch 64, 3x32x32), 2 threads
+# kernels (im2col/GEMM convolution, fused batch norm, and for the ViT fused LayerNorm,
+# softmax, GELU and bias gradients) and PyTorch, for the issue's ConvNet (batch 256,
+# 1x28x28), the full-width CIFAR ResNet-18 (batch 64, 3x32x32) and ViT-Tiny on 28 px with
+# 4 px patches (batch 64, 1x28x28; timm's VisionTransformer on the PyTorch side), 2 threads
 # each. Runs are interleaved round by round so that load from other processes hits all
 # three alike; the table takes medians. Timing only: nothing here is a test.
 #
-#   bench/speed/run.sh                       # ROUNDS=3 STEPS_CONVNET=10 STEPS_RESNET=3
-#   ROUNDS=1 MODELS=convnet bench/speed/run.sh
+#   bench/speed/run.sh                       # ROUNDS=3 STEPS_CONVNET=10 STEPS_RESNET=3 (also the ViT's)
+#   ROUNDS=1 MODELS="convnet vit-tiny" bench/speed/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 ROUNDS=${ROUNDS:-3}
-MODELS=${MODELS:-"convnet resnet18"}
+MODELS=${MODELS:-"convnet resnet18 vit-tiny"}
 STEPS_CONVNET=${STEPS_CONVNET:-10}
 STEPS_RESNET=${STEPS_RESNET:-3}
 THREADS=${THREADS:-2}
@@ -23,6 +25,9 @@ if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet --upgrade pip
     "$venv/bin/pip" install --quiet torch
+fi
+if [[ " $MODELS " == *" vit-tiny "* ]] && ! "$venv/bin/python" -c "import timm" 2>/dev/null; then
+    "$venv/bin/pip" install --quiet timm
 fi
 
 cargo build --release -p pretext-core --example step_speed

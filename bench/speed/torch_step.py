@@ -6,7 +6,10 @@ linear; 1x28x28, batch 256) or the CIFAR ResNet-18 (3x3 stem, no max-pool, full 
 3x32x32, batch 64), printing one JSON line like the Rust binary. It only measures: keep
 the networks identical to the Rust ones, or the ratio means nothing.
 
-    python torch_step.py convnet|resnet18 [steps]
+    python torch_step.py convnet|resnet18|vit-tiny [steps]
+
+vit-tiny is timm's VisionTransformer (`pip install timm`) at Pretext's vit-tiny layout for
+Fashion-MNIST: 1x28x28 images, 4 px patches, width 192, 12 blocks, 3 heads, batch 64.
 """
 
 import json
