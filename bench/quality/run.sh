@@ -21,7 +21,7 @@ EPOCHS=${EPOCHS:-10}
 BATCH=${BATCH:-256}
 WIDTH=${WIDTH:-16}
 OUT=${OUT:-bench/quality/runs}
-TASKS=${TASKS:-simclr rotation jigsaw}
+TASKS=${TASKS:-simclr rotation jigsaw byol barlow vicreg dino}
 SUPERVISED_EPOCHS=${SUPERVISED_EPOCHS:-$EPOCHS}
 
 [ -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || [ -n "${PRETEXT_DATA:-}" ] || {

@@ -1,5 +1,6 @@
 //! Exporting a trained backbone for PyTorch users: the `backbone.*` tensors of a checkpoint
-//! with the prefix removed, which are torchvision `resnet18` state-dict names, plus the
+//! with the prefix removed, which are torchvision `resnet18` state-dict names (timm
+//! `VisionTransformer` names for a ViT, which has no batch norms), plus the
 //! `num_batches_tracked` counters PyTorch's BatchNorm keeps. Loadable with
 //! `torchvision.models.resnet18().load_state_dict(..., strict=False)` (the CIFAR stem's
 //! 3×3 `conv1` aside, which a user swaps in first).

@@ -1,5 +1,6 @@
-//! `pretext export`: a run's backbone as a safetensors file with torchvision `resnet18`
-//! names, for PyTorch users.
+//! `pretext export`: a run's backbone as a safetensors file for PyTorch users, with
+//! torchvision `resnet18` names, or timm `VisionTransformer` names for a ViT
+//! (`scripts/timm_check.py` loads one into timm).
 
 use std::path::PathBuf;
 

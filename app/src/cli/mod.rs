@@ -36,7 +36,7 @@ pub enum Command {
     Eval(Box<eval::EvalArgs>),
     /// Write a run's 2-D feature embedding, neighbours and thumbnails for the viewers.
     Embed(embed::EmbedArgs),
-    /// Write a run's backbone with torchvision resnet18 names.
+    /// Write a run's backbone as a PyTorch state dict (torchvision resnet18 names; timm ViT names).
     Export(export::ExportArgs),
     /// Open the desktop app: browse runs, curves, embeddings and filters, and train.
     Gui(gui::GuiArgs),

@@ -84,15 +84,22 @@ impl MaeDecoder {
         let (n, t, dim) = x.dims3()?;
         let (kept, patches) = (t - 1, restore.dim(1)?);
         let masks = self.mask_token.broadcast_as((n, patches - kept, dim))?;
-        let shuffled = Tensor::cat(&[&x.narrow(1, 1, kept)?, &masks], 1)?;
-        let index = restore.unsqueeze(2)?.broadcast_as((n, patches, dim))?.contiguous()?;
-        let mut x = Tensor::cat(&[&x.narrow(1, 0, 1)?, &shuffled.contiguous()?.gather(&index, 1)?], 1)?
-            .broadcast_add(&self.pos)?;
+        let ordered = unshuffle(&x.narrow(1, 1, kept)?, &masks, restore)?;
+        let mut x = Tensor::cat(&[&x.narrow(1, 0, 1)?, &ordered], 1)?.broadcast_add(&self.pos)?;
         for block in &self.blocks {
             x = block.forward(&x)?;
         }
         self.pred.forward(&self.norm.forward(&x)?)?.narrow(1, 1, patches)
     }
+}
+
+/// The kept tokens (N, kept, D) followed by the fill tokens for the dropped ones, put back
+/// in image order: `restore` (N, L) holds each patch's place in the shuffled order.
+pub fn unshuffle(kept: &Tensor, fill: &Tensor, restore: &Tensor) -> candle_core::Result<Tensor> {
+    let shuffled = Tensor::cat(&[kept, fill], 1)?.contiguous()?;
+    let (n, patches, dim) = shuffled.dims3()?;
+    let index = restore.unsqueeze(2)?.broadcast_as((n, patches, dim))?.contiguous()?;
+    shuffled.gather(&index, 1)
 }
 
 /// MAE's `get_2d_sincos_pos_embed` with a zero row for the CLS token: token `r·cols + c`
@@ -317,6 +324,21 @@ mod tests {
             sorted.sort_unstable();
             assert_eq!(sorted, (0..16).collect::<Vec<u32>>(), "each image's order is a permutation");
         }
+    }
+
+    #[test]
+    fn kept_tokens_go_back_to_their_places_and_fill_the_rest() {
+        // Five patches holding their own index; order (3, 0, 4, 1, 2) keeps patches 3 and 0.
+        let dev = Device::Cpu;
+        let order = Tensor::new(&[[3u32, 0, 4, 1, 2]], &dev).unwrap();
+        let restore = order.arg_sort_last_dim(true).unwrap().contiguous().unwrap();
+        let tokens = Tensor::new(&[[[0f32], [1.], [2.], [3.], [4.]]], &dev).unwrap();
+        let keep = order.narrow(1, 0, 2).unwrap().unsqueeze(2).unwrap().contiguous().unwrap();
+        let kept = tokens.gather(&keep, 1).unwrap();
+        assert_eq!(kept.flatten_all().unwrap().to_vec1::<f32>().unwrap(), [3.0, 0.0]);
+        let fill = Tensor::full(-1f32, (1, 3, 1), &dev).unwrap();
+        let back = unshuffle(&kept, &fill, &restore).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(back, [0.0, -1.0, -1.0, 3.0, -1.0]);
     }
 
     #[test]
