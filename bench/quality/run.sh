@@ -57,5 +57,5 @@ done
 [ -s "$OUT/supervised.json" ] || { /usr/bin/time -f '%e' -o "$OUT/supervised.time" \
   $P eval finetune --run "$OUT/$first" --random-init --epochs "$SUPERVISED_EPOCHS" --batch-size "$BATCH" --json > "$OUT/supervised.json"; }
 
-budget="ConvNet, batch $BATCH, AdamW 1e-3, warmup + cosine; width and epochs per row"
+budget="ConvNet, batch $BATCH, AdamW (1e-3 unless the task or bench/quality/<task>.toml sets its own rate: SimCLR, VICReg and DINO 2e-3), warmup + cosine; width and epochs per row"
 SUPERVISED_EPOCHS=$SUPERVISED_EPOCHS python3 bench/quality/table.py "$OUT" "$TASKS" "$budget" | tee bench/quality/results.md
