@@ -1,8 +1,9 @@
 //! Turning image bytes and tensors into egui textures: PNGs from `samples/` and the
-//! embedding atlas (decoded with the `image` crate), and the first convolution's kernels
-//! read from a checkpoint's safetensors.
+//! embedding atlas (decoded with the `image` crate), and the first layer's kernels (a
+//! CNN's first convolution, a ViT's patch embedding) read from a checkpoint's safetensors.
 
 use egui::{ColorImage, TextureHandle, TextureOptions};
+use pretext_core::model::BackboneKind;
 
 /// Decodes a PNG (or JPEG) into an egui texture. Pixel art is shown with nearest filtering.
 pub fn load_texture(ctx: &egui::Context, name: &str, bytes: &[u8]) -> Result<TextureHandle, String> {
@@ -25,23 +26,29 @@ pub struct Filters {
     pub tensor: String,
 }
 
-/// The first layer's weight in the backbone's state dict: a CNN's first convolution
-/// (torchvision names) or a ViT's patch embedding (timm names).
-pub const FIRST_LAYERS: [&str; 2] = ["backbone.conv1.weight", "backbone.patch_embed.proj.weight"];
+/// The names the first layer's weight can have in a checkpoint, one per backbone family: a
+/// CNN's first convolution (torchvision names) or a ViT's patch embedding (timm names).
+fn first_layers() -> Vec<String> {
+    let mut names: Vec<String> = BackboneKind::ALL.iter().map(|k| format!("backbone.{}", k.first_layer())).collect();
+    names.sort();
+    names.dedup();
+    names
+}
 
 /// Reads the first layer's weight (O, I, kh, kw) from safetensors bytes and paints each
 /// output channel as one tile: RGB when the input has three channels, else the mean over
 /// input channels in grey. Each kernel is scaled to its own min..max.
 pub fn filters_from_safetensors(ctx: &egui::Context, name: &str, bytes: &[u8]) -> Result<Filters, String> {
     let tensors = safetensors::SafeTensors::deserialize(bytes).map_err(|e| format!("not a safetensors file ({e})"))?;
-    let Some((first, view)) = FIRST_LAYERS.iter().find_map(|n| tensors.tensor(n).ok().map(|v| (*n, v))) else {
-        let mut names = tensors.names();
-        names.sort();
-        let some: Vec<&str> = names.iter().take(4).copied().collect();
+    let wanted = first_layers();
+    let Some((first, view)) = wanted.iter().find_map(|n| tensors.tensor(n).ok().map(|v| (n.as_str(), v))) else {
+        let mut present = tensors.names();
+        present.sort();
+        let some: Vec<&str> = present.iter().take(4).copied().collect();
         return Err(format!(
             "has no tensor `{}` (it has {} tensors, e.g. {})",
-            FIRST_LAYERS.join("` or `"),
-            names.len(),
+            wanted.join("` or `"),
+            present.len(),
             some.join(", ")
         ));
     };

@@ -18,7 +18,7 @@ mod samples;
 mod train;
 
 pub use app::{PretextApp, View};
-pub use images::{FIRST_LAYERS, filter_grid};
+pub use images::filter_grid;
 #[cfg(not(target_arch = "wasm32"))]
 pub use train::TrainForm;
 

@@ -93,13 +93,17 @@ impl MaeDecoder {
     }
 }
 
+/// Tokens (N, L, D) picked per image by `index` (N, K) of token positions: (N, K, D).
+pub fn take_tokens(tokens: &Tensor, index: &Tensor) -> candle_core::Result<Tensor> {
+    let (n, k) = index.dims2()?;
+    let index = index.unsqueeze(2)?.broadcast_as((n, k, tokens.dim(2)?))?.contiguous()?;
+    tokens.contiguous()?.gather(&index, 1)
+}
+
 /// The kept tokens (N, kept, D) followed by the fill tokens for the dropped ones, put back
 /// in image order: `restore` (N, L) holds each patch's place in the shuffled order.
 pub fn unshuffle(kept: &Tensor, fill: &Tensor, restore: &Tensor) -> candle_core::Result<Tensor> {
-    let shuffled = Tensor::cat(&[kept, fill], 1)?.contiguous()?;
-    let (n, patches, dim) = shuffled.dims3()?;
-    let index = restore.unsqueeze(2)?.broadcast_as((n, patches, dim))?.contiguous()?;
-    shuffled.gather(&index, 1)
+    take_tokens(&Tensor::cat(&[kept, fill], 1)?, restore)
 }
 
 /// MAE's `get_2d_sincos_pos_embed` with a zero row for the CLS token: token `r·cols + c`
@@ -255,10 +259,8 @@ impl PretextTask for Mae {
         let (n, patches, kept) = (x.dim(0)?, self.patches(), self.kept());
         let order = step.targets()?.reshape((n, patches))?;
         let restore = order.arg_sort_last_dim(true)?.contiguous()?;
-        let tokens = vit.embed_patches(x)?;
-        let dim = tokens.dim(2)?;
-        let keep = order.narrow(1, 0, kept)?.unsqueeze(2)?.broadcast_as((n, kept, dim))?.contiguous()?;
-        let latent = vit.encode_tokens(&tokens.contiguous()?.gather(&keep, 1)?)?;
+        let visible = take_tokens(&vit.embed_patches(x)?, &order.narrow(1, 0, kept)?)?;
+        let latent = vit.encode_tokens(&visible)?;
         let pred = step.head().forward(&latent, &restore)?;
         // 1 at the dropped patches, in image order.
         let shuffled = Tensor::cat(
@@ -333,8 +335,7 @@ mod tests {
         let order = Tensor::new(&[[3u32, 0, 4, 1, 2]], &dev).unwrap();
         let restore = order.arg_sort_last_dim(true).unwrap().contiguous().unwrap();
         let tokens = Tensor::new(&[[[0f32], [1.], [2.], [3.], [4.]]], &dev).unwrap();
-        let keep = order.narrow(1, 0, 2).unwrap().unsqueeze(2).unwrap().contiguous().unwrap();
-        let kept = tokens.gather(&keep, 1).unwrap();
+        let kept = take_tokens(&tokens, &order.narrow(1, 0, 2).unwrap()).unwrap();
         assert_eq!(kept.flatten_all().unwrap().to_vec1::<f32>().unwrap(), [3.0, 0.0]);
         let fill = Tensor::full(-1f32, (1, 3, 1), &dev).unwrap();
         let back = unshuffle(&kept, &fill, &restore).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();

@@ -104,8 +104,8 @@ impl PretextTask for Simclr {
     }
 
     /// Twice the host's 1e-3: chosen on Fashion-MNIST's validation split at 5 epochs, where
-    /// it closes the gap to the seed listing's PyTorch SimCLR (docs/benchmarks.md, "SimCLR
-    /// against PyTorch at 5 epochs").
+    /// it narrows the gap to the seed listing's PyTorch SimCLR (docs/benchmarks.md, "SimCLR
+    /// against the seed listing's PyTorch SimCLR at 5 epochs").
     fn adamw_lr() -> Option<f64> {
         Some(2e-3)
     }
@@ -132,20 +132,19 @@ impl PretextTask for Simclr {
 
     fn make_views(&self, batch: &ByteImages, rng: &mut StdRng) -> Result<Views, TaskError> {
         let s = self.augment.size;
-        let mut images = FloatImages::empty(batch.c, s, s);
-        images.data.reserve(2 * batch.n * images.image_len());
-        // First views of every image, then second views: rows i and i + N are a pair.
-        let views: Vec<Image> = (0..2 * batch.n).map(|k| self.view(batch, k % batch.n, rng)).collect();
-        for v in &views {
-            v.push_to(&mut images).map_err(|e| TaskError::Input(e.to_string()))?;
+        // First views of every image, then second views: rows i and i + N are a pair. With
+        // `separate_views` they are two groups, which `Step::features` encodes one after the
+        // other, rows still concatenated in that order.
+        let groups = if self.config.separate_views { 2 } else { 1 };
+        let mut images = vec![FloatImages::empty(batch.c, s, s); groups];
+        for g in &mut images {
+            g.data.reserve(2 * batch.n / groups * g.image_len());
         }
-        if self.config.separate_views {
-            // Two groups, which `Step::features` encodes one after the other: rows i and
-            // i + N stay a pair.
-            let (first, second): (Vec<usize>, Vec<usize>) = ((0..batch.n).collect(), (batch.n..2 * batch.n).collect());
-            return Ok(Views { groups: vec![images.gather(&first), images.gather(&second)], targets: Vec::new() });
+        for k in 0..2 * batch.n {
+            let group = &mut images[k * groups / (2 * batch.n)];
+            self.view(batch, k % batch.n, rng).push_to(group).map_err(|e| TaskError::Input(e.to_string()))?;
         }
-        Ok(Views::new(images, Vec::new()))
+        Ok(Views { groups: images, targets: Vec::new() })
     }
 
     fn build_head(&self, feature_dim: usize, vb: VarBuilder) -> candle_core::Result<Mlp> {

@@ -16,7 +16,7 @@ use candle_nn::{Init, VarBuilder};
 use rayon::prelude::*;
 
 #[cfg(not(target_arch = "wasm32"))]
-use super::kernels::{chunk_len, contiguous};
+use super::kernels::{chunk_len, contiguous, sum, sum_sq_dev};
 
 #[derive(Clone, Debug)]
 pub struct LayerNorm {
@@ -55,8 +55,8 @@ impl LayerNorm {
 #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
 fn moments(row: &[f32], eps: f64) -> (f32, f32) {
     let n = row.len() as f32;
-    let mean = row.iter().sum::<f32>() / n;
-    let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    let mean = sum(row) / n;
+    let var = sum_sq_dev(row, mean) / n;
     (mean, (1.0 / (f64::from(var) + eps).sqrt()) as f32)
 }
 

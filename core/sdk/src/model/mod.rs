@@ -194,9 +194,14 @@ impl Backbone {
             );
         }
         Ok(match (spec.kind, spec.vit_shape()?) {
-            (_, Some(shape)) => Self::Vit(Vit::new(spec.in_channels, shape, vb)?),
-            (BackboneKind::Resnet18, None) => Self::Resnet18(ResNet18::new(spec.in_channels, spec.width, vb)?),
-            (_, None) => Self::Convnet(ConvNet::new(spec.in_channels, spec.width, vb)?),
+            (BackboneKind::Resnet18, _) => Self::Resnet18(ResNet18::new(spec.in_channels, spec.width, vb)?),
+            (BackboneKind::Convnet, _) => Self::Convnet(ConvNet::new(spec.in_channels, spec.width, vb)?),
+            (BackboneKind::VitTiny | BackboneKind::VitSmall, Some(shape)) => {
+                Self::Vit(Vit::new(spec.in_channels, shape, vb)?)
+            }
+            (kind @ (BackboneKind::VitTiny | BackboneKind::VitSmall), None) => {
+                candle_core::bail!("a {kind} backbone has no ViT shape")
+            }
         })
     }
 

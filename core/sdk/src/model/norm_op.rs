@@ -11,6 +11,8 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::kernels::{LANES, lanes_total, sum, sum_sq_dev};
+
 /// A contiguous (N, C, H·W) view of a 4-D storage, or an error for anything else; `norm.rs`
 /// makes inputs contiguous first.
 fn planes<'a>(s: &'a CpuStorage, l: &Layout) -> Result<(&'a [f32], usize, usize, usize)> {
@@ -60,39 +62,6 @@ where
         })
         .collect();
     blocks.concat()
-}
-
-/// Eight independent partial sums: float addition is not associative, so the compiler keeps
-/// a single running sum in order unless the lanes are spelled out, and that serial chain
-/// is what made these reductions slow.
-const LANES: usize = 8;
-
-fn lanes_total(acc: [f32; LANES]) -> f32 {
-    acc.iter().sum()
-}
-
-fn sum(x: &[f32]) -> f32 {
-    let mut acc = [0f32; LANES];
-    let chunks = x.chunks_exact(LANES);
-    let tail: f32 = chunks.remainder().iter().sum();
-    for ch in chunks {
-        for (a, v) in acc.iter_mut().zip(ch) {
-            *a += *v;
-        }
-    }
-    lanes_total(acc) + tail
-}
-
-fn sum_sq_dev(x: &[f32], m: f32) -> f32 {
-    let mut acc = [0f32; LANES];
-    let chunks = x.chunks_exact(LANES);
-    let tail: f32 = chunks.remainder().iter().map(|v| (v - m) * (v - m)).sum();
-    for ch in chunks {
-        for (a, v) in acc.iter_mut().zip(ch) {
-            *a += (v - m) * (v - m);
-        }
-    }
-    lanes_total(acc) + tail
 }
 
 /// (Σ g, Σ g·(x − m)) with g = dy, zeroed where y ≤ 0 under ReLU.

@@ -135,9 +135,15 @@ impl Vit {
     #[allow(clippy::needless_pass_by_value)]
     pub fn new(in_channels: usize, shape: VitShape, vb: VarBuilder) -> Result<Self> {
         let VitShape { dim, depth, heads, patch, image } = shape;
-        if heads == 0 || !dim.is_multiple_of(heads) || patch == 0 || image < patch || !image.is_multiple_of(patch) {
+        if depth == 0
+            || heads == 0
+            || !dim.is_multiple_of(heads)
+            || patch == 0
+            || image < patch
+            || !image.is_multiple_of(patch)
+        {
             candle_core::bail!(
-                "a ViT needs a width divisible by its {heads} heads and an image side ({image}) that is a multiple of the patch side ({patch})"
+                "a ViT needs at least one block ({depth}), a width divisible by its {heads} heads and an image side ({image}) that is a multiple of the patch side ({patch})"
             );
         }
         let fan_in = in_channels * patch * patch;
@@ -221,10 +227,15 @@ impl Vit {
         Ok(self.run_blocks(tokens, false)?.0)
     }
 
-    fn run_blocks(&self, tokens: &Tensor, keep_attention: bool) -> Result<(Tensor, Option<Tensor>)> {
+    /// The CLS token, with its position embedding, in front of `tokens`: (N, 1 + L', D).
+    fn with_cls(&self, tokens: &Tensor) -> Result<Tensor> {
         let n = tokens.dim(0)?;
         let cls = (&self.cls_token + self.pos_embed.narrow(1, 0, 1)?)?.broadcast_as((n, 1, self.shape.dim))?;
-        let mut x = Tensor::cat(&[&cls, tokens], 1)?;
+        Tensor::cat(&[&cls, tokens], 1)
+    }
+
+    fn run_blocks(&self, tokens: &Tensor, keep_attention: bool) -> Result<(Tensor, Option<Tensor>)> {
+        let mut x = self.with_cls(tokens)?;
         let mut attention = None;
         let last = self.blocks.len().saturating_sub(1);
         for (i, block) in self.blocks.iter().enumerate() {
@@ -243,23 +254,19 @@ impl Vit {
     /// The CLS token after each quarter of the blocks, (N, D) each, shallowest first; the
     /// last is normalised and equals [`Vit::forward`]. Evaluation's per-stage features.
     pub fn stage_features(&self, x: &Tensor) -> Result<Vec<Tensor>> {
-        let tokens = self.embed_patches(x)?;
-        let n = tokens.dim(0)?;
-        let cls = (&self.cls_token + self.pos_embed.narrow(1, 0, 1)?)?.broadcast_as((n, 1, self.shape.dim))?;
-        let mut h = Tensor::cat(&[&cls, &tokens], 1)?;
+        let mut h = self.with_cls(&self.embed_patches(x)?)?;
+        // Blocks after which a quarter, a half and three quarters of the depth are done; each
+        // lies in 1..=depth since a ViT has at least one block, so three stages come out.
         let depth = self.blocks.len();
-        let marks: Vec<usize> = (1..=4).map(|q| (q * depth).div_ceil(4)).collect();
+        let marks: Vec<usize> = (1..=3).map(|q| (q * depth).div_ceil(4)).collect();
         let mut out = Vec::with_capacity(4);
         for (i, block) in self.blocks.iter().enumerate() {
             h = block.forward(&h)?;
-            for &m in &marks[..3] {
+            for &m in &marks {
                 if i + 1 == m {
                     out.push(h.narrow(1, 0, 1)?.squeeze(1)?);
                 }
             }
-        }
-        while out.len() < 3 {
-            out.insert(0, cls.squeeze(1)?);
         }
         out.push(self.norm.forward(&h)?.narrow(1, 0, 1)?.squeeze(1)?);
         Ok(out)
