@@ -1,5 +1,6 @@
 //! The desktop app driven headless with egui_kittest over a runs directory made by the real
-//! trainer: select a run, open each view, hover and click a point of the embedding, train
+//! trainer: select a run, open each view, hover and click a point of the embedding (and a
+//! ViT's attention maps), train
 //! from the Train view, and open malformed runs. Assertions read the UI's accessibility
 //! tree (labels), not pixels, so fonts and GPUs cannot make them flaky. With
 //! `PRETEXT_SCREENSHOTS=DIR` set, each view is also rendered (wgpu; lavapipe headless) and
@@ -72,12 +73,17 @@ fn fixture() -> &'static Path {
             out: Some(run.clone()),
             ..TrainConfig::default()
         };
-        train(&config, false, &AtomicBool::new(false), &mut |_| {}).unwrap();
-        let eval = Evaluation::open(&run, &Weights::Latest).unwrap();
-        write_embedding(&eval, None, &EmbedOptions { limit: 200, tsne: false, ..EmbedOptions::default() }).unwrap();
+        train_and_embed(&config, 200);
         runs
     })
     .path()
+}
+
+/// Trains `config` and embeds its first `limit` test images (PCA only).
+fn train_and_embed(config: &TrainConfig, limit: usize) -> pretext_core::run::EmbeddingFile {
+    train(config, false, &AtomicBool::new(false), &mut |_| {}).unwrap();
+    let eval = Evaluation::open(config.out.as_ref().unwrap(), &Weights::Latest).unwrap();
+    write_embedding(&eval, None, &EmbedOptions { limit, tsne: false, ..EmbedOptions::default() }).unwrap().1
 }
 
 fn harness<'a>(app: PretextApp) -> Harness<'a, PretextApp> {
@@ -421,10 +427,7 @@ fn an_unlabeled_run_shows_its_embedding_without_classes() {
         out: Some(run.clone()),
         ..TrainConfig::default()
     };
-    train(&config, false, &AtomicBool::new(false), &mut |_| {}).unwrap();
-    let eval = Evaluation::open(&run, &Weights::Latest).unwrap();
-    let (_, file) =
-        write_embedding(&eval, None, &EmbedOptions { limit: 40, tsne: false, ..EmbedOptions::default() }).unwrap();
+    let file = train_and_embed(&config, 40);
     assert!(file.labels.is_empty() && file.classes.is_empty() && file.knn_top1.is_none());
 
     let mut h = harness(PretextApp::native(runs, vec![]));
@@ -441,4 +444,81 @@ fn an_unlabeled_run_shows_its_embedding_without_classes() {
     click_point(&mut h, pos);
     assert!(!has_label(&h, "share its class"));
     screenshot(&mut h, "embedding-unlabeled");
+}
+
+/// A ViT run with an embedding: a small DINO run trained here, or, with
+/// `PRETEXT_UI_VIT_RUN=DIR`, that run (already embedded; how the screenshot in
+/// `docs/screenshots/` shows a model trained longer). Returns the runs directory, the run's
+/// name and its number of heads.
+fn vit_fixture(tmp: &Path) -> (PathBuf, String, usize) {
+    if let Some(dir) = std::env::var_os("PRETEXT_UI_VIT_RUN") {
+        let dir = PathBuf::from(dir);
+        let layout = pretext_core::run::RunLayout::new(&dir);
+        let latest = std::fs::read_dir(layout.embeddings())
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .max()
+            .expect("PRETEXT_UI_VIT_RUN has an embedding");
+        let file: pretext_core::run::EmbeddingFile = serde_json::from_slice(&std::fs::read(latest).unwrap()).unwrap();
+        let heads = file.attention.expect("PRETEXT_UI_VIT_RUN is a ViT run").heads;
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        return (dir.parent().unwrap().to_path_buf(), name, heads);
+    }
+    let plugins = plugin_dir();
+    let runs = tmp.join("runs");
+    let run = runs.join("dino-vit");
+    let config = TrainConfig {
+        task: plugins
+            .join(format!("{}pretext_dino{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX))
+            .display()
+            .to_string(),
+        backbone: pretext_core::model::BackboneKind::VitTiny,
+        width: Some(48),
+        patch_size: Some(4),
+        epochs: 2,
+        batch_size: 64,
+        limit: Some(256),
+        workers: 1,
+        out: Some(run.clone()),
+        ..TrainConfig::default()
+    };
+    let file = train_and_embed(&config, 60);
+    let attention = file.attention.expect("a ViT's embedding has attention maps");
+    assert_eq!(
+        (attention.heads, attention.rows, attention.cols),
+        (3, 8, 8),
+        "ViT-Tiny: 3 heads; 32 px in 4 px patches"
+    );
+    assert!(run.join("embeddings").join(&attention.file).is_file());
+    (runs, "dino-vit".into(), attention.heads)
+}
+
+#[test]
+fn a_vit_embedding_shows_the_attention_of_the_image_under_the_cursor_and_of_the_clicked_one() {
+    let tmp = tempfile::Builder::new().prefix("pretext-ui-vit-").tempdir().unwrap();
+    let (runs, name, heads) = vit_fixture(tmp.path());
+    let mut h = harness(PretextApp::native(runs, vec![]));
+    settle(&mut h, 30, "the runs list", |h| h.state().run_names().contains(&name));
+    h.state_mut().select_run(&name);
+    h.state_mut().set_view(View::Embedding);
+    settle(&mut h, 60, "the embedding scatter", |h| h.state().embedding_point_pos(0).is_some());
+    let pos = (0..60).filter_map(|i| h.state().embedding_point_pos(i)).next().unwrap();
+    h.hover_at(pos);
+    h.step();
+    wait_for_label(&mut h, "Under the cursor: #");
+    assert!(!has_label(&h, "head 1"), "the heads are shown for the clicked image only");
+    // The hovered image's row can widen the side panel and move the points: look again.
+    let pos = (0..60).filter_map(|i| h.state().embedding_point_pos(i)).next().unwrap();
+    h.hover_at(pos);
+    h.step();
+    click_point(&mut h, pos);
+    let selected = h.state().embedding_selection().unwrap();
+    wait_for_label(&mut h, &format!("Attention of #{selected}"));
+    let tiles = std::iter::once("mean".to_string()).chain((1..=heads).map(|k| format!("head {k}")));
+    for tile in tiles {
+        assert!(has_label(&h, &tile), "the attention tile `{tile}` is shown");
+    }
+    assert!(!has_label(&h, &format!("head {}", heads + 1)));
+    screenshot(&mut h, "embedding-attention");
 }

@@ -14,6 +14,13 @@
 #
 # The random-init baseline is measured at every width a task uses, and each task's margin
 # is taken against the random init of its own width.
+#
+# Then the ViT rows (VIT_TASKS, default "mae dino"; empty skips them): ViT-Tiny with 4 px
+# patches, trained on the first VIT_LIMIT training images for VIT_EPOCHS (VIT_LIMIT_<TASK>
+# and VIT_EPOCHS_<TASK> per task), because a ViT step costs a CPU many ConvNet steps. They
+# are scored with the first VIT_BANK training images as the kNN bank, the probe's and the
+# fine-tuning's training set (VIT_FINETUNE_EPOCHS epochs), beside raw pixels and the
+# random-init ViT under the same protocol; the random init fine-tuned is the supervised ViT.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -57,5 +64,37 @@ done
 [ -s "$OUT/supervised.json" ] || { /usr/bin/time -f '%e' -o "$OUT/supervised.time" \
   $P eval finetune --run "$OUT/$first" --random-init --epochs "$SUPERVISED_EPOCHS" --batch-size "$BATCH" --json > "$OUT/supervised.json"; }
 
+VIT_TASKS=${VIT_TASKS-mae dino}
+VIT_LIMIT=${VIT_LIMIT:-20000}
+VIT_EPOCHS=${VIT_EPOCHS:-2}
+VIT_BANK=${VIT_BANK:-10000}
+VIT_FINETUNE_EPOCHS=${VIT_FINETUNE_EPOCHS:-1}
+vit=(--data fashion-mnist --backbone vit-tiny --patch-size 4 --batch-size "$BATCH")
+for task in $VIT_TASKS; do
+  upper=$(echo "$task" | tr '[:lower:]' '[:upper:]')
+  epochs_var="VIT_EPOCHS_$upper" limit_var="VIT_LIMIT_$upper"
+  epochs=${!epochs_var:-$VIT_EPOCHS} limit=${!limit_var:-$VIT_LIMIT}
+  settings=()
+  [ -e "bench/quality/$task.toml" ] && settings=(--config "bench/quality/$task.toml")
+  run="$OUT/$task-vit"
+  if ! grep -q '"status": "completed"' "$run/run.json" 2>/dev/null; then
+    rm -rf "$run"
+    echo "== training $task on ViT-Tiny: --epochs $epochs --limit $limit ${vit[*]} ${settings[*]}"
+    $P train --task "$task" --epochs "$epochs" --limit "$limit" "${vit[@]}" "${settings[@]}" --out "$run"
+  fi
+  for protocol in knn linear finetune; do
+    extra=(--limit "$VIT_BANK" --json)
+    [ $protocol = finetune ] && extra+=(--epochs "$VIT_FINETUNE_EPOCHS" --batch-size "$BATCH")
+    [ -s "$run.$protocol.json" ] || $P eval $protocol --run "$run" "${extra[@]}" > "$run.$protocol.json"
+    [ -s "$OUT/random-vit.$protocol.json" ] || $P eval $protocol --run "$run" --random-init "${extra[@]}" > "$OUT/random-vit.$protocol.json"
+  done
+done
+if [ -n "$VIT_TASKS" ]; then
+  for protocol in knn linear; do
+    [ -s "$OUT/pixels-$VIT_BANK.$protocol.json" ] || $P eval $protocol --pixels --data fashion-mnist --limit "$VIT_BANK" --json > "$OUT/pixels-$VIT_BANK.$protocol.json"
+  done
+fi
+
 budget="ConvNet, batch $BATCH, AdamW (1e-3 unless the task or bench/quality/<task>.toml sets its own rate: SimCLR, VICReg and DINO 2e-3), warmup + cosine; width and epochs per row"
-SUPERVISED_EPOCHS=$SUPERVISED_EPOCHS python3 bench/quality/table.py "$OUT" "$TASKS" "$budget" | tee bench/quality/results.md
+SUPERVISED_EPOCHS=$SUPERVISED_EPOCHS VIT_TASKS=$VIT_TASKS VIT_BANK=$VIT_BANK VIT_FINETUNE_EPOCHS=$VIT_FINETUNE_EPOCHS \
+  python3 bench/quality/table.py "$OUT" "$TASKS" "$budget" | tee bench/quality/results.md

@@ -103,3 +103,48 @@ fn bad_evaluation_input_is_one_sentence() {
     pretext(&["eval", "finetune", "--pixels", "--data", "shapes"]).assert_one_line_error(&["fine-tune"]);
     pretext(&["embed", "--limit", "5"]).assert_one_line_error(&["--run"]);
 }
+
+/// A ViT trained on 28 px Fashion-MNIST evaluated at 32 px (its 7×7 position embeddings
+/// resampled to 8×8) keeps its kNN accuracy; its embedding carries the last block's
+/// attention maps.
+#[test]
+fn a_vit_trained_at_28_px_evaluates_at_32_px_and_embeds_its_attention() {
+    if !std::path::Path::new("/usr/share/datasets/fashion-mnist").is_dir() {
+        eprintln!("skipped: needs /usr/share/datasets/fashion-mnist (apt-get install dataset-fashion-mnist)");
+        return;
+    }
+    let tmp = temp_dir();
+    let run = tmp.path().join("vit");
+    let r = run.to_str().unwrap();
+    let train = ["train", "--task", "simclr", "--data", "fashion-mnist", "--limit", "2048", "--epochs", "2"];
+    let vit = ["--batch-size", "128", "--backbone", "vit-tiny", "--width", "48", "--patch-size", "4", "--out", r];
+    pretext(&[&train[..], &vit].concat()).assert_success();
+
+    let knn = |size: &str| {
+        let report = json_line(&["eval", "knn", "--run", r, "--limit", "5000", "--image-size", size, "--json"]);
+        assert_eq!(report["image_size"].to_string(), size);
+        fraction(&report, "knn_top1")
+    };
+    let (at_28, at_32) = (knn("28"), knn("32"));
+    assert!(at_28 > 0.3, "the ViT learned something: kNN {at_28} at 28 px");
+    assert!((at_32 - at_28).abs() < 0.04, "kNN {at_28} at 28 px but {at_32} at 32 px");
+    pretext(&["eval", "knn", "--run", r, "--image-size", "4"]).assert_one_line_error(&["--image-size", "8"]);
+
+    let out = pretext(&["embed", "--run", r, "--limit", "30", "--no-tsne"]);
+    out.assert_success();
+    assert!(out.stdout.contains("attention maps (3 heads)"), "{}", out.stdout);
+    let layout = RunLayout::new(&run);
+    let file: EmbeddingFile = serde_json::from_slice(&std::fs::read(layout.embedding(2)).unwrap()).unwrap();
+    let a = file.attention.expect("a ViT's embedding has attention maps");
+    assert_eq!((a.heads, a.rows, a.cols, a.patch), (3, 7, 7, 4));
+    let png = image::open(layout.embeddings().join(&a.file)).unwrap().to_luma8();
+    for i in 0..30 {
+        for tile in 0..=a.heads {
+            let (x0, y0) = a.tile_origin(i, tile);
+            let levels: Vec<u8> =
+                (0..49).map(|k| png.get_pixel((x0 + k % 7) as u32, (y0 + k / 7) as u32).0[0]).collect();
+            let (lo, hi) = (levels.iter().min().unwrap(), levels.iter().max().unwrap());
+            assert_eq!((*lo, *hi), (0, 255), "image {i} tile {tile} spans its range: {levels:?}");
+        }
+    }
+}

@@ -121,6 +121,27 @@ fn mae_trains_a_vit_and_refuses_a_cnn_in_one_sentence() {
     {
         assert!(names.iter().any(|n| n == name), "{name} missing from {names:?}");
     }
+    // Each source image: its view, the visible patches, and the decoder's reconstruction,
+    // which keeps the visible patches (8 px) as they are.
+    let index: pretext_core::run::SampleIndex =
+        serde_json::from_slice(&std::fs::read(run.dir.join("samples/index.json")).unwrap()).unwrap();
+    let of_first: Vec<&pretext_core::run::SampleEntry> = index.samples.iter().filter(|s| s.group == 0).collect();
+    let captions: Vec<&str> = of_first.iter().map(|s| s.caption.as_str()).collect();
+    assert_eq!(captions, ["view", "masked input", "reconstruction"]);
+    let read = |k: usize| image::open(run.dir.join("samples").join(&of_first[k].file)).unwrap().to_rgb8();
+    let (view, masked, rebuilt) = (read(0), read(1), read(2));
+    let mut visible = 0;
+    for (py, px) in (0..4).flat_map(|py| (0..4).map(move |px| (py, px))) {
+        let pixels: Vec<(u32, u32)> = (0..8).flat_map(|y| (0..8).map(move |x| (px * 8 + x, py * 8 + y))).collect();
+        if pixels.iter().all(|&(x, y)| masked.get_pixel(x, y) == view.get_pixel(x, y)) {
+            visible += 1;
+            for &(x, y) in &pixels {
+                let (a, b) = (view.get_pixel(x, y).0, rebuilt.get_pixel(x, y).0);
+                assert!(a.iter().zip(b).all(|(a, b)| a.abs_diff(b) <= 1), "visible pixel ({x}, {y}): {a:?} vs {b:?}");
+            }
+        }
+    }
+    assert_eq!(visible, 4, "a quarter of the 16 patches is visible");
     let tmp = temp_dir();
     let out = tmp.path().join("cnn");
     let args = ["train", "--task", "mae", "--data", "shapes", "--limit", "64", "--out", out.to_str().unwrap()];

@@ -3,7 +3,8 @@
 //! by playwright-core, tests/web/viewer.mjs) loads it. The viewer reports what it loaded in
 //! the page title; the test waits for the run's epochs, metrics, checkpoints and embedding
 //! to arrive over HTTP, for a metrics line appended afterwards to show up (a run being
-//! written), checks that the canvas is drawn and that the page logged no error.
+//! written), and for a small ViT run's attention maps with a point selected from the
+//! address; checks that the canvas is drawn and that the page logged no error.
 //!
 //! Needs Chromium (`/usr/bin/chromium` or `$CHROMIUM`), `npm ci --prefix tests/web`, the
 //! wasm32 target and wasm-bindgen-cli at Cargo.lock's version: `.ci/run` installs them.
@@ -50,6 +51,35 @@ fn train_fixture(runs: &Path) -> PathBuf {
     run
 }
 
+/// A small ViT run whose embedding carries attention maps.
+fn train_vit_fixture(runs: &Path) {
+    let run = runs.join("vit");
+    let run = run.to_str().unwrap();
+    pretext(&[
+        "train",
+        "--task",
+        "simclr",
+        "--backbone",
+        "vit-tiny",
+        "--width",
+        "24",
+        "--patch-size",
+        "8",
+        "--limit",
+        "128",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "64",
+        "--out",
+        run,
+    ])
+    .assert_success();
+    let out = pretext(&["embed", "--run", run, "--limit", "50", "--no-tsne"]);
+    out.assert_success();
+    assert!(out.stdout.contains("attention maps (3 heads)"), "{}", out.stdout);
+}
+
 /// Whether a screenshot shows a drawn UI: many colours, and no colour covering nearly all of it.
 fn assert_drawn(png: &Path) {
     let image = image::open(png).unwrap_or_else(|e| panic!("cannot read {}: {e}", png.display())).to_rgb8();
@@ -70,6 +100,7 @@ fn the_browser_shows_a_served_run_and_follows_it() {
     let tmp = temp_dir();
     let runs = tmp.path().join("runs");
     let run = train_fixture(&runs);
+    train_vit_fixture(&runs);
     let records = RunCheck::new(&run).metrics();
     let n = records.len();
     let served = Served::start(&runs, &dist);
@@ -92,6 +123,9 @@ fn the_browser_shows_a_served_run_and_follows_it() {
             // The first-layer filters, read from the checkpoint's safetensors.
             {"path": "?run=fixture&view=filters", "expect": "0 embeddings, 1 images", "screenshot": shot("filters.png")},
             {"path": "?run=fixture&view=curves", "expect": "fixture: Curves, 2/2 epochs", "screenshot": shot("curves.png")},
+            // A ViT's embedding with point 0 selected: the atlas and the attention overlay.
+            {"path": "?run=vit&view=embedding&point=0", "expect": "1 embeddings, 2 images, point #0",
+             "screenshot": shot("attention.png")},
         ],
     });
     let spec_file = tmp.path().join("steps.json");
@@ -104,10 +138,10 @@ fn the_browser_shows_a_served_run_and_follows_it() {
     let lines: Vec<serde_json::Value> = out.stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
     let errors = lines.last().and_then(|l| l["errors"].as_array()).expect("a final line with the errors");
     assert!(errors.is_empty(), "the page reported errors: {errors:#?}");
-    assert_eq!(lines.len(), 6, "{}", out.stdout);
+    assert_eq!(lines.len(), 7, "{}", out.stdout);
     let titles: Vec<&str> = lines.iter().filter_map(|l| l["title"].as_str()).collect();
-    assert!(titles[0].starts_with("Pretext — 1 runs — "), "{titles:?}");
-    for name in ["overview.png", "embedding.png", "filters.png", "curves.png"] {
+    assert!(titles[0].starts_with("Pretext — 2 runs — "), "{titles:?}");
+    for name in ["overview.png", "embedding.png", "filters.png", "curves.png", "attention.png"] {
         assert_drawn(&shots.join(name));
     }
 }

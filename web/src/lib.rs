@@ -1,4 +1,4 @@
-//! The browser viewer's entry point: finds the page's canvas, reads `?run=NAME&view=VIEW`
+//! The browser viewer's entry point: finds the page's canvas, reads `?run=NAME&view=VIEW&point=I`
 //! from the address, and starts the app's UI on the runs of the server that served the page.
 //! It keeps the page title equal to [`pretext::ui::PretextApp::status`], so a person sees
 //! what loaded in the tab and a browser test can wait for it.
@@ -34,13 +34,21 @@ impl eframe::App for Viewer {
     }
 }
 
-/// The run and view named in the page address, if any.
-fn query() -> (Option<String>, Option<View>) {
+/// What the page address asks for: `?run=NAME&view=VIEW&point=I` (each optional; `point`
+/// selects an embedding point as a click would).
+#[derive(Default)]
+struct Query {
+    run: Option<String>,
+    view: Option<View>,
+    point: Option<usize>,
+}
+
+fn query() -> Query {
     let search = web_sys::window().and_then(|w| w.location().search().ok()).unwrap_or_default();
-    let Ok(params) = web_sys::UrlSearchParams::new_with_str(&search) else { return (None, None) };
+    let Ok(params) = web_sys::UrlSearchParams::new_with_str(&search) else { return Query::default() };
     let view =
         params.get("view").and_then(|v| View::ALL.iter().copied().find(|view| view.title().eq_ignore_ascii_case(&v)));
-    (params.get("run"), view)
+    Query { run: params.get("run"), view, point: params.get("point").and_then(|p| p.parse().ok()) }
 }
 
 fn canvas() -> Result<web_sys::HtmlCanvasElement, String> {
@@ -62,14 +70,17 @@ pub fn start() {
                 return;
             }
         };
-        let (run, view) = query();
+        let query = query();
         let creator: eframe::AppCreator<'static> = Box::new(move |_cc| {
             let mut app = PretextApp::new(Box::new(HttpSource::new("")));
-            if let Some(run) = run {
-                app.select_run(&run);
+            if let Some(run) = &query.run {
+                app.select_run(run);
             }
-            if let Some(view) = view {
+            if let Some(view) = query.view {
                 app.set_view(view);
+            }
+            if let Some(point) = query.point {
+                app.select_embedding_point(point);
             }
             Ok(Box::new(Viewer { app, title: String::new() }))
         });

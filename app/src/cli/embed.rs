@@ -1,6 +1,6 @@
 //! `pretext embed`: features of labelled test images through a checkpoint, projected to 2-D
-//! (PCA and t-SNE), with each point's neighbours and a thumbnail atlas, written under
-//! `embeddings/` for the viewers.
+//! (PCA and t-SNE), with each point's neighbours and a thumbnail atlas — and for a ViT the
+//! last block's attention maps — written under `embeddings/` for the viewers.
 
 use anyhow::Context;
 use clap::Args;
@@ -33,6 +33,17 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<()> {
     let options = EmbedOptions { limit: args.limit, tsne: !args.no_tsne, ..EmbedOptions::default() };
     let (path, file) = write_embedding(&eval, args.data.as_deref(), &options)?;
     let knn = file.knn_top1.map(|k| format!(", kNN top-1 {:.2}%", k * 100.0)).unwrap_or_default();
-    println!("embedded {} images of {} (epoch {}{knn}) into {}", file.pca.len(), file.data, file.epoch, path.display());
+    let attention = file
+        .attention
+        .as_ref()
+        .map(|a| format!(", with the last block's attention maps ({} heads)", a.heads))
+        .unwrap_or_default();
+    println!(
+        "embedded {} images of {} (epoch {}{knn}{attention}) into {}",
+        file.pca.len(),
+        file.data,
+        file.epoch,
+        path.display()
+    );
     Ok(())
 }

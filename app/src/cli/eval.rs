@@ -46,6 +46,10 @@ pub struct EvalArgs {
     /// any learned representation should beat. Needs --data, no --run.
     #[arg(long, conflicts_with_all = ["run", "checkpoint", "random_init"])]
     pixels: bool,
+    /// Evaluate on N×N images instead of the size the run trained on: a ViT resamples its
+    /// position embeddings to the new patch grid, a CNN pools over the larger or smaller maps.
+    #[arg(long, value_name = "N")]
+    image_size: Option<usize>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -69,6 +73,8 @@ struct Report {
     /// The split queried: `test`; `held-out` (a seeded, class-balanced fifth of a training
     /// split that has no test split); or `validation` (the end of the training split).
     split: &'static str,
+    /// The side of the images evaluated on, in pixels.
+    image_size: usize,
     train_images: usize,
     /// Images of the queried split (the test split, or the validation images).
     test_images: usize,
@@ -91,7 +97,7 @@ impl Report {
         epoch: u64,
         data: &str,
         split: &'static str,
-        (train_images, test_images): (usize, usize),
+        (train, test): (&Dataset, &Dataset),
     ) -> Self {
         Self {
             run,
@@ -99,8 +105,9 @@ impl Report {
             epoch,
             data: data.to_string(),
             split,
-            train_images,
-            test_images,
+            image_size: train.height(),
+            train_images: train.len(),
+            test_images: test.len(),
             knn_top1: None,
             linear_top1: None,
             finetune_top1: None,
@@ -143,15 +150,15 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         return run_pixels(args, started);
     }
     let run = args.weights.run_dir()?;
-    let eval =
-        Evaluation::open(run, &args.weights.weights()).with_context(|| format!("cannot evaluate {}", run.display()))?;
+    let eval = Evaluation::open(run, &args.weights.weights())
+        .with_context(|| format!("cannot evaluate {}", run.display()))?
+        .at_image_size(args.image_size);
     let (train, test) = eval.dataset(args.data.as_deref(), true)?;
     let (train, test, split) = query_split(train, test, args)?;
     let train = std::sync::Arc::new(train);
     let checkpoint = eval.checkpoint.as_ref().map_or_else(|| "random-init".into(), |c| c.file.clone());
     let data = data_spec(&eval.info, args.data.as_deref());
-    let mut report =
-        Report::new(run.display().to_string(), checkpoint, eval.epoch(), data, split, (train.len(), test.len()));
+    let mut report = Report::new(run.display().to_string(), checkpoint, eval.epoch(), data, split, (&train, &test));
     match args.protocol {
         Protocol::Knn | Protocol::Linear => {
             let (train_f, test_f) = eval.features(&train, &test)?;
@@ -241,14 +248,16 @@ fn run_pixels(args: &EvalArgs, started: Instant) -> anyhow::Result<()> {
     if args.protocol == Protocol::Finetune {
         anyhow::bail!("--pixels measures kNN or a linear probe; there is no network to fine-tune");
     }
-    let DataSplits { train, test, .. } = data::open(spec, &OpenOptions::default())?;
+    let opts = OpenOptions { image_size: args.image_size, ..OpenOptions::default() };
+    opts.validate().map_err(anyhow::Error::msg)?;
+    let DataSplits { train, test, .. } = data::open(spec, &opts)?;
     if !train.is_labelled() {
         anyhow::bail!("`{spec}` is unlabeled; --pixels needs a labelled dataset");
     }
     let (train, test, split) =
         query_split(train, test, args).with_context(|| format!("cannot evaluate raw pixels of `{spec}`"))?;
     let (train_f, test_f) = pixel_features(&train, &test);
-    let mut report = Report::new("-".into(), "raw pixels".into(), 0, spec, split, (train.len(), test.len()));
+    let mut report = Report::new("-".into(), "raw pixels".into(), 0, spec, split, (&train, &test));
     score_stages(args.protocol, &mut report, &train_f, &test_f, &train, &test)?;
     let raw = report.stages.get("pixels").copied();
     set_top1(&mut report, args.protocol, raw);
@@ -268,8 +277,8 @@ fn print_report(mut report: Report, started: Instant, json: bool) -> anyhow::Res
         String::new()
     };
     println!(
-        "data       {}: {} train, {} {} images{how}",
-        report.data, report.train_images, report.test_images, report.split
+        "data       {}: {} train, {} {} images of {}×{} px{how}",
+        report.data, report.train_images, report.test_images, report.split, report.image_size, report.image_size
     );
     for (stage, top1) in &report.stages {
         println!("{stage:<10} {:.2}%", top1 * 100.0);

@@ -273,6 +273,9 @@ impl PretextApp {
             data.checkpoint_list().len(),
             data.embeddings.values().filter(|e| e.ok().is_some()).count()
         ));
+        if let (View::Embedding, Some(i)) = (self.view, self.embedding.selected()) {
+            text.push_str(&format!(", point #{i}"));
+        }
         text
     }
 
@@ -289,6 +292,11 @@ impl PretextApp {
     /// Where point `i` of the embedding is drawn, once the scatter has been shown.
     pub fn embedding_point_pos(&self, i: usize) -> Option<egui::Pos2> {
         self.embedding.screen_pos(i)
+    }
+
+    /// Selects point `i` of the embedding once it has loaded, as a click on it would.
+    pub fn select_embedding_point(&mut self, i: usize) {
+        self.embedding.request_selection(i);
     }
 
     /// The point whose neighbours are shown, if one was clicked.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use egui::TextureHandle;
 use pretext_core::run::{CheckpointMeta, EmbeddingFile, MetricRecord, RunInfo, SampleIndex, parse_metrics};
 
-use super::images::{Filters, filters_from_safetensors, load_texture};
+use super::images::{Filters, filters_from_safetensors, load_attention_overlay, load_texture};
 use super::source::{Loadable, RunSource};
 
 /// Everything loaded for one run.
@@ -25,6 +25,9 @@ pub struct RunData {
     pub embedding_files: Loadable<Vec<String>>,
     pub embeddings: BTreeMap<String, Loadable<Arc<EmbeddingFile>>>,
     pub samples: Loadable<SampleIndex>,
+    /// How many checkpoint files there were when `samples` was requested: the trainer
+    /// rewrites the samples at each checkpoint (MAE's reconstructions change).
+    samples_at: Option<usize>,
     /// PNG textures (atlases, samples) by path inside the run (`samples/sample-0000.png`).
     pub textures: BTreeMap<String, Loadable<TextureHandle>>,
     /// First-layer filters by safetensors file name.
@@ -67,6 +70,13 @@ impl RunData {
         if self.checkpoint_files.poll()
             && let Some(files) = self.checkpoint_files.ok()
         {
+            if self.samples_at != Some(files.len()) {
+                if self.samples_at.is_some() {
+                    self.samples = Loadable::default();
+                    self.textures.retain(|path, _| !path.starts_with("samples/"));
+                }
+                self.samples_at = Some(files.len());
+            }
             for file in files.iter().filter(|f| is_checkpoint_meta(f)) {
                 let entry = self.checkpoints.entry(file.clone()).or_default();
                 if entry.ok().is_none() {
@@ -162,11 +172,35 @@ impl RunData {
         run: &str,
         path: &str,
     ) -> &Loadable<TextureHandle> {
-        let entry = self.textures.entry(path.to_string()).or_default();
+        self.png(src, ctx, run, path, false)
+    }
+
+    /// An attention atlas (e.g. `embeddings/epoch-0002-attention.png`) as a heat overlay.
+    pub fn attention_overlay(
+        &mut self,
+        src: &dyn RunSource,
+        ctx: &egui::Context,
+        run: &str,
+        path: &str,
+    ) -> &Loadable<TextureHandle> {
+        self.png(src, ctx, run, path, true)
+    }
+
+    fn png(
+        &mut self,
+        src: &dyn RunSource,
+        ctx: &egui::Context,
+        run: &str,
+        path: &str,
+        overlay: bool,
+    ) -> &Loadable<TextureHandle> {
+        let key = if overlay { format!("{path}#overlay") } else { path.to_string() };
+        let entry = self.textures.entry(key.clone()).or_default();
         if entry.is_unrequested() {
             let c = ctx.clone();
-            let name = format!("{run}/{path}");
-            entry.request(|| src.fetch(ctx, run, path, move |b| load_texture(&c, &name, &b)));
+            let name = format!("{run}/{key}");
+            let decode = if overlay { load_attention_overlay } else { load_texture };
+            entry.request(|| src.fetch(ctx, run, path, move |b| decode(&c, &name, &b)));
         }
         entry
     }
@@ -200,6 +234,11 @@ fn check_embedding(file: &EmbeddingFile) -> Result<(), String> {
     }
     if file.atlas.columns == 0 || file.atlas.size == 0 {
         return Err("its atlas has no columns".into());
+    }
+    if let Some(a) = &file.attention
+        && (a.columns == 0 || a.heads == 0 || a.rows == 0 || a.cols == 0 || a.patch == 0)
+    {
+        return Err("its attention atlas has an empty layout".into());
     }
     Ok(())
 }

@@ -2,6 +2,8 @@
 //! `pretext embed`): a 2-D scatter coloured by class with a legend; the image under the
 //! cursor is shown beside it, and clicking a point shows its nearest neighbours (by cosine
 //! similarity of the features, not of the 2-D projection) as a grid with their classes.
+//! For a ViT, the last block's attention of the CLS token is laid over the images: the mean
+//! over heads beside the image under the cursor, the mean and every head for the clicked one.
 
 use std::sync::Arc;
 
@@ -28,6 +30,8 @@ pub struct EmbeddingState {
     projection: Projection,
     hovered: Option<usize>,
     selected: Option<usize>,
+    /// A point to select once the embedding has loaded (a page address's `point=`).
+    requested: Option<usize>,
     /// The plot's transform and the drawn coordinates, from the last frame.
     transform: Option<PlotTransform>,
     points: Vec<[f64; 2]>,
@@ -46,6 +50,11 @@ impl EmbeddingState {
 
     pub fn selected(&self) -> Option<usize> {
         self.selected
+    }
+
+    /// Selects point `i` of the embedding shown next (ignored if it has no such point).
+    pub fn request_selection(&mut self, i: usize) {
+        self.requested = Some(i);
     }
 
     fn nearest(&self, pointer: Pos2) -> Option<usize> {
@@ -99,7 +108,12 @@ pub fn show(
     data: &mut RunData,
 ) {
     if state.run != run {
-        *state = EmbeddingState { run: run.to_string(), projection: state.projection, ..Default::default() };
+        *state = EmbeddingState {
+            run: run.to_string(),
+            projection: state.projection,
+            requested: state.requested.take(),
+            ..Default::default()
+        };
     }
     let files = data.embedding_list();
     if let Some(e) = data.embedding_files.error() {
@@ -132,6 +146,11 @@ pub fn show(
             return;
         }
     };
+    if let Some(i) = state.requested.take()
+        && i < file.pca.len()
+    {
+        state.selected = Some(i);
+    }
     let atlas_name = file.atlas.file.clone();
     let atlas = match data.texture(src, ctx, run, &format!("embeddings/{atlas_name}")).get() {
         Some(Ok(t)) => Some(t.clone()),
@@ -141,10 +160,21 @@ pub fn show(
         }
         None => None,
     };
+    let attention = file.attention.as_ref().and_then(|a| {
+        match data.attention_overlay(src, ctx, run, &format!("embeddings/{}", a.file)).get() {
+            Some(Ok(t)) => Some(t.clone()),
+            Some(Err(e)) => {
+                error_label(ui, format!("attention maps: {e}"));
+                None
+            }
+            None => None,
+        }
+    });
     controls(ui, state, &files, Some(&file));
 
+    let images = Images { file: &file, atlas: atlas.as_ref(), attention: attention.as_ref() };
     egui::Panel::right("embedding-side").default_size(300.0).resizable(true).show(ui, |ui| {
-        side(ui, state, &file, atlas.as_ref());
+        side(ui, state, &images);
     });
     egui::CentralPanel::default().show(ui, |ui| scatter(ui, state, &file));
 }
@@ -240,27 +270,60 @@ fn scatter(ui: &mut egui::Ui, state: &mut EmbeddingState, file: &EmbeddingFile) 
     }
 }
 
-fn thumb(
-    ui: &mut egui::Ui,
-    file: &EmbeddingFile,
-    atlas: Option<&TextureHandle>,
-    i: usize,
-    size: f32,
-) -> egui::Response {
-    match atlas {
-        Some(t) => ui.add(
-            egui::Image::new((t.id(), Vec2::splat(size))).uv(atlas_uv(file, t.size(), i)).sense(egui::Sense::click()),
-        ),
-        None => ui.add_sized([size, size], egui::Spinner::new()),
+/// An embedding with its loaded textures: the thumbnail atlas and, for a ViT, the
+/// attention overlay.
+struct Images<'a> {
+    file: &'a EmbeddingFile,
+    atlas: Option<&'a TextureHandle>,
+    attention: Option<&'a TextureHandle>,
+}
+
+impl Images<'_> {
+    /// Image `i` as a clickable thumbnail, with attention tile `tile` (0 the mean over
+    /// heads, `k` head `k`) painted over it when given.
+    fn thumb(&self, ui: &mut egui::Ui, i: usize, size: f32, tile: Option<usize>) -> egui::Response {
+        let Some(t) = self.atlas else { return ui.add_sized([size, size], egui::Spinner::new()) };
+        let response = ui.add(
+            egui::Image::new((t.id(), Vec2::splat(size)))
+                .uv(atlas_uv(self.file, t.size(), i))
+                .sense(egui::Sense::click()),
+        );
+        if let (Some(tile), Some(overlay)) = (tile, self.attention)
+            && let Some(uv) = attention_uv(self.file, overlay.size(), i, tile)
+        {
+            ui.painter().image(overlay.id(), response.rect, uv, egui::Color32::WHITE);
+        }
+        response
     }
 }
 
-fn side(ui: &mut egui::Ui, state: &mut EmbeddingState, file: &EmbeddingFile, atlas: Option<&TextureHandle>) {
+/// Where image `i`'s attention tile sits in the overlay texture, cut to the part of the
+/// patch grid that covers the image (the grid may pad it to whole patches).
+pub fn attention_uv(file: &EmbeddingFile, texture_size: [usize; 2], i: usize, tile: usize) -> Option<Rect> {
+    let a = file.attention.as_ref()?;
+    if tile > a.heads {
+        return None;
+    }
+    let (x, y) = a.tile_origin(i, tile);
+    let (w, h) = (texture_size[0].max(1) as f32, texture_size[1].max(1) as f32);
+    let side = file.atlas.size as f32;
+    let cover = |cells: usize| (side / (cells * a.patch).max(1) as f32).min(1.0) * cells as f32;
+    Some(Rect::from_min_size(pos2(x as f32 / w, y as f32 / h), vec2(cover(a.cols) / w, cover(a.rows) / h)))
+}
+
+fn side(ui: &mut egui::Ui, state: &mut EmbeddingState, images: &Images<'_>) {
+    let file = images.file;
+    let has_attention = file.attention.is_some();
     ui.strong("Under the cursor");
     match state.hovered {
         Some(i) => {
             ui.horizontal(|ui| {
-                thumb(ui, file, atlas, i, THUMB * 1.5);
+                images.thumb(ui, i, THUMB * 1.5, None);
+                if has_attention {
+                    images
+                        .thumb(ui, i, THUMB * 1.5, Some(0))
+                        .on_hover_text("the CLS token's attention, mean over heads");
+                }
                 ui.label(format!("Under the cursor: #{i}{}", class_name(file, i)));
             });
         }
@@ -270,8 +333,21 @@ fn side(ui: &mut egui::Ui, state: &mut EmbeddingState, file: &EmbeddingFile, atl
     }
     ui.separator();
     let Some(s) = state.selected else { return };
+    if let Some(a) = &file.attention {
+        ui.label(format!("Attention of #{s}: the last block's CLS token over the patches"));
+        ui.horizontal_wrapped(|ui| {
+            for tile in 0..=a.heads {
+                ui.vertical(|ui| {
+                    images.thumb(ui, s, THUMB, Some(tile));
+                    let name = if tile == 0 { "mean".to_string() } else { format!("head {tile}") };
+                    ui.label(egui::RichText::new(name).small());
+                });
+            }
+        });
+        ui.separator();
+    }
     ui.horizontal(|ui| {
-        thumb(ui, file, atlas, s, THUMB * 1.5);
+        images.thumb(ui, s, THUMB * 1.5, None);
         ui.label(format!("Nearest neighbours of #{s}{}", class_name(file, s)));
     });
     if labelled(file) {
@@ -285,7 +361,7 @@ fn side(ui: &mut egui::Ui, state: &mut EmbeddingState, file: &EmbeddingFile, atl
             for (k, &j) in file.neighbours[s].iter().enumerate() {
                 let j = j as usize;
                 ui.vertical(|ui| {
-                    if thumb(ui, file, atlas, j, THUMB).on_hover_text("show this image's neighbours").clicked() {
+                    if images.thumb(ui, j, THUMB, None).on_hover_text("show this image's neighbours").clicked() {
                         clicked = Some(j);
                     }
                     let name = class_name(file, j);

@@ -11,6 +11,25 @@ pub fn load_texture(ctx: &egui::Context, name: &str, bytes: &[u8]) -> Result<Tex
     Ok(ctx.load_texture(name, color_image(&image), TextureOptions::NEAREST))
 }
 
+/// Decodes a greyscale attention atlas into a heat overlay: transparent where a map is 0,
+/// through red to opaque yellow at its peak, to be painted over the image it belongs to.
+pub fn load_attention_overlay(ctx: &egui::Context, name: &str, bytes: &[u8]) -> Result<TextureHandle, String> {
+    let image = image::load_from_memory(bytes).map_err(|e| format!("not an image the viewer can read ({e})"))?;
+    let grey = image.to_luma8();
+    let size = [grey.width() as usize, grey.height() as usize];
+    let pixels = grey.pixels().map(|p| heat(p.0[0])).collect();
+    Ok(ctx.load_texture(name, ColorImage::new(size, pixels), TextureOptions::NEAREST))
+}
+
+/// A level of 0..=255 as a translucent red-to-yellow colour; at most 70% opaque so the
+/// image shows through.
+fn heat(level: u8) -> egui::Color32 {
+    let t = f32::from(level) / 255.0;
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let (g, a) = ((30.0 + 210.0 * t * t) as u8, (180.0 * t) as u8);
+    egui::Color32::from_rgba_unmultiplied(255, g, 0, a)
+}
+
 /// An image as egui's pixels.
 pub fn color_image(image: &image::DynamicImage) -> ColorImage {
     let rgba = image.to_rgba8();

@@ -36,6 +36,15 @@ impl InputNorm {
         let x = Tensor::from_slice(&images.data, (images.n, images.c, images.h, images.w), &self.device)?;
         x.broadcast_sub(&self.mean)?.broadcast_div(&self.std)
     }
+
+    /// The inverse of [`InputNorm::apply`]: network input `(N, C, H, W)` back to images,
+    /// clamped to `0..=1`.
+    pub fn invert(&self, x: &Tensor) -> candle_core::Result<crate::images::FloatImages> {
+        let (n, c, h, w) = x.dims4()?;
+        let images = x.broadcast_mul(&self.std)?.broadcast_add(&self.mean)?.clamp(0f32, 1f32)?;
+        let data = images.detach().to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        crate::images::FloatImages::new(n, c, h, w, data).map_err(|e| candle_core::Error::Msg(e.to_string()))
+    }
 }
 
 /// A backbone in eval mode with its input normalisation.
@@ -68,6 +77,47 @@ impl FeatureExtractor {
     /// `stage1`..`stageK` (globally pooled) and `features` (the last stage), N rows each.
     pub fn stages(&self, images: &impl ImageSource) -> candle_core::Result<Vec<Matrix>> {
         stage_matrices(&self.backbone, images, |batch| self.norm.apply(batch))
+    }
+
+    /// The last block's CLS attention over the patches for a ViT; `None` for a CNN.
+    pub fn attention(&self, images: &impl ImageSource) -> candle_core::Result<Option<AttentionMaps>> {
+        let Some(vit) = self.backbone.as_vit() else { return Ok(None) };
+        let p = vit.shape().patch;
+        let (mut rows, mut cols) = (0, 0);
+        let mut data = Vec::new();
+        for start in (0..images.count()).step_by(CHUNK) {
+            let idx: Vec<usize> = (start..(start + CHUNK).min(images.count())).collect();
+            let batch = images.gather(&idx);
+            (rows, cols) = (batch.h.div_ceil(p), batch.w.div_ceil(p));
+            let x = self.norm.apply(&batch.to_unit_float())?;
+            let attn = vit.last_attention(&x)?.detach().to_dtype(DType::F32)?;
+            data.extend(attn.flatten_all()?.to_vec1::<f32>()?);
+        }
+        Ok(Some(AttentionMaps { images: images.count(), heads: vit.shape().heads, rows, cols, patch: p, data }))
+    }
+}
+
+/// The CLS token's attention over the patches in a ViT's last block: for each image and
+/// head a `rows × cols` map (row-major), the patch grid of the image. Each map sums to one
+/// minus the CLS token's attention to itself.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttentionMaps {
+    pub images: usize,
+    pub heads: usize,
+    pub rows: usize,
+    pub cols: usize,
+    /// The patch side in pixels; the grid covers the image padded to whole patches.
+    pub patch: usize,
+    /// `images × heads × rows × cols` weights.
+    pub data: Vec<f32>,
+}
+
+impl AttentionMaps {
+    /// Image `i`'s map for `head`.
+    pub fn map(&self, i: usize, head: usize) -> &[f32] {
+        let len = self.rows * self.cols;
+        let start = (i * self.heads + head) * len;
+        &self.data[start..start + len]
     }
 }
 

@@ -10,7 +10,7 @@ use thiserror::Error;
 
 use super::{
     FeatureExtractor, FinetuneConfig, FinetuneResult, KnnConfig, ProbeConfig, ProbeResult, TsneConfig, accuracy,
-    finetune, knn_predict, linear_probe, pca_2d, top_k, tsne_2d,
+    attention_atlas, finetune, knn_predict, linear_probe, pca_2d, top_k, tsne_2d,
 };
 use crate::data::encode_png;
 use crate::data::{self, DataError, DataSplits, Dataset, OpenOptions};
@@ -69,6 +69,8 @@ pub struct Evaluation {
     /// `None` for [`Weights::RandomInit`].
     pub checkpoint: Option<CheckpointMeta>,
     weights: Option<Vec<u8>>,
+    /// Evaluate at this side instead of the training images' (see [`Evaluation::at_image_size`]).
+    image_size: Option<usize>,
 }
 
 /// The `--data` spec of an evaluation: the given one or the run's own.
@@ -97,7 +99,16 @@ impl Evaluation {
             }
             Weights::RandomInit => (None, None),
         };
-        Ok(Self { store, info, checkpoint, weights: bytes })
+        Ok(Self { store, info, checkpoint, weights: bytes, image_size: None })
+    }
+
+    /// Evaluates on images brought to `size`×`size` instead of the size the run trained on
+    /// (`None` keeps that): a ViT resamples its position embeddings to the new patch grid,
+    /// a CNN pools over whatever its last stage gives.
+    #[must_use]
+    pub fn at_image_size(mut self, size: Option<usize>) -> Self {
+        self.image_size = size;
+        self
     }
 
     /// The backbone with its normalisation, on the CPU.
@@ -124,16 +135,20 @@ impl Evaluation {
         opts
     }
 
-    /// The dataset to evaluate on — `data`, or the run's own — at the run's image size:
-    /// its training split and, if it has one, its test split. With `labelled`, unlabeled
-    /// data is refused in one sentence.
+    /// The dataset to evaluate on — `data`, or the run's own — at the run's image size (or
+    /// the one [`Evaluation::at_image_size`] chose): its training split and, if it has one,
+    /// its test split. With `labelled`, unlabeled data is refused in one sentence.
     pub fn dataset(&self, data: Option<&str>, labelled: bool) -> Result<(Dataset, Option<Dataset>), EvalError> {
         let spec = data_spec(&self.info, data);
         let d = &self.info.dataset;
-        let opts = match data {
+        let mut opts = match data {
             None => self.own_options(),
             Some(_) => OpenOptions { seed: self.info.seed, image_size: Some(d.height), ..OpenOptions::default() },
         };
+        if self.image_size.is_some() {
+            opts.image_size = self.image_size;
+        }
+        opts.validate().map_err(EvalError::Input)?;
         let DataSplits { train, test, .. } = data::open(spec, &opts)?;
         if labelled && !train.is_labelled() {
             return Err(EvalError::Input(format!(
@@ -141,7 +156,8 @@ impl Evaluation {
                  e.g. --data path/to/class-folders"
             )));
         }
-        if (train.channels(), train.height(), train.width()) != (d.channels, d.height, d.width) {
+        let (h, w) = self.image_size.map_or((d.height, d.width), |n| (n, n));
+        if (train.channels(), train.height(), train.width()) != (d.channels, h, w) {
             return Err(EvalError::Input(format!(
                 "`{spec}` has {}×{}×{} images but the run was trained on {}×{}×{}",
                 train.channels(),
@@ -273,6 +289,16 @@ pub fn write_embedding(
     let (atlas_png, columns) = atlas(&points.images.batch())?;
     let atlas_path = layout.embedding_atlas(epoch);
     write_atomic(&atlas_path, &atlas_png)?;
+    let attention = match extractor.attention(&points.images)? {
+        Some(maps) => {
+            let (image, mut meta) = attention_atlas(&maps);
+            let path = layout.embedding_attention(epoch);
+            write_atomic(&path, &encode_png(&image).map_err(EvalError::Input)?)?;
+            meta.file = file_name(&path);
+            Some(meta)
+        }
+        None => None,
+    };
     let file = EmbeddingFile {
         format_version: FORMAT_VERSION,
         epoch,
@@ -287,16 +313,17 @@ pub fn write_embedding(
         pca: pca_2d(&last.data, last.cols),
         tsne,
         neighbours,
-        atlas: Atlas {
-            file: atlas_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-            size: points.height().max(points.width()),
-            columns,
-        },
+        atlas: Atlas { file: file_name(&atlas_path), size: points.height().max(points.width()), columns },
         knn_top1: knn,
+        attention,
     };
     let path = layout.embedding(epoch);
     write_json(&path, &file)?;
     Ok((path, file))
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 /// All images in one PNG grid, row-major, as square-as-possible.

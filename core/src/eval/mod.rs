@@ -6,6 +6,8 @@
 //! candle and use the host's threads, so they are native-only; kNN, projections and feature
 //! extraction also compile for the browser.
 
+#[cfg(not(target_arch = "wasm32"))]
+mod attention;
 mod collapse;
 mod knn;
 mod projection;
@@ -17,6 +19,8 @@ mod finetune;
 #[cfg(not(target_arch = "wasm32"))]
 mod probe;
 
+#[cfg(not(target_arch = "wasm32"))]
+pub use attention::attention_atlas;
 pub use collapse::{COLLAPSED_RANK, COLLAPSED_STD_RATIO, CollapseStats, effective_rank};
 #[cfg(not(target_arch = "wasm32"))]
 pub use evaluate::{
@@ -26,7 +30,7 @@ pub use evaluate::{
 #[cfg(not(target_arch = "wasm32"))]
 pub use finetune::{FinetuneConfig, FinetuneResult, finetune};
 pub use knn::{KnnConfig, accuracy, knn_predict, l2_normalized, top_k};
-pub use pretext_sdk::features::{FeatureExtractor, InputNorm, stage_matrices};
+pub use pretext_sdk::features::{AttentionMaps, FeatureExtractor, InputNorm, stage_matrices};
 #[cfg(not(target_arch = "wasm32"))]
 pub use probe::{ProbeConfig, ProbeResult, linear_probe};
 pub use projection::{TsneConfig, pca_2d, tsne_2d};

@@ -60,6 +60,11 @@ impl RunLayout {
         self.embeddings().join(format!("{}-atlas.png", checkpoint_stem(epoch)))
     }
 
+    /// The last block's attention maps of a ViT's embedding (see `AttentionAtlas`).
+    pub fn embedding_attention(&self, epoch: u64) -> PathBuf {
+        self.embeddings().join(format!("{}-attention.png", checkpoint_stem(epoch)))
+    }
+
     pub fn samples(&self) -> PathBuf {
         self.root.join("samples")
     }

@@ -21,6 +21,6 @@ pub mod store;
 
 pub use layout::{RunLayout, checkpoint_stem};
 pub use types::{
-    Atlas, CheckpointMeta, DatasetInfo, EmbeddingFile, FORMAT_VERSION, Latest, MetricRecord, RunInfo, RunStatus,
-    SampleEntry, SampleIndex, TaskRef, parse_metrics,
+    Atlas, AttentionAtlas, CheckpointMeta, DatasetInfo, EmbeddingFile, FORMAT_VERSION, Latest, MetricRecord, RunInfo,
+    RunStatus, SampleEntry, SampleIndex, TaskRef, parse_metrics,
 };

@@ -145,6 +145,34 @@ pub struct Atlas {
     pub columns: usize,
 }
 
+/// A ViT's last-block attention of the CLS token over the patches, for each embedded image,
+/// as one greyscale PNG. Image `i`'s cell sits at column `i % columns`, row `i / columns`;
+/// it is `heads + 1` tiles of `rows × cols` pixels side by side, one pixel per patch: the
+/// mean over the heads first, then head 1, 2, …. Each tile is stretched from its smallest
+/// weight (0) to its largest (255), as attention maps are usually drawn: they show where a
+/// head looks most, not how much it attends there in total (a flat map is all 0; the CLS
+/// token's attention to itself is left out).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AttentionAtlas {
+    /// File name relative to `embeddings/`.
+    pub file: String,
+    pub heads: usize,
+    /// The patch grid: the image padded at the bottom and right to whole patches.
+    pub rows: usize,
+    pub cols: usize,
+    /// The patch side in pixels.
+    pub patch: usize,
+    pub columns: usize,
+}
+
+impl AttentionAtlas {
+    /// The top-left pixel of image `i`'s tile `tile` (0 the mean, `k` head `k`).
+    pub fn tile_origin(&self, i: usize, tile: usize) -> (usize, usize) {
+        let cell = (self.heads + 1) * self.cols;
+        ((i % self.columns.max(1)) * cell + tile * self.cols, (i / self.columns.max(1)) * self.rows)
+    }
+}
+
 /// `embeddings/epoch-NNNN.json`: a labelled evaluation set seen through one checkpoint.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EmbeddingFile {
@@ -167,6 +195,9 @@ pub struct EmbeddingFile {
     /// kNN top-1 of these points against the training set, when measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub knn_top1: Option<f64>,
+    /// The attention maps of a ViT backbone; `None` for a CNN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention: Option<AttentionAtlas>,
 }
 
 /// Parses `metrics.jsonl`, skipping blank lines and a torn last line (a crash while

@@ -11,13 +11,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use crate::data::{self, DataSplits, Dataset, Progress};
+use crate::data::{self, ByteImages, DataSplits, Dataset, Progress};
 use crate::data::{Prefetch, batches, epoch_order};
 use crate::host::{self, CallError, Plugin, PluginSession, PreparedBatch};
 use crate::model::BackboneSpec;
 use crate::run::store::{RunStore, StoreError, now_unix};
 use crate::run::{DatasetInfo, FORMAT_VERSION, MetricRecord, RunInfo, RunStatus, TaskRef, checkpoint_stem};
 use crate::task::abi::StepInfo;
+use crate::task::wire::SampleImage;
 use crate::task::{InputSpec, Normalize, OptimizerConfig, OptimizerKind, SessionConfig, merge_settings};
 
 use super::monitor::{COLLAPSE_IMAGES, Monitor, collapse_stats};
@@ -67,6 +68,18 @@ pub struct Summary {
     pub last_loss: f64,
     pub images_per_sec: f64,
     pub status: RunStatus,
+}
+
+/// The first training images and what the task makes of them for `samples/`, with the
+/// same seed every time so that the samples of successive checkpoints compare.
+fn make_samples(
+    session: &PluginSession,
+    train_set: &Dataset,
+    seed: u64,
+) -> Result<(ByteImages, Vec<SampleImage>), TrainError> {
+    let sources = train_set.images.take(SAMPLE_SOURCES);
+    let made = session.sample(&sources, batch_seed(seed, 0, u64::MAX))?;
+    Ok((sources, made))
 }
 
 /// Number of source images whose pretext inputs go to `samples/`.
@@ -136,11 +149,7 @@ pub fn train(
     let session = PluginSession::create(&plugin, &session_config)?;
     // A new run makes its samples before its directory exists (a plugin that cannot is
     // refused with nothing left behind); a resumed run only needs them if it starts over.
-    let make_samples = || -> Result<_, TrainError> {
-        let sources = train_set.images.take(SAMPLE_SOURCES);
-        let made = session.sample(&sources, batch_seed(config.seed, 0, u64::MAX))?;
-        Ok((sources, made))
-    };
+    let make_samples = || make_samples(&session, &train_set, config.seed);
     let mut samples = if resume { None } else { Some(make_samples()?) };
 
     let created = !run_dir.exists();
@@ -443,6 +452,10 @@ fn run_epochs(
         if stopped || epoch.is_multiple_of(config.checkpoint_every) || epoch == config.epochs {
             let weights = session.save_state()?;
             store.write_checkpoint(epoch, end_step, &weights, Some(record.clone()))?;
+            // Again with the weights just saved: the samples show what the task's networks
+            // make of them (MAE's reconstructions) at the newest checkpoint.
+            let (sources, made) = make_samples(session, ctx.train_set, config.seed)?;
+            write_samples(&store.layout.samples(), &sources, &made)?;
             on_event(Event::Checkpoint { epoch, path: store.layout.checkpoint_weights(epoch) });
         }
         info.epochs_done = epoch;

@@ -136,16 +136,29 @@ pub fn patchify(x: &Tensor, p: usize) -> candle_core::Result<Tensor> {
     x.reshape((n, c, rows, p, cols, p))?.permute((0, 2, 4, 3, 5, 1))?.contiguous()?.reshape((n, rows * cols, p * p * c))
 }
 
+/// The inverse of [`patchify`]: (N, L, p·p·C) on a `rows × cols` grid → (N, C, H, W).
+pub fn unpatchify(x: &Tensor, p: usize, (rows, cols): (usize, usize), c: usize) -> candle_core::Result<Tensor> {
+    let n = x.dim(0)?;
+    x.reshape((n, rows, cols, p, p, c))?.permute((0, 5, 1, 3, 2, 4))?.contiguous()?.reshape((n, c, rows * p, cols * p))
+}
+
+/// Each patch's mean and standard deviation (unbiased variance + 1e-6, as `models_mae.py`'s
+/// `norm_pix_loss`), both (N, L, 1).
+fn patch_stats(patches: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+    let k = patches.dim(D::Minus1)?;
+    let mean = patches.mean_keepdim(D::Minus1)?;
+    #[allow(clippy::cast_precision_loss)]
+    let var = (patches.broadcast_sub(&mean)?.sqr()?.sum_keepdim(D::Minus1)? / (k.max(2) - 1) as f64)?;
+    Ok((mean, (var + 1e-6)?.sqrt()?))
+}
+
 /// Mean over each patch of the squared error against `target` (normalised per patch with
 /// the unbiased variance, as `models_mae.py`, when `norm_pix`), averaged over the dropped
 /// patches (`mask` 1) only.
 pub fn masked_loss(pred: &Tensor, target: &Tensor, mask: &Tensor, norm_pix: bool) -> candle_core::Result<Tensor> {
     let target = if norm_pix {
-        let k = target.dim(D::Minus1)?;
-        let centred = target.broadcast_sub(&target.mean_keepdim(D::Minus1)?)?;
-        #[allow(clippy::cast_precision_loss)]
-        let var = (centred.sqr()?.sum_keepdim(D::Minus1)? / (k.max(2) - 1) as f64)?;
-        centred.broadcast_div(&(var + 1e-6)?.sqrt()?)?
+        let (mean, std) = patch_stats(target)?;
+        target.broadcast_sub(&mean)?.broadcast_div(&std)?
     } else {
         target.clone()
     };
@@ -154,6 +167,31 @@ pub fn masked_loss(pred: &Tensor, target: &Tensor, mask: &Tensor, norm_pix: bool
 }
 
 impl Mae {
+    /// The decoder's prediction of every patch (N, L, p²·C), the view's patches (N, L, p²·C)
+    /// and the mask (N, L; 1 where dropped).
+    fn predict(&self, step: &Step<'_, MaeDecoder>) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+        let vit = step.backbone().as_vit().ok_or_else(|| {
+            candle_core::Error::Msg("MAE masks a ViT's patches: train it with --backbone vit-tiny or vit-small".into())
+        })?;
+        let x = step.view(0)?;
+        let (n, patches, kept) = (x.dim(0)?, self.patches(), self.kept());
+        let order = step.targets()?.reshape((n, patches))?;
+        let restore = order.arg_sort_last_dim(true)?.contiguous()?;
+        let visible = take_tokens(&vit.embed_patches(x)?, &order.narrow(1, 0, kept)?)?;
+        let latent = vit.encode_tokens(&visible)?;
+        let pred = step.head().forward(&latent, &restore)?;
+        // 1 at the dropped patches, in image order.
+        let shuffled = Tensor::cat(
+            &[
+                Tensor::zeros((n, kept), DType::F32, x.device())?,
+                Tensor::ones((n, patches - kept), DType::F32, x.device())?,
+            ],
+            1,
+        )?;
+        let mask = shuffled.contiguous()?.gather(&restore, 1)?;
+        Ok((pred, patchify(x, self.patch)?, mask))
+    }
+
     fn patches(&self) -> usize {
         self.grid.0 * self.grid.1
     }
@@ -182,7 +220,7 @@ impl PretextTask for Mae {
             name: "mae".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             description: "MAE: reconstruct the 75% of a ViT's patches it did not see".into(),
-            samples: "each view with its dropped patches greyed out".into(),
+            samples: "each view, its visible patches, and the decoder's reconstruction".into(),
         }
     }
 
@@ -252,27 +290,28 @@ impl PretextTask for Mae {
     }
 
     fn loss(&self, step: &mut Step<'_, MaeDecoder>) -> candle_core::Result<TaskOutput> {
-        let vit = step.backbone().as_vit().ok_or_else(|| {
-            candle_core::Error::Msg("MAE masks a ViT's patches: train it with --backbone vit-tiny or vit-small".into())
-        })?;
-        let x = step.view(0)?;
-        let (n, patches, kept) = (x.dim(0)?, self.patches(), self.kept());
-        let order = step.targets()?.reshape((n, patches))?;
-        let restore = order.arg_sort_last_dim(true)?.contiguous()?;
-        let visible = take_tokens(&vit.embed_patches(x)?, &order.narrow(1, 0, kept)?)?;
-        let latent = vit.encode_tokens(&visible)?;
-        let pred = step.head().forward(&latent, &restore)?;
-        // 1 at the dropped patches, in image order.
-        let shuffled = Tensor::cat(
-            &[
-                Tensor::zeros((n, kept), DType::F32, x.device())?,
-                Tensor::ones((n, patches - kept), DType::F32, x.device())?,
-            ],
-            1,
-        )?;
-        let mask = shuffled.contiguous()?.gather(&restore, 1)?;
-        let loss = masked_loss(&pred, &patchify(x, self.patch)?, &mask, self.config.norm_pix_loss)?;
+        let (pred, target, mask) = self.predict(step)?;
+        let loss = masked_loss(&pred, &target, &mask, self.config.norm_pix_loss)?;
         Ok(TaskOutput { loss, metrics: Vec::new() })
+    }
+
+    /// Each view with its dropped patches filled in by the decoder, as the MAE paper's
+    /// figures show them: a prediction of normalised patches is brought back to the
+    /// pixels with the true patch's mean and variance, the visible patches are the input's.
+    fn predicted_samples(&self, step: &mut Step<'_, MaeDecoder>) -> candle_core::Result<Vec<Sample>> {
+        let (pred, target, mask) = self.predict(step)?;
+        let pred = if self.config.norm_pix_loss {
+            let (mean, std) = patch_stats(&target)?;
+            pred.broadcast_mul(&std)?.broadcast_add(&mean)?
+        } else {
+            pred
+        };
+        let mask = mask.unsqueeze(2)?;
+        let filled = (pred.broadcast_mul(&mask)? + target.broadcast_mul(&(1.0 - &mask)?)?)?;
+        let images = step.to_images(&unpatchify(&filled, self.patch, self.grid, self.channels)?)?;
+        Ok((0..images.n)
+            .map(|i| Sample { group: i, caption: "reconstruction".into(), image: images.gather(&[i]) })
+            .collect())
     }
 
     fn samples(&self, batch: &ByteImages, rng: &mut StdRng) -> Result<Vec<Sample>, TaskError> {
@@ -343,14 +382,20 @@ mod tests {
     }
 
     #[test]
-    fn patchify_lays_pixels_out_as_models_mae() {
-        // One 2-channel 4×4 image, patch 2: patch 1 (top right) holds rows 0-1, columns 2-3,
-        // pixels row-major, channels innermost.
-        let x: Vec<f32> = (0..32).map(|v| v as f32).collect();
-        let x = Tensor::from_vec(x, (1, 2, 4, 4), &Device::Cpu).unwrap();
-        let p: Vec<Vec<Vec<f32>>> = patchify(&x, 2).unwrap().to_vec3().unwrap();
-        assert_eq!(p[0].len(), 4);
-        assert_eq!(p[0][1], vec![2.0, 18.0, 3.0, 19.0, 6.0, 22.0, 7.0, 23.0]);
+    fn patchify_lays_pixels_out_as_models_mae_and_unpatchify_undoes_it() {
+        // One 2-channel 4×6 image, patch 2: patch 1 (top, middle) holds rows 0-1, columns
+        // 2-3, pixels row-major, channels innermost.
+        let x: Vec<f32> = (0..48).map(|v| v as f32).collect();
+        let x = Tensor::from_vec(x, (1, 2, 4, 6), &Device::Cpu).unwrap();
+        let patches = patchify(&x, 2).unwrap();
+        let p: Vec<Vec<Vec<f32>>> = patches.to_vec3().unwrap();
+        assert_eq!(p[0].len(), 6);
+        assert_eq!(p[0][1], vec![2.0, 26.0, 3.0, 27.0, 8.0, 32.0, 9.0, 33.0]);
+        let back = unpatchify(&patches, 2, (2, 3), 2).unwrap();
+        assert_eq!(
+            back.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            x.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
     }
 
     #[test]

@@ -171,6 +171,17 @@ pub trait PretextTask: Sized + Send + Sync + 'static {
         Ok(())
     }
 
+    /// What the networks make of the sample views as they are now, shown after
+    /// [`PretextTask::samples`]' images: MAE's reconstructions, say. `step` holds the views
+    /// `make_views` draws with the samples' seed (so the same crops and masks), the current
+    /// networks and state, and the schedule of the last training step; nothing computed here
+    /// is trained, and [`Step::to_images`] turns network input back into images. The host
+    /// asks at the run's start and after each checkpoint. The default adds nothing.
+    fn predicted_samples(&self, step: &mut Step<'_, Self::Head>) -> candle_core::Result<Vec<Sample>> {
+        let _ = step;
+        Ok(Vec::new())
+    }
+
     /// The pretext inputs of a few images, captioned, for `samples/`. The default shows each
     /// view image with its target and assumes each source image's views are consecutive (one
     /// group, as rotation and Jigsaw make them); tasks with crop-major groups return

@@ -90,6 +90,30 @@ struct State<T: PretextTask> {
     task_state: BTreeMap<String, Tensor>,
     optimizer: Optimizer,
     norm: InputNorm,
+    /// The schedule of the last training step (the run's start before any), for
+    /// [`PretextTask::predicted_samples`].
+    schedule: Schedule,
+}
+
+impl<T: PretextTask> State<T> {
+    fn nets(&self) -> Nets<'_, T::Head> {
+        Nets {
+            backbone: &self.backbone,
+            head: &self.head,
+            teacher: self.teacher.as_ref().map(|t| (&t.backbone, &t.head)),
+        }
+    }
+
+    /// The views normalised on the device, and their targets if the task made any.
+    fn device_views(&self, views: &Views, device: &Device) -> candle_core::Result<(Vec<Tensor>, Option<Tensor>)> {
+        let xs = views.groups.iter().map(|g| self.norm.apply(g)).collect::<candle_core::Result<Vec<_>>>()?;
+        let targets = if views.targets.is_empty() {
+            None
+        } else {
+            Some(Tensor::from_slice(&views.targets, views.targets.len(), device)?)
+        };
+        Ok((xs, targets))
+    }
 }
 
 pub struct Session<T: PretextTask> {
@@ -183,7 +207,8 @@ impl<T: PretextTask> Session<T> {
         }
         let optimizer = Optimizer::new(config.optimizer.clone(), vars.clone());
         let norm = InputNorm::new(&config.normalize, device)?;
-        Ok(State { vars, backbone, head, teacher, task_state, optimizer, norm })
+        let schedule = Schedule { step: 0, total_steps: 1, epoch: 1, epochs: 1, lr: 0.0 };
+        Ok(State { vars, backbone, head, teacher, task_state, optimizer, norm, schedule })
     }
 
     pub fn config(&self) -> &SessionConfig {
@@ -228,18 +253,10 @@ impl<T: PretextTask> Session<T> {
     pub fn train_step(&self, views: &Views, schedule: Schedule) -> Result<StepMetrics, TaskError> {
         let mut guard = self.lock()?;
         let state = &mut *guard;
-        let xs = views.groups.iter().map(|g| state.norm.apply(g)).collect::<candle_core::Result<Vec<_>>>()?;
-        let targets = if views.targets.is_empty() {
-            None
-        } else {
-            Some(Tensor::from_slice(&views.targets, views.targets.len(), &self.device)?)
-        };
-        let nets = Nets {
-            backbone: &state.backbone,
-            head: &state.head,
-            teacher: state.teacher.as_ref().map(|t| (&t.backbone, &t.head)),
-        };
-        let mut step = Step::new(nets, &xs, targets.as_ref(), schedule, &state.task_state);
+        let (xs, targets) = state.device_views(views, &self.device)?;
+        state.schedule = schedule;
+        let nets = state.nets();
+        let mut step = Step::new(nets, &xs, targets.as_ref(), schedule, &state.task_state, &state.norm);
         let out = self.task.loss(&mut step)?;
         let updates = step.into_updates();
         let loss = f64::from(out.loss.to_dtype(DType::F32)?.to_scalar::<f32>()?);
@@ -274,10 +291,21 @@ impl<T: PretextTask> Session<T> {
         encode_matrices(&matrices).map_err(TaskError::State)
     }
 
-    /// The task's pretext inputs for a few images, as safetensors bytes of u8 images.
+    /// The task's pretext inputs for a few images, then what its networks make of them as
+    /// they are now ([`PretextTask::predicted_samples`], from the views `make_views` draws
+    /// with the same seed), as safetensors bytes of u8 images.
     pub fn sample(&self, images: &ByteImages, seed: u64) -> Result<Vec<u8>, TaskError> {
         self.check_batch(images)?;
-        let samples = self.task.samples(images, &mut StdRng::seed_from_u64(seed))?;
+        let mut samples = self.task.samples(images, &mut StdRng::seed_from_u64(seed))?;
+        let views = self.prepare(images, seed)?;
+        let state = self.lock()?;
+        let (xs, targets) = state.device_views(&views, &self.device)?;
+        let mut step = Step::new(state.nets(), &xs, targets.as_ref(), state.schedule, &state.task_state, &state.norm);
+        let predicted = self.task.predicted_samples(&mut step)?;
+        if predicted.iter().any(|p| p.group >= images.n) {
+            return Err(TaskError::Input("a predicted sample names a source image the batch does not have".into()));
+        }
+        samples.extend(predicted);
         encode_samples(&samples).map_err(TaskError::State)
     }
 

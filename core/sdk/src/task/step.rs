@@ -11,6 +11,8 @@ use std::collections::BTreeMap;
 
 use candle_core::{Tensor, Var};
 
+use crate::features::InputNorm;
+use crate::images::FloatImages;
 use crate::model::Backbone;
 
 /// Where a step sits in the run. `step` counts from 0 over the whole run and `epoch` from 1,
@@ -66,6 +68,7 @@ pub struct Step<'a, H> {
     schedule: Schedule,
     state: &'a BTreeMap<String, Tensor>,
     updates: BTreeMap<String, Tensor>,
+    norm: &'a InputNorm,
 }
 
 impl<'a, H> Step<'a, H> {
@@ -75,8 +78,9 @@ impl<'a, H> Step<'a, H> {
         targets: Option<&'a Tensor>,
         schedule: Schedule,
         state: &'a BTreeMap<String, Tensor>,
+        norm: &'a InputNorm,
     ) -> Self {
-        Self { nets, views, targets, schedule, state, updates: BTreeMap::new() }
+        Self { nets, views, targets, schedule, state, updates: BTreeMap::new(), norm }
     }
 
     /// The view groups the task made, normalised, on the device: one `(N, C, H, W)` tensor
@@ -139,6 +143,13 @@ impl<'a, H> Step<'a, H> {
 
     pub fn schedule(&self) -> &Schedule {
         &self.schedule
+    }
+
+    /// Network input `(N, C, H, W)`, normalised as [`Step::views`] are, back to images in
+    /// `0..=1`: what [`PretextTask::predicted_samples`](super::PretextTask::predicted_samples)
+    /// returns.
+    pub fn to_images(&self, x: &Tensor) -> candle_core::Result<FloatImages> {
+        self.norm.invert(x)
     }
 
     /// The current value of task state `name` (this step's update if it made one).
