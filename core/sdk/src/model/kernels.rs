@@ -1,8 +1,21 @@
 //! What the CPU custom ops of this module share: reading a tensor's storage as one
-//! contiguous f32 slice, how many rows one rayon task takes, and fast f32 sums. Off wasm32 only, like the
-//! ops themselves; no op logic lives here.
+//! contiguous f32 slice, how many rows one rayon task takes, fast f32 sums, and the one
+//! bounds-checked call into the `gemm` crate (the module's only `unsafe` block). Off wasm32
+//! only, like the ops themselves; no op logic lives here.
 
 use candle_core::{CpuStorage, Layout, Result};
+use gemm::Parallelism;
+
+/// A matrix view or product that does not fit its buffer. The ops check shapes before
+/// calling in, so this means a caller bug rather than bad user data, but it is an error,
+/// not a panic.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GemmError {
+    #[error("a {rows}×{cols} matrix with strides ({rs}, {cs}) overruns its {len}-element buffer")]
+    Overrun { rows: usize, cols: usize, rs: usize, cs: usize, len: usize },
+    #[error("matrix product of {m}×{k} by {k2}×{n} into a buffer of {len}")]
+    Shapes { m: usize, k: usize, k2: usize, n: usize, len: usize },
+}
 
 /// The values of a contiguous f32 tensor, or an error naming `op`.
 pub(crate) fn contiguous<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
@@ -52,4 +65,111 @@ pub(crate) fn sum_sq_dev(x: &[f32], m: f32) -> f32 {
         }
     }
     lanes_total(acc) + tail
+}
+
+/// A read-only matrix view: element (i, j) is `data[i·rs + j·cs]`.
+#[derive(Clone, Copy)]
+pub(crate) struct MatRef<'a> {
+    pub data: &'a [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl<'a> MatRef<'a> {
+    pub(crate) fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self { data, rows, cols, rs: cols, cs: 1 }
+    }
+
+    /// The transpose of a row-major `rows`×`cols` matrix stored in `data`.
+    pub(crate) fn transposed(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self { data, rows: cols, cols: rows, rs: 1, cs: cols }
+    }
+
+    /// Rows `ld` apart, as in a lowered group of images.
+    pub(crate) fn strided(data: &'a [f32], rows: usize, cols: usize, ld: usize) -> Self {
+        Self { data, rows, cols, rs: ld, cs: 1 }
+    }
+
+    pub(crate) fn t(self) -> Self {
+        Self { rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs, ..self }
+    }
+
+    pub(crate) fn check(&self) -> std::result::Result<(), GemmError> {
+        if self.rows == 0 || self.cols == 0 {
+            return Ok(());
+        }
+        let last = (self.rows - 1) * self.rs + (self.cols - 1) * self.cs;
+        if last >= self.data.len() {
+            return Err(GemmError::Overrun {
+                rows: self.rows,
+                cols: self.cols,
+                rs: self.rs,
+                cs: self.cs,
+                len: self.data.len(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// `dst = lhs × rhs`, or `dst += lhs × rhs` with `accumulate`; `dst` is row-major with rows
+/// `dst_ld` apart. Every view is bounds-checked here, which is what makes the call sound.
+pub(crate) fn gemm_f32(
+    dst: &mut [f32],
+    dst_ld: usize,
+    lhs: MatRef<'_>,
+    rhs: MatRef<'_>,
+    accumulate: bool,
+    parallelism: Parallelism,
+) -> std::result::Result<(), GemmError> {
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    if rhs.rows != k {
+        return Err(GemmError::Shapes { m, k, k2: rhs.rows, n, len: dst.len() });
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if (m - 1) * dst_ld + n > dst.len() || dst_ld < n {
+        return Err(GemmError::Shapes { m, k, k2: rhs.rows, n, len: dst.len() });
+    }
+    lhs.check()?;
+    rhs.check()?;
+    if k == 0 {
+        if !accumulate {
+            dst.chunks_mut(dst_ld).take(m).for_each(|row| row[..n].fill(0.0));
+        }
+        return Ok(());
+    }
+    let stride = |s: usize| s as isize;
+    // SAFETY: `gemm` reads lhs (m×k) at `lhs.data + i·rs + j·cs`, rhs (k×n) likewise, and
+    // reads/writes dst (m×n) at `dst + i·dst_ld + j`. The checks above bound the largest of
+    // those offsets by each slice's length, and all sizes are non-zero. The slices fit in
+    // `isize` (Rust allocations do), so the stride casts cannot wrap. `dst` is a unique
+    // borrow, so it aliases neither input, and `T = f32` is one of the supported types.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            stride(dst_ld),
+            accumulate,
+            lhs.data.as_ptr(),
+            stride(lhs.cs),
+            stride(lhs.rs),
+            rhs.data.as_ptr(),
+            stride(rhs.cs),
+            stride(rhs.rs),
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+    Ok(())
 }

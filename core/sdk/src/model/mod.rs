@@ -17,6 +17,7 @@ mod init;
 mod kernels;
 mod layer_norm;
 mod linear;
+mod matmul;
 mod norm;
 #[cfg(not(target_arch = "wasm32"))]
 mod norm_op;
@@ -37,6 +38,7 @@ pub use gelu::gelu;
 pub use init::seeded_var_builder;
 pub use layer_norm::LayerNorm;
 pub use linear::Linear;
+pub use matmul::batch_matmul;
 pub use norm::{BatchNorm, is_buffer};
 pub use resnet::ResNet18;
 pub use softmax::softmax_last_dim;

@@ -20,6 +20,7 @@ use super::conv::Conv2d;
 use super::gelu::gelu;
 use super::layer_norm::LayerNorm;
 use super::linear::Linear;
+use super::matmul::batch_matmul;
 use super::softmax::softmax_last_dim;
 
 /// timm's ViT LayerNorm epsilon.
@@ -50,9 +51,9 @@ impl Attention {
         let (q, k, v) = (qkv.get(0)?.contiguous()?, qkv.get(1)?.contiguous()?, qkv.get(2)?.contiguous()?);
         #[allow(clippy::cast_precision_loss)]
         let scale = 1.0 / (head_dim as f64).sqrt();
-        let scores = ((q * scale)?.matmul(&k.t()?.contiguous()?))?;
+        let scores = batch_matmul(&(q * scale)?, &k, false, true)?;
         let attn = softmax_last_dim(&scores)?;
-        let out = attn.matmul(&v)?.transpose(1, 2)?.reshape((n, t, d))?;
+        let out = batch_matmul(&attn, &v, false, false)?.transpose(1, 2)?.reshape((n, t, d))?;
         Ok((self.proj.forward(&out)?, keep_attention.then_some(attn)))
     }
 }

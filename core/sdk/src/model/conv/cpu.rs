@@ -6,11 +6,13 @@
 //! split over images on rayon's global pool, each task running single-threaded GEMMs on its
 //! own scratch buffers, so no two tasks write the same memory. Images with small feature
 //! maps are lowered in groups so that every GEMM has a reasonably long inner dimension.
-//! This module must not know about candle tensors, must not spawn threads of its own and
-//! must keep its only `unsafe` block in [`gemm_f32`].
+//! This module must not know about candle tensors and must not spawn threads of its own;
+//! its matrix products go through the one bounds-checked [`gemm_f32`].
 
 use gemm::Parallelism;
 use rayon::prelude::*;
+
+use crate::model::kernels::{GemmError, MatRef, gemm_f32};
 
 /// Lowered images per GEMM are grouped until their output pixels reach this many columns:
 /// below it the GEMM micro-kernels spend more time packing than multiplying.
@@ -26,10 +28,8 @@ pub enum ConvError {
     ZeroSize(Geometry),
     #[error("conv2d: {what} has {got} elements, expected {want}")]
     BufferLength { what: &'static str, got: usize, want: usize },
-    #[error("conv2d: a {rows}×{cols} matrix with strides ({rs}, {cs}) overruns its {len}-element buffer")]
-    MatrixOverrun { rows: usize, cols: usize, rs: usize, cs: usize, len: usize },
-    #[error("conv2d: matrix product of {m}×{k} by {k2}×{n} into a buffer of {len}")]
-    MatrixShapes { m: usize, k: usize, k2: usize, n: usize, len: usize },
+    #[error("conv2d: {0}")]
+    Gemm(#[from] GemmError),
 }
 
 /// Sizes of one convolution: `n` images of `c`×`h`×`w`, `o` output channels, a square
@@ -141,113 +141,6 @@ impl Plan {
     fn direct(&self, g: &Geometry) -> bool {
         g.is_pointwise() && self.group == 1
     }
-}
-
-/// A read-only matrix view: element (i, j) is `data[i·rs + j·cs]`.
-#[derive(Clone, Copy)]
-struct MatRef<'a> {
-    data: &'a [f32],
-    rows: usize,
-    cols: usize,
-    rs: usize,
-    cs: usize,
-}
-
-impl<'a> MatRef<'a> {
-    fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        Self { data, rows, cols, rs: cols, cs: 1 }
-    }
-
-    /// The transpose of a row-major `rows`×`cols` matrix stored in `data`.
-    fn transposed(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        Self { data, rows: cols, cols: rows, rs: 1, cs: cols }
-    }
-
-    /// Rows `ld` apart, as in a lowered group of images.
-    fn strided(data: &'a [f32], rows: usize, cols: usize, ld: usize) -> Self {
-        Self { data, rows, cols, rs: ld, cs: 1 }
-    }
-
-    fn t(self) -> Self {
-        Self { rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs, ..self }
-    }
-
-    fn check(&self) -> Result<(), ConvError> {
-        if self.rows == 0 || self.cols == 0 {
-            return Ok(());
-        }
-        let last = (self.rows - 1) * self.rs + (self.cols - 1) * self.cs;
-        if last >= self.data.len() {
-            return Err(ConvError::MatrixOverrun {
-                rows: self.rows,
-                cols: self.cols,
-                rs: self.rs,
-                cs: self.cs,
-                len: self.data.len(),
-            });
-        }
-        Ok(())
-    }
-}
-
-/// `dst = lhs × rhs`, or `dst += lhs × rhs` with `accumulate`; `dst` is row-major with rows
-/// `dst_ld` apart. Every view is bounds-checked here, which is what makes the call sound.
-fn gemm_f32(
-    dst: &mut [f32],
-    dst_ld: usize,
-    lhs: MatRef<'_>,
-    rhs: MatRef<'_>,
-    accumulate: bool,
-    parallelism: Parallelism,
-) -> Result<(), ConvError> {
-    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
-    if rhs.rows != k {
-        return Err(ConvError::MatrixShapes { m, k, k2: rhs.rows, n, len: dst.len() });
-    }
-    if m == 0 || n == 0 {
-        return Ok(());
-    }
-    if (m - 1) * dst_ld + n > dst.len() || dst_ld < n {
-        return Err(ConvError::MatrixShapes { m, k, k2: rhs.rows, n, len: dst.len() });
-    }
-    lhs.check()?;
-    rhs.check()?;
-    if k == 0 {
-        if !accumulate {
-            dst.chunks_mut(dst_ld).take(m).for_each(|row| row[..n].fill(0.0));
-        }
-        return Ok(());
-    }
-    let stride = |s: usize| s as isize;
-    // SAFETY: `gemm` reads lhs (m×k) at `lhs.data + i·rs + j·cs`, rhs (k×n) likewise, and
-    // reads/writes dst (m×n) at `dst + i·dst_ld + j`. The checks above bound the largest of
-    // those offsets by each slice's length, and all sizes are non-zero. The slices fit in
-    // `isize` (Rust allocations do), so the stride casts cannot wrap. `dst` is a unique
-    // borrow, so it aliases neither input, and `T = f32` is one of the supported types.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            stride(dst_ld),
-            accumulate,
-            lhs.data.as_ptr(),
-            stride(lhs.cs),
-            stride(lhs.rs),
-            rhs.data.as_ptr(),
-            stride(rhs.cs),
-            stride(rhs.rs),
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
-    }
-    Ok(())
 }
 
 fn check_len(what: &'static str, got: usize, want: usize) -> Result<(), ConvError> {
@@ -414,7 +307,7 @@ pub fn forward(g: &Geometry, x: &[f32], w: &[f32]) -> Result<Vec<f32>, ConvError
                 scatter_planes(&out, count, g.o, g.pixels(), ld, y_group);
             }
         }
-        Ok(())
+        Ok::<(), ConvError>(())
     })?;
     Ok(y)
 }
@@ -448,7 +341,7 @@ pub fn input_grad(g: &Geometry, dy: &[f32], w: &[f32]) -> Result<Vec<f32>, ConvE
                 }
             }
         }
-        Ok(())
+        Ok::<(), ConvError>(())
     })?;
     Ok(dx)
 }
