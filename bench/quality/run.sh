@@ -16,8 +16,9 @@
 # is taken against the random init of its own width.
 #
 # Then the ViT rows (VIT_TASKS, default "mae dino"; empty skips them): ViT-Tiny with 4 px
-# patches, trained on the first VIT_LIMIT training images for VIT_EPOCHS (VIT_LIMIT_<TASK>
-# and VIT_EPOCHS_<TASK> per task), because a ViT step costs a CPU many ConvNet steps. They
+# patches, trained on the first VIT_LIMIT training images for VIT_EPOCHS (VIT_LIMIT_<TASK>,
+# VIT_EPOCHS_<TASK> and VIT_BATCH_<TASK> per task), because a ViT step costs a CPU many
+# ConvNet steps. They
 # are scored with the first VIT_BANK training images as the kNN bank, the probe's and the
 # fine-tuning's training set (VIT_FINETUNE_EPOCHS epochs), beside raw pixels and the
 # random-init ViT under the same protocol; the random init fine-tuned is the supervised ViT.
@@ -69,18 +70,18 @@ VIT_LIMIT=${VIT_LIMIT:-20000}
 VIT_EPOCHS=${VIT_EPOCHS:-2}
 VIT_BANK=${VIT_BANK:-10000}
 VIT_FINETUNE_EPOCHS=${VIT_FINETUNE_EPOCHS:-1}
-vit=(--data fashion-mnist --backbone vit-tiny --patch-size 4 --batch-size "$BATCH")
+vit=(--data fashion-mnist --backbone vit-tiny --patch-size 4)
 for task in $VIT_TASKS; do
   upper=$(echo "$task" | tr '[:lower:]' '[:upper:]')
-  epochs_var="VIT_EPOCHS_$upper" limit_var="VIT_LIMIT_$upper"
-  epochs=${!epochs_var:-$VIT_EPOCHS} limit=${!limit_var:-$VIT_LIMIT}
+  epochs_var="VIT_EPOCHS_$upper" limit_var="VIT_LIMIT_$upper" batch_var="VIT_BATCH_$upper"
+  epochs=${!epochs_var:-$VIT_EPOCHS} limit=${!limit_var:-$VIT_LIMIT} batch=${!batch_var:-$BATCH}
   settings=()
   [ -e "bench/quality/$task.toml" ] && settings=(--config "bench/quality/$task.toml")
   run="$OUT/$task-vit"
   if ! grep -q '"status": "completed"' "$run/run.json" 2>/dev/null; then
     rm -rf "$run"
-    echo "== training $task on ViT-Tiny: --epochs $epochs --limit $limit ${vit[*]} ${settings[*]}"
-    $P train --task "$task" --epochs "$epochs" --limit "$limit" "${vit[@]}" "${settings[@]}" --out "$run"
+    echo "== training $task on ViT-Tiny: --epochs $epochs --limit $limit --batch-size $batch ${vit[*]} ${settings[*]}"
+    $P train --task "$task" --epochs "$epochs" --limit "$limit" --batch-size "$batch" "${vit[@]}" "${settings[@]}" --out "$run"
   fi
   for protocol in knn linear finetune; do
     extra=(--limit "$VIT_BANK" --json)

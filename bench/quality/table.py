@@ -97,7 +97,8 @@ if vit_tasks:
         wall = epochs[-1]["elapsed_s"] if epochs else None
         ips = sum(r["images_per_sec"] for r in epochs) / len(epochs) if epochs else None
         info = json.load(open(os.path.join(out, run, "run.json")))
-        budget_note = f"{info['dataset']['train_images']} images × {info['epochs_done']} epochs"
+        budget_note = (f"{info['dataset']['train_images']} images × {info['epochs_done']} epochs, "
+                       f"batch {info['config'].get('batch_size')}")
         print(f"| {task} (ViT-Tiny) | {budget_note} | {pct(knn.get('knn_top1'))} | {vit_margin(knn.get('knn_top1'))} | "
               f"{pct(lin.get('linear_top1'))} | {pct(ft.get('finetune_top1'))} | "
               f"{f'{wall / 60:.1f} min' if wall else '–'} | {f'{ips:.0f}' if ips else '–'} |")
