@@ -38,18 +38,26 @@ cargo build --release --workspace --quiet
 P=target/release/pretext
 mkdir -p "$OUT"
 
+# Trains TASK into RUN with the given flags (and bench/quality/TASK.toml when it exists),
+# unless RUN has completed already.
+train_once() {
+  local task=$1 run=$2
+  shift 2
+  local settings=()
+  [ -e "bench/quality/$task.toml" ] && settings=(--config "bench/quality/$task.toml")
+  if ! grep -q '"status": "completed"' "$run/run.json" 2>/dev/null; then
+    rm -rf "$run"
+    echo "== training $task: $* ${settings[*]}"
+    $P train --task "$task" "$@" "${settings[@]}" --out "$run"
+  fi
+}
+
 common=(--data fashion-mnist --backbone convnet --batch-size "$BATCH" --knn-every 1)
 for task in $TASKS; do
   upper=$(echo "$task" | tr '[:lower:]' '[:upper:]')
   epochs_var="EPOCHS_$upper" width_var="WIDTH_$upper"
   epochs=${!epochs_var:-$EPOCHS} width=${!width_var:-$WIDTH}
-  settings=()
-  [ -e "bench/quality/$task.toml" ] && settings=(--config "bench/quality/$task.toml")
-  if ! grep -q '"status": "completed"' "$OUT/$task/run.json" 2>/dev/null; then
-    rm -rf "$OUT/$task"
-    echo "== training $task: --epochs $epochs --width $width ${common[*]} ${settings[*]}"
-    $P train --task "$task" --epochs "$epochs" --width "$width" "${common[@]}" "${settings[@]}" --out "$OUT/$task"
-  fi
+  train_once "$task" "$OUT/$task" --epochs "$epochs" --width "$width" "${common[@]}"
   for protocol in knn linear; do
     [ -s "$OUT/$task.$protocol.json" ] || $P eval $protocol --run "$OUT/$task" --json > "$OUT/$task.$protocol.json"
     # The random init of this width, from the first run of that width (the seeded backbone
@@ -75,14 +83,8 @@ for task in $VIT_TASKS; do
   upper=$(echo "$task" | tr '[:lower:]' '[:upper:]')
   epochs_var="VIT_EPOCHS_$upper" limit_var="VIT_LIMIT_$upper" batch_var="VIT_BATCH_$upper"
   epochs=${!epochs_var:-$VIT_EPOCHS} limit=${!limit_var:-$VIT_LIMIT} batch=${!batch_var:-$BATCH}
-  settings=()
-  [ -e "bench/quality/$task.toml" ] && settings=(--config "bench/quality/$task.toml")
   run="$OUT/$task-vit"
-  if ! grep -q '"status": "completed"' "$run/run.json" 2>/dev/null; then
-    rm -rf "$run"
-    echo "== training $task on ViT-Tiny: --epochs $epochs --limit $limit --batch-size $batch ${vit[*]} ${settings[*]}"
-    $P train --task "$task" --epochs "$epochs" --limit "$limit" --batch-size "$batch" "${vit[@]}" "${settings[@]}" --out "$run"
-  fi
+  train_once "$task" "$run" --epochs "$epochs" --limit "$limit" --batch-size "$batch" "${vit[@]}"
   for protocol in knn linear finetune; do
     extra=(--limit "$VIT_BANK" --json)
     [ $protocol = finetune ] && extra+=(--epochs "$VIT_FINETUNE_EPOCHS" --batch-size "$BATCH")

@@ -18,6 +18,15 @@ def epoch_records(task):
     return [r for r in lines if r.get("epoch_end")]
 
 
+def train_time(run):
+    """A run's training wall time and mean images/s, as table cells."""
+    epochs = epoch_records(run)
+    if not epochs:
+        return "–", "–"
+    ips = sum(r["images_per_sec"] for r in epochs) / len(epochs)
+    return f"{epochs[-1]['elapsed_s'] / 60:.1f} min", f"{ips:.0f}"
+
+
 def pct(v):
     return "–" if v is None else f"{100 * v:.1f}%"
 
@@ -34,26 +43,28 @@ for path in sorted(glob.glob(os.path.join(out, "random-w*.knn.json"))):
     randoms[width] = (load(os.path.basename(path)), load(f"random-w{width}.linear.json"))
 
 
-def margin(k, width):
-    """kNN points above (or below) the two floors a pretext task has to clear: raw pixels and
-    the random init of its own width."""
-    floors = [px_k.get("knn_top1"), randoms.get(width, ({}, {}))[0].get("knn_top1")]
+def margin_over(k, floors):
+    """kNN points above (or below) each floor, and a mark when k does not clear them all."""
     if k is None or None in floors:
         return "–"
     return " / ".join(f"{100 * (k - f):+.1f}" for f in floors) + ("" if k > max(floors) else " **below a floor**")
+
+
+def margin(k, width):
+    """Against the two floors a pretext task has to clear: raw pixels and the random init of
+    its own width."""
+    return margin_over(k, [px_k.get("knn_top1"), randoms.get(width, ({}, {}))[0].get("knn_top1")])
 
 
 rows = []
 widths = {}
 for task in tasks:
     knn, lin = load(f"{task}.knn.json"), load(f"{task}.linear.json")
-    epochs = epoch_records(task)
-    wall = epochs[-1]["elapsed_s"] if epochs else None
-    ips = sum(r["images_per_sec"] for r in epochs) / len(epochs) if epochs else None
+    wall, ips = train_time(task)
     info = json.load(open(os.path.join(out, task, "run.json")))
     width = widths[task] = info["backbone"]["width"]
     rows.append((f"{task} ({info['epochs_done']} epochs)", width, knn.get("knn_top1"), margin(knn.get("knn_top1"), width),
-                 lin.get("linear_top1"), best_stage(knn), f"{wall / 60:.1f} min" if wall else "–", f"{ips:.0f}" if ips else "–"))
+                 lin.get("linear_top1"), best_stage(knn), wall, ips))
 rows.append(("raw pixels", "–", px_k.get("knn_top1"), "–", px_l.get("linear_top1"),
              f"centred {pct(px_k.get('stages', {}).get('pixels_centred'))}", "–", "–"))
 for width, (rk, rl) in randoms.items():
@@ -79,10 +90,7 @@ if vit_tasks:
     rk, rl, rf = load("random-vit.knn.json"), load("random-vit.linear.json"), load("random-vit.finetune.json")
 
     def vit_margin(k):
-        floors = [vpx_k.get("knn_top1"), rk.get("knn_top1")]
-        if k is None or None in floors:
-            return "–"
-        return " / ".join(f"{100 * (k - f):+.1f}" for f in floors) + ("" if k > max(floors) else " **below a floor**")
+        return margin_over(k, [vpx_k.get("knn_top1"), rk.get("knn_top1")])
 
     print(f"\nViT-Tiny (4 px patches, width 192), the same test split, but the bank, the probe's and the fine-tuning's "
           f"training set are the first {bank} training images (a ViT's forward pass is slow on a CPU); fine-tuning "
@@ -93,15 +101,13 @@ if vit_tasks:
     for task in vit_tasks:
         run = f"{task}-vit"
         knn, lin, ft = load(f"{run}.knn.json"), load(f"{run}.linear.json"), load(f"{run}.finetune.json")
-        epochs = epoch_records(run)
-        wall = epochs[-1]["elapsed_s"] if epochs else None
-        ips = sum(r["images_per_sec"] for r in epochs) / len(epochs) if epochs else None
+        wall, ips = train_time(run)
         info = json.load(open(os.path.join(out, run, "run.json")))
         budget_note = (f"{info['dataset']['train_images']} images × {info['epochs_done']} epochs, "
                        f"batch {info['config'].get('batch_size')}")
         print(f"| {task} (ViT-Tiny) | {budget_note} | {pct(knn.get('knn_top1'))} | {vit_margin(knn.get('knn_top1'))} | "
               f"{pct(lin.get('linear_top1'))} | {pct(ft.get('finetune_top1'))} | "
-              f"{f'{wall / 60:.1f} min' if wall else '–'} | {f'{ips:.0f}' if ips else '–'} |")
+              f"{wall} | {ips} |")
     print(f"| raw pixels | – | {pct(vpx_k.get('knn_top1'))} | – | {pct(vpx_l.get('linear_top1'))} | – | – | – |")
     print(f"| random-init ViT-Tiny | – | {pct(rk.get('knn_top1'))} | – | {pct(rl.get('linear_top1'))} | "
           f"{pct(rf.get('finetune_top1'))} (supervised) | – | – |")

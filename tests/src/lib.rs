@@ -44,3 +44,12 @@ pub fn train_monitored_simclr(out: &std::path::Path) {
 pub fn temp_dir() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("pretext-e2e-").tempdir().expect("cannot create a temporary directory")
 }
+
+/// Whether Debian's Fashion-MNIST is installed; if not, says the test is skipped and why.
+pub fn has_fashion_mnist() -> bool {
+    let system = std::path::Path::new("/usr/share/datasets/fashion-mnist");
+    if !system.is_dir() {
+        eprintln!("skipped: needs {} (apt-get install dataset-fashion-mnist)", system.display());
+    }
+    system.is_dir()
+}

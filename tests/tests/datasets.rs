@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use pretext_tests::fixtures::{write_cifar_dir, write_idx_dir, write_image_folder};
-use pretext_tests::{RunCheck, pretext, temp_dir, train_small};
+use pretext_tests::{RunCheck, has_fashion_mnist, pretext, temp_dir, train_small};
 
 const TASKS: [&str; 3] = ["simclr", "jigsaw", "rotation"];
 /// The SDK v2 tasks; their losses need more than three short epochs to fall reliably, so
@@ -23,9 +23,7 @@ fn train(task: &str, data: &str, limit: usize, out: &Path) -> RunCheck {
 
 #[test]
 fn fashion_mnist_by_name() {
-    let system = Path::new("/usr/share/datasets/fashion-mnist");
-    if !system.is_dir() {
-        eprintln!("skipped: needs {} (apt-get install dataset-fashion-mnist)", system.display());
+    if !has_fashion_mnist() {
         return;
     }
     let tmp = temp_dir();

@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use pretext_core::run::{EmbeddingFile, RunLayout};
-use pretext_tests::{RunCheck, pretext, temp_dir, train_monitored_simclr};
+use pretext_tests::{RunCheck, has_fashion_mnist, pretext, temp_dir, train_monitored_simclr};
 
 fn json_line(args: &[&str]) -> serde_json::Value {
     let out = pretext(args);
@@ -109,8 +109,7 @@ fn bad_evaluation_input_is_one_sentence() {
 /// attention maps.
 #[test]
 fn a_vit_trained_at_28_px_evaluates_at_32_px_and_embeds_its_attention() {
-    if !std::path::Path::new("/usr/share/datasets/fashion-mnist").is_dir() {
-        eprintln!("skipped: needs /usr/share/datasets/fashion-mnist (apt-get install dataset-fashion-mnist)");
+    if !has_fashion_mnist() {
         return;
     }
     let tmp = temp_dir();

@@ -85,11 +85,10 @@ impl FeatureExtractor {
         let p = vit.shape().patch;
         let (mut rows, mut cols) = (0, 0);
         let mut data = Vec::new();
-        for start in (0..images.count()).step_by(CHUNK) {
-            let idx: Vec<usize> = (start..(start + CHUNK).min(images.count())).collect();
-            let batch = images.gather(&idx);
-            (rows, cols) = (batch.h.div_ceil(p), batch.w.div_ceil(p));
-            let x = self.norm.apply(&batch.to_unit_float())?;
+        for x in input_chunks(images, |batch| self.norm.apply(batch)) {
+            let x = x?;
+            let (_, _, h, w) = x.dims4()?;
+            (rows, cols) = (h.div_ceil(p), w.div_ceil(p));
             let attn = vit.last_attention(&x)?.detach().to_dtype(DType::F32)?;
             data.extend(attn.flatten_all()?.to_vec1::<f32>()?);
         }
@@ -121,6 +120,18 @@ impl AttentionMaps {
     }
 }
 
+/// `images` in order, [`CHUNK`] at a time, as network input: `input` normalises a chunk of
+/// unit-float images.
+fn input_chunks<'a>(
+    images: &'a impl ImageSource,
+    input: impl Fn(&crate::images::FloatImages) -> candle_core::Result<Tensor> + 'a,
+) -> impl Iterator<Item = candle_core::Result<Tensor>> + 'a {
+    (0..images.count()).step_by(CHUNK).map(move |start| {
+        let idx: Vec<usize> = (start..(start + CHUNK).min(images.count())).collect();
+        input(&images.gather(&idx).to_unit_float())
+    })
+}
+
 /// Eval-mode stage features of `images`, computed in chunks; `input` normalises a chunk.
 pub fn stage_matrices(
     backbone: &Backbone,
@@ -128,9 +139,8 @@ pub fn stage_matrices(
     input: impl Fn(&crate::images::FloatImages) -> candle_core::Result<Tensor>,
 ) -> candle_core::Result<Vec<Matrix>> {
     let mut stages: Vec<Vec<Tensor>> = vec![Vec::new(); backbone.stage_dims().len()];
-    for start in (0..images.count()).step_by(CHUNK) {
-        let idx: Vec<usize> = (start..(start + CHUNK).min(images.count())).collect();
-        let x = input(&images.gather(&idx).to_unit_float())?;
+    for x in input_chunks(images, input) {
+        let x = x?;
         // Detached: with trainable weights each output would otherwise keep its whole
         // forward graph, activations included, alive until the end (gigabytes).
         for (acc, t) in stages.iter_mut().zip(backbone.stage_features_t(&x, false)?) {

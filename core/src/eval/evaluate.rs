@@ -15,7 +15,7 @@ use super::{
 use crate::data::encode_png;
 use crate::data::{self, DataError, DataSplits, Dataset, OpenOptions};
 use crate::model::{Backbone, seeded_var_builder};
-use crate::run::store::{RunStore, StoreError, write_atomic, write_json};
+use crate::run::store::{RunStore, StoreError, file_name, write_atomic, write_json};
 use crate::run::{Atlas, CheckpointMeta, EmbeddingFile, FORMAT_VERSION, RunInfo};
 use crate::task::wire::Matrix;
 use crate::train::TrainConfig;
@@ -320,10 +320,6 @@ pub fn write_embedding(
     let path = layout.embedding(epoch);
     write_json(&path, &file)?;
     Ok((path, file))
-}
-
-fn file_name(path: &Path) -> String {
-    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 /// All images in one PNG grid, row-major, as square-as-possible.

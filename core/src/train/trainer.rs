@@ -149,8 +149,7 @@ pub fn train(
     let session = PluginSession::create(&plugin, &session_config)?;
     // A new run makes its samples before its directory exists (a plugin that cannot is
     // refused with nothing left behind); a resumed run only needs them if it starts over.
-    let make_samples = || make_samples(&session, &train_set, config.seed);
-    let mut samples = if resume { None } else { Some(make_samples()?) };
+    let mut samples = if resume { None } else { Some(make_samples(&session, &train_set, config.seed)?) };
 
     let created = !run_dir.exists();
     let store = RunStore::create(&run_dir)?;
@@ -196,7 +195,7 @@ pub fn train(
         } else {
             let (sources, made) = match samples.take() {
                 Some(made) => made,
-                None => make_samples()?,
+                None => make_samples(&session, &train_set, config.seed)?,
             };
             write_samples(&store.layout.samples(), &sources, &made)?;
         }

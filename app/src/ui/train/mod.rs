@@ -607,7 +607,7 @@ fn plugins(ui: &mut egui::Ui, found: &Discovery, chosen: &mut usize) {
         ui.weak(format!("  ABI {} (compatible) · {}", p.abi_version, p.description.info.samples));
     }
     for r in &found.refused {
-        let file = r.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let file = pretext_core::run::store::file_name(&r.path);
         error_label(ui, format!("{file} refused: {}", r.reason));
     }
     let searched: Vec<String> = found.searched.iter().map(|d| d.display().to_string()).collect();
