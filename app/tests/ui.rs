@@ -9,7 +9,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
@@ -34,18 +33,14 @@ fn target_dir() -> PathBuf {
 }
 
 /// The plugins are cdylibs that `cargo test -p pretext` does not build: build the workspace
-/// once (a no-op after `cargo build --release --workspace`).
+/// once, with the test command's features (a no-op after `cargo build --release --workspace`).
 fn plugin_dir() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
+            pretext_tests::ensure_built();
             let dir = target_dir();
-            let simclr = simclr_in(&dir);
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-            let status =
-                Command::new(cargo).args(["build", "--release", "--workspace"]).current_dir(root).status().unwrap();
-            assert!(status.success() && simclr.is_file(), "cannot build the plugins into {}", dir.display());
+            assert!(simclr_in(&dir).is_file(), "cannot build the plugins into {}", dir.display());
             dir
         })
         .clone()

@@ -1,7 +1,8 @@
 //! Pretext's host runtime: what runs plugins, not what plugins are written against.
 //!
 //! The layout follows the architecture: `data` (datasets, the pixel cache, the loader),
-//! `host` (finding and loading plugins), `train` (epochs, LR schedule, checkpoints, metrics,
+//! `host` (finding and loading plugins), `dist` (the ranks of a data-parallel run and the
+//! share of the data each trains on), `train` (epochs, LR schedule, checkpoints, metrics,
 //! monitors), `eval` (kNN, linear probe, fine-tuning, projections), `steps` (learning-rate
 //! schedule and batch seeds, shared by training and evaluation), `run` (the run-directory
 //! format) and `export`. The plugin SDK — `task`, `model`, `augment` and the image batches —
@@ -19,6 +20,8 @@ pub mod export;
 pub mod run;
 pub mod steps;
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod dist;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod host;
 #[cfg(not(target_arch = "wasm32"))]

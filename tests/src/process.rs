@@ -47,6 +47,10 @@ pub fn ensure_built() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
         cmd.args(["build", "--release", "--workspace"]).current_dir(workspace_root());
+        // The same features as the test command's build, or this would rebuild without them.
+        if cfg!(feature = "mpi") {
+            cmd.args(["--features", "mpi"]);
+        }
         let out = run_command(cmd, Duration::from_secs(30 * 60));
         assert!(out.success(), "cargo build --release --workspace failed:\n{}", out.stderr);
         for file in [pretext_bin(), faulty_plugin()] {
@@ -211,6 +215,26 @@ pub fn pretext_command(args: &[&str], envs: &[(&str, &Path)]) -> Command {
     for (k, v) in envs {
         cmd.env(k, v);
     }
+    cmd
+}
+
+/// `mpirun -q -np RANKS pretext ARGS` with the hermetic environment of [`pretext_command`]:
+/// quiet, so that what a rank reports is all that stderr holds, and without binding ranks
+/// to cores (a test that compares numbers sets the threads). Open MPI refuses to start as
+/// root unless told twice that it is meant (CI runs as root).
+pub fn mpirun_command(ranks: usize, args: &[&str]) -> Command {
+    let pretext = pretext_command(args, &[]);
+    let mut cmd = Command::new("mpirun");
+    cmd.args(["-q", "-np", &ranks.to_string(), "--oversubscribe", "--bind-to", "none"])
+        .arg(pretext.get_program())
+        .args(pretext.get_args());
+    for (k, v) in pretext.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1").env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
     cmd
 }
 

@@ -147,6 +147,7 @@ impl RunCheck {
             device: "cpu".into(),
             seed: info.seed,
             normalize: info.normalize.clone(),
+            sync_batch_norm: train.sync_batch_norm,
         };
         let session =
             PluginSession::create(&plugin, &config).unwrap_or_else(|e| panic!("cannot create a session: {e}"));

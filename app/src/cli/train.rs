@@ -3,16 +3,23 @@
 //!
 //! Precedence: flags over the config file over defaults. With `--resume`, the run's own
 //! recorded configuration takes the place of the file, so only the flags given change it.
+//!
+//! Under `mpirun`/`srun` this process is one rank of a data-parallel run: rank 0 shows the
+//! progress and the result; a rank that fails says why in one line and ends every rank
+//! (MPI_Abort), so none waits forever for it.
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, bail};
 use clap::Args;
+use pretext_core::dist::Ranks;
+use pretext_core::host::CallError;
 use pretext_core::model::BackboneKind;
 use pretext_core::run::store::RunStore;
 use pretext_core::task::OptimizerKind;
-use pretext_core::train::{TrainConfig, train};
+use pretext_core::train::{TrainConfig, TrainError, train_ranked};
 
 use super::progress::Progress;
 
@@ -57,6 +64,8 @@ pub struct TrainArgs {
     patch_size: Option<usize>,
     #[arg(long, value_name = "N")]
     epochs: Option<u64>,
+    /// Images per step over all ranks (the global batch): in a data-parallel run each of N
+    /// ranks trains on batch-size / N of them.
     #[arg(long, value_name = "N")]
     batch_size: Option<usize>,
     /// Peak learning rate (after warmup).
@@ -91,6 +100,10 @@ pub struct TrainArgs {
     /// Measure kNN accuracy on held-out test images every N epochs.
     #[arg(long, value_name = "N")]
     knn_every: Option<u64>,
+    /// Under mpirun/srun: batch norm uses the statistics of the global batch
+    /// (SyncBatchNorm) rather than each rank's share.
+    #[arg(long)]
+    sync_bn: bool,
 }
 
 fn parse_backbone(s: &str) -> Result<BackboneKind, String> {
@@ -144,11 +157,75 @@ impl TrainArgs {
         c.no_labels |= self.no_labels;
         c.strict_data |= self.strict_data;
         c.no_cache |= self.no_cache;
+        c.sync_batch_norm |= self.sync_bn;
         c
     }
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    let ranks = Arc::new(Ranks::from_env()?);
+    if ranks.is_distributed() {
+        report_when_ended(&ranks)?;
+    }
+    let result = run_as(args, &ranks);
+    if let Err(e) = &result
+        && ranks.is_distributed()
+    {
+        // Every rank meets a disagreement or a non-finite loss at the same step: rank 0
+        // reports it, and the others stay quiet until it has. Any other failure is this
+        // rank's own, and it says which rank it is.
+        let shared = matches!(
+            e.downcast_ref::<TrainError>(),
+            Some(TrainError::Ranks(_) | TrainError::NonFinite { .. } | TrainError::Call(CallError::NonFinite { .. }))
+        );
+        if ranks.is_root() {
+            eprintln!("error: {}", super::sentence(e));
+        } else if !shared {
+            eprintln!("error: rank {} of {}: {}", ranks.rank(), ranks.world(), super::sentence(e));
+        }
+        // This rank has said what it has to say: the launcher's stop signal that the abort
+        // below brings adds nothing.
+        QUIET.store(true, Ordering::SeqCst);
+        if shared {
+            ranks.any(true);
+        }
+        ranks.abort(1);
+    }
+    result
+}
+
+/// Set once this rank has reported its failure (or left it to rank 0).
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// When the launcher ends this rank (mpirun sends SIGTERM to every rank once one has died
+/// or aborted), say so in one line instead of vanishing; the checkpoints are whole, as every
+/// write is atomic.
+#[cfg(feature = "mpi")]
+fn report_when_ended(ranks: &Ranks) -> anyhow::Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM])
+        .context("cannot watch for the launcher's stop signal")?;
+    let (rank, world) = (ranks.rank(), ranks.world());
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            if QUIET.load(Ordering::SeqCst) {
+                std::process::exit(1);
+            }
+            eprintln!(
+                "error: rank {rank} of {world}: the launcher stopped this rank because another rank ended or the job was interrupted; --resume continues from the newest checkpoint"
+            );
+            std::process::exit(1);
+        }
+    });
+    Ok(())
+}
+
+#[cfg(not(feature = "mpi"))]
+#[allow(clippy::unnecessary_wraps)]
+fn report_when_ended(_: &Ranks) -> anyhow::Result<()> {
+    Ok(())
+}
+
+fn run_as(args: TrainArgs, ranks: &Arc<Ranks>) -> anyhow::Result<()> {
     let resume = args.resume;
     let base = if resume {
         let Some(out) = &args.out else { bail!("--resume needs --out DIR naming the run to continue") };
@@ -167,12 +244,17 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     config.validate().map_err(|e| anyhow::anyhow!(e))?;
 
     let stop = AtomicBool::new(false);
+    if !ranks.is_root() {
+        train_ranked(&config, resume, &stop, &mut |_| {}, ranks)?;
+        return Ok(());
+    }
     let mut progress = Progress::new();
-    let summary = train(&config, resume, &stop, &mut |event| progress.handle(&event));
+    let summary = train_ranked(&config, resume, &stop, &mut |event| progress.handle(&event), ranks);
     progress.finish();
     let summary = summary?;
+    let ranks_note = if ranks.world() > 1 { format!(" on {} ranks", ranks.world()) } else { String::new() };
     println!(
-        "{} {} epochs of {} on {}: last loss {:.4}, {:.0} images/s, run in {}",
+        "{} {} epochs of {} on {}{ranks_note}: last loss {:.4}, {:.0} images/s, run in {}",
         if summary.status == pretext_core::run::RunStatus::Completed { "trained" } else { "stopped after" },
         summary.epochs_done,
         config.task,

@@ -11,6 +11,7 @@
 //! `wasm32-unknown-unknown` except the plugin export glue.
 
 pub mod augment;
+pub mod dist;
 pub mod features;
 pub mod images;
 pub mod model;

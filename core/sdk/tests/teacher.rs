@@ -14,8 +14,8 @@ use pretext_sdk::augment::{Image, hflip};
 use pretext_sdk::images::{ByteImages, FloatImages};
 use pretext_sdk::model::{BackboneKind, BackboneSpec};
 use pretext_sdk::task::{
-    AfterStep, Freeze, GradClip, InputSpec, Momentum, Normalize, OptimizerConfig, PretextTask, Schedule, Session,
-    SessionConfig, Step, TaskError, TaskInfo, TaskOutput, Training, Views,
+    AfterStep, Freeze, GradClip, ImageRngs, InputSpec, Momentum, Normalize, OptimizerConfig, PretextTask, Schedule,
+    Session, SessionConfig, Step, TaskError, TaskInfo, TaskOutput, Training, Views,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -46,7 +46,7 @@ impl PretextTask for Mirror {
         Ok(Self { nan: config.nan })
     }
 
-    fn make_views(&self, batch: &ByteImages, _rng: &mut StdRng) -> Result<Views, TaskError> {
+    fn make_views(&self, batch: &ByteImages, _rngs: &mut ImageRngs) -> Result<Views, TaskError> {
         let mut plain = FloatImages::empty(batch.c, batch.h, batch.w);
         let mut mirrored = plain.clone();
         for i in 0..batch.n {
@@ -106,6 +106,7 @@ fn config(seed: u64, task: serde_json::Value) -> SessionConfig {
         device: "cpu".into(),
         seed,
         normalize: Normalize { mean: vec![0.5; 3], std: vec![0.25; 3] },
+        sync_batch_norm: false,
     }
 }
 
@@ -145,7 +146,7 @@ fn the_teacher_follows_the_ema_and_frozen_parameters_hold_still() {
     assert!(!before.keys().any(|n| n.starts_with("optim.") && n.contains("teacher")));
 
     for (step, epoch) in [(0, 1), (1, 1), (5, 2)] {
-        let views = session.prepare(&batch(step), step).unwrap();
+        let views = session.prepare_seeded(&batch(step), step).unwrap();
         let prev = tensors(&session);
         session.train_step(&views, at(step, epoch)).unwrap();
         let now = tensors(&session);
@@ -175,7 +176,7 @@ fn the_teacher_follows_the_ema_and_frozen_parameters_hold_still() {
 fn a_non_finite_step_changes_neither_teacher_nor_state() {
     let session = Session::<Mirror>::new(config(1, serde_json::json!({ "nan": true }))).unwrap();
     let before = tensors(&session);
-    let views = session.prepare(&batch(0), 0).unwrap();
+    let views = session.prepare_seeded(&batch(0), 0).unwrap();
     assert!(session.train_step(&views, at(0, 1)).is_err());
     // Batch-norm running statistics move in the forward pass, as in PyTorch; everything a
     // step decides (weights, optimizer moments, teacher, state) stays.
@@ -192,13 +193,13 @@ fn a_non_finite_step_changes_neither_teacher_nor_state() {
 fn teacher_and_state_survive_a_checkpoint_bit_for_bit() {
     let trained = Session::<Mirror>::new(config(1, serde_json::Value::Null)).unwrap();
     for step in 0..3 {
-        trained.train_step(&trained.prepare(&batch(step), step).unwrap(), at(step, 2)).unwrap();
+        trained.train_step(&trained.prepare_seeded(&batch(step), step).unwrap(), at(step, 2)).unwrap();
     }
     let fresh = Session::<Mirror>::new(config(2, serde_json::Value::Null)).unwrap();
     assert!(tensors(&fresh) != tensors(&trained));
     fresh.load_state(&trained.save_state().unwrap()).unwrap();
     assert_eq!(tensors(&fresh), tensors(&trained));
-    let views = trained.prepare(&batch(9), 9).unwrap();
+    let views = trained.prepare_seeded(&batch(9), 9).unwrap();
     let (a, b) = (trained.train_step(&views, at(3, 2)).unwrap(), fresh.train_step(&views, at(3, 2)).unwrap());
     assert_eq!(a["loss"].to_bits(), b["loss"].to_bits());
     assert_eq!(tensors(&fresh), tensors(&trained), "training on diverged (teacher or state not restored)");

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use crate::data::ByteImages;
-use crate::task::abi::{self, Bytes, ImagesRef, OwnedBuf, PreparedPtr, SessionPtr, StepInfo};
+use crate::dist::Ranks;
+use crate::task::abi::{self, Bytes, Collectives, ImagesRef, OwnedBuf, PreparedPtr, SessionPtr, StepInfo};
 use crate::task::wire::{Matrix, SampleImage, decode_matrices, decode_samples};
 use crate::task::{SessionConfig, StepMetrics};
 
@@ -27,9 +28,31 @@ extern "C" fn log_to_host(level: u32, message: Bytes) {
     log::log!(target: "plugin", level, "{text}");
 }
 
+/// `Collectives::all_reduce_sum` for the plugins: `ctx` is the session's `Ranks`.
+unsafe extern "C" fn all_reduce_sum(ctx: *const std::ffi::c_void, data: *mut f32, len: usize) -> i32 {
+    // SAFETY: `ctx` is the `Arc<Ranks>` the session's handle keeps alive, and the plugin
+    // passes `len` writable floats at `data` for the call.
+    let (ranks, data) = unsafe { (&*ctx.cast::<Ranks>(), std::slice::from_raw_parts_mut(data, len)) };
+    ranks.all_reduce_sum(data);
+    abi::OK
+}
+
+/// `Collectives::all_gather` for the plugins.
+unsafe extern "C" fn all_gather(ctx: *const std::ffi::c_void, data: *const f32, len: usize, out: *mut f32) -> i32 {
+    // SAFETY: as above; `out` has room for `world · len` floats.
+    let ranks = unsafe { &*ctx.cast::<Ranks>() };
+    // SAFETY: the plugin passes `len` readable floats at `data`.
+    let gathered = ranks.all_gather(unsafe { std::slice::from_raw_parts(data, len) });
+    // SAFETY: `out` is writable for `world · len` floats, the length of `gathered`.
+    unsafe { std::ptr::copy_nonoverlapping(gathered.as_ptr(), out, gathered.len()) };
+    abi::OK
+}
+
 struct Handle {
     plugin: Plugin,
     ptr: SessionPtr,
+    /// Kept alive for the plugin's collectives, which point at it.
+    _ranks: Option<Arc<Ranks>>,
 }
 
 // SAFETY: a session is created for use from several threads: `prepare` is documented
@@ -75,6 +98,16 @@ fn images_ref(images: &ByteImages) -> ImagesRef {
 impl PluginSession {
     /// Creates a session; the plugin opens its own device from `config.device`.
     pub fn create(plugin: &Plugin, config: &SessionConfig) -> Result<Self, CallError> {
+        Self::create_ranked(plugin, config, None)
+    }
+
+    /// Creates a session that is one rank of a data-parallel run (when `ranks` has more
+    /// than one process, or is MPI at all): its steps average with the other ranks'.
+    pub fn create_ranked(
+        plugin: &Plugin,
+        config: &SessionConfig,
+        ranks: Option<Arc<Ranks>>,
+    ) -> Result<Self, CallError> {
         let json = serde_json::to_vec(config).map_err(|e| CallError::Failed {
             plugin: plugin.name().to_string(),
             action: "create a session",
@@ -83,8 +116,20 @@ impl PluginSession {
         let mut ptr: SessionPtr = std::ptr::null_mut();
         let mut err = OwnedBuf::EMPTY;
         let config = Bytes { ptr: json.as_ptr(), len: json.len() };
-        // SAFETY: the config bytes outlive the call and both outputs are writable.
-        let code = unsafe { (plugin.decl.vtable.create)(config, Some(log_to_host), &raw mut ptr, &raw mut err) };
+        let ranks = ranks.filter(|r| r.is_distributed());
+        #[allow(clippy::cast_possible_truncation)]
+        let table = ranks.as_ref().map(|r| Collectives {
+            ctx: Arc::as_ptr(r).cast(),
+            rank: r.rank() as u32,
+            world: r.world() as u32,
+            all_reduce_sum,
+            all_gather,
+        });
+        let table_ptr = table.as_ref().map_or(std::ptr::null(), std::ptr::from_ref);
+        // SAFETY: the config bytes and the table outlive the call, both outputs are writable,
+        // and the table's context lives in the handle as long as the session.
+        let code =
+            unsafe { (plugin.decl.vtable.create)(config, Some(log_to_host), table_ptr, &raw mut ptr, &raw mut err) };
         let message = String::from_utf8_lossy(&take_buf(plugin.decl, err)).into_owned();
         check(plugin, "create a session", code, message)?;
         if ptr.is_null() {
@@ -94,7 +139,7 @@ impl PluginSession {
                 message: "null session".into(),
             });
         }
-        Ok(Self { handle: Arc::new(Handle { plugin: plugin.clone(), ptr }) })
+        Ok(Self { handle: Arc::new(Handle { plugin: plugin.clone(), ptr, _ranks: ranks }) })
     }
 
     pub fn plugin(&self) -> &Plugin {
@@ -117,13 +162,18 @@ impl PluginSession {
         Ok(out)
     }
 
-    /// Makes a batch's pretext inputs; may run on any thread, also during `train_step`.
-    pub fn prepare(&self, images: &ByteImages, seed: u64) -> Result<PreparedBatch, CallError> {
+    /// Makes a batch's pretext inputs, image `i` from `seeds[i]`; may run on any thread,
+    /// also during `train_step`.
+    pub fn prepare(&self, images: &ByteImages, seeds: &[u64]) -> Result<PreparedBatch, CallError> {
+        if seeds.len() != images.n {
+            return Err(self.bad("prepare a batch", &format!("{} images came with {} seeds", images.n, seeds.len())));
+        }
         let mut ptr: PreparedPtr = std::ptr::null_mut();
         let h = &self.handle;
         self.call("prepare a batch", |_, err| {
-            // SAFETY: the session is live, the images outlive the call, the outputs are writable.
-            unsafe { (h.plugin.decl.vtable.prepare)(h.ptr, images_ref(images), seed, &raw mut ptr, err) }
+            // SAFETY: the session is live, the images and their seeds outlive the call, the
+            // outputs are writable.
+            unsafe { (h.plugin.decl.vtable.prepare)(h.ptr, images_ref(images), seeds.as_ptr(), &raw mut ptr, err) }
         })?;
         Ok(PreparedBatch { handle: Arc::clone(&self.handle), ptr, images: images.n })
     }

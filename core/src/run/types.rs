@@ -72,6 +72,14 @@ pub struct RunInfo {
     /// Why the run failed or stopped, in one sentence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Processes that trained the run (data-parallel ranks), 1 for a run of one process;
+    /// `config.batch_size` is the global batch over all of them.
+    #[serde(default = "one")]
+    pub world_size: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// One line of `metrics.jsonl`.

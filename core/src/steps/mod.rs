@@ -8,4 +8,4 @@ mod lr;
 mod seeds;
 
 pub use lr::LrSchedule;
-pub use seeds::batch_seed;
+pub use seeds::{batch_seed, image_seed};

@@ -57,6 +57,9 @@ pub struct TrainConfig {
     pub workers: usize,
     /// Measure kNN accuracy every N epochs on held-out labelled images (0: never).
     pub knn_every: u64,
+    /// In a data-parallel run, normalise batch norm with the global batch's statistics
+    /// (`SyncBatchNorm`) instead of each rank's share.
+    pub sync_batch_norm: bool,
     /// The task's own settings, passed to the plugin (`[task]` in a config file).
     pub task_config: serde_json::Value,
 }
@@ -89,6 +92,7 @@ impl Default for TrainConfig {
             log_every: 20,
             workers: 2,
             knn_every: 0,
+            sync_batch_norm: false,
             task_config: serde_json::Value::Null,
         }
     }

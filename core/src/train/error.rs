@@ -26,4 +26,8 @@ pub enum TrainError {
     NonFinite { epoch: u64, source: CallError, kept: String },
     #[error("cannot write sample images to {path}: {reason}")]
     Samples { path: PathBuf, reason: String },
+    /// The ranks of a data-parallel run hold different states; every rank finds this at
+    /// the same point, so only rank 0 need report it.
+    #[error("{0}")]
+    Ranks(String),
 }

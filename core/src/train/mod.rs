@@ -15,4 +15,4 @@ mod trainer;
 pub use config::TrainConfig;
 pub use error::TrainError;
 pub use summary::DataSummary;
-pub use trainer::{Event, Summary, train};
+pub use trainer::{Event, Summary, train, train_ranked};

@@ -2,17 +2,27 @@
 //! step the plugin, and record metrics and checkpoints in the run directory.
 //!
 //! A run can always be resumed from its newest complete checkpoint: the batch order and
-//! augmentation seeds depend only on (seed, epoch, batch), and `metrics.jsonl` is cut back
+//! augmentation seeds depend only on (seed, epoch, position), and `metrics.jsonl` is cut back
 //! to that checkpoint on resume. A non-finite loss stops the run before the weights change,
 //! so the last checkpoint stays good.
+//!
+//! In a data-parallel run ([`Ranks`] of several processes) every rank runs this loop on its
+//! share of each global batch (`dist::shard_positions`), starting from rank 0's weights; only
+//! rank 0 touches the run directory, reports events and runs the monitors. Every collective
+//! call happens at the same point on every rank: the start (rank 0's state broadcast), each
+//! step (the plugin's averages and the stop flag) and each checkpoint (a check that the
+//! ranks hold identical weights).
 
 use std::path::PathBuf;
 use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use crate::data::{self, ByteImages, DataSplits, Dataset, Progress};
-use crate::data::{Prefetch, batches, epoch_order};
+use crate::data::{Prefetch, epoch_order};
+use crate::dist::{Ranks, shard_positions};
 use crate::host::{self, CallError, Plugin, PluginSession, PreparedBatch};
 use crate::model::BackboneSpec;
 use crate::run::store::{RunStore, StoreError, now_unix};
@@ -25,7 +35,7 @@ use super::monitor::{COLLAPSE_IMAGES, Monitor, collapse_stats};
 use super::samples::write_samples;
 use super::summary::DataSummary;
 use super::{TrainConfig, TrainError};
-use crate::steps::{LrSchedule, batch_seed};
+use crate::steps::{LrSchedule, batch_seed, image_seed};
 
 /// Progress reports for a CLI progress bar or a GUI.
 #[derive(Clone, Debug)]
@@ -99,7 +109,30 @@ pub fn train(
     stop: &AtomicBool,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<Summary, TrainError> {
+    train_ranked(config, resume, stop, on_event, &Arc::new(Ranks::alone()))
+}
+
+/// [`train`] as one rank of a data-parallel run. Rank 0 behaves as [`train`] does and
+/// returns the run's summary; the other ranks train their shares, write nothing and report
+/// no events.
+pub fn train_ranked(
+    config: &TrainConfig,
+    resume: bool,
+    stop: &AtomicBool,
+    on_event: &mut dyn FnMut(Event),
+    ranks: &Arc<Ranks>,
+) -> Result<Summary, TrainError> {
     config.validate().map_err(TrainError::Config)?;
+    let world = ranks.world();
+    if !config.batch_size.is_multiple_of(world) {
+        return Err(TrainError::Config(format!(
+            "--batch-size {} is the global batch and must split evenly over the {world} ranks",
+            config.batch_size
+        )));
+    }
+    let root = ranks.is_root();
+    let mut quiet = |_: Event| {};
+    let on_event: &mut dyn FnMut(Event) = if root { on_event } else { &mut quiet };
     let plugin = host::resolve(&config.task)?;
     // Every setting spelled out, defaults included: `run.json` then says exactly what ran.
     let task_config = merge_settings(plugin.description.default_config.clone(), &config.task_config)
@@ -108,11 +141,14 @@ pub fn train(
     let task_lr = plugin.description.adamw_lr.filter(|_| config.optimizer == OptimizerKind::Adamw);
     let config = &TrainConfig { task_config, lr: config.lr.or(task_lr), ..config.clone() };
     let run_dir = config.out_dir();
-    check_run_dir(&run_dir, resume)?;
+    if root {
+        check_run_dir(&run_dir, resume)?;
+    }
     let splits = data::open_with(&config.data, &config.open_options(), &mut |p| on_event(Event::Preparing(p)))?;
     let summary = DataSummary::new(&splits);
     let (monitor, monitor_note) = match Monitor::new(config, &splits, on_event)? {
-        Ok(m) => (m, None),
+        Ok(m) if root => (m, None),
+        Ok(_) => (None, None),
         Err(note) => (None, Some(note)),
     };
     let DataSplits { train: train_set, test, .. } = splits;
@@ -142,11 +178,15 @@ pub fn train(
             weight_decay: config.weight_decay,
             ..OptimizerConfig::default()
         },
-        device: config.device.clone(),
+        device: rank_device(&config.device, ranks),
         seed: config.seed,
         normalize: Normalize { mean, std: std.iter().map(|s| s.max(1e-3)).collect() },
+        sync_batch_norm: config.sync_batch_norm,
     };
-    let session = PluginSession::create(&plugin, &session_config)?;
+    let session = PluginSession::create_ranked(&plugin, &session_config, Some(Arc::clone(ranks)))?;
+    if !root {
+        return follow(config, &session, &train_set, ranks, stop);
+    }
     // A new run makes its samples before its directory exists (a plugin that cannot is
     // refused with nothing left behind); a resumed run only needs them if it starts over.
     let mut samples = if resume { None } else { Some(make_samples(&session, &train_set, config.seed)?) };
@@ -157,6 +197,7 @@ pub fn train(
     let result = (|| {
         let test_images = test.as_ref().map_or(0, Dataset::len);
         let mut info = run_info(config, &plugin, &session_config, &train_set, test_images, &run_dir, &summary);
+        info.world_size = world;
         let mut first_epoch = 1;
         let mut history = Vec::new();
         // A run killed before its first checkpoint has nothing to continue: it starts over
@@ -200,6 +241,8 @@ pub fn train(
             write_samples(&store.layout.samples(), &sources, &made)?;
         }
         store.write_info(&info)?;
+        // Every rank starts from rank 0's weights, resumed or freshly initialised.
+        start_ranks(&session, ranks, first_epoch)?;
 
         let ctx = Context {
             config,
@@ -209,6 +252,7 @@ pub fn train(
             monitor: monitor.as_ref(),
             monitor_note: monitor_note.as_deref(),
             data: &summary,
+            ranks,
         };
         let result = run_epochs(&ctx, first_epoch, &mut info, &history, stop, on_event, &mut first_step_done);
         match result {
@@ -288,6 +332,7 @@ fn run_info(
         epochs_done: 0,
         config: serde_json::to_value(config).unwrap_or(serde_json::Value::Null),
         message: None,
+        world_size: 1,
     }
 }
 
@@ -343,6 +388,175 @@ struct Context<'a> {
     /// Why the kNN monitor that was asked for is off.
     monitor_note: Option<&'a str>,
     data: &'a DataSummary,
+    ranks: &'a Arc<Ranks>,
+}
+
+/// The shape of every epoch: the global batch, the steps and the learning rate of each.
+struct Plan {
+    batch_size: usize,
+    batches_per_epoch: u64,
+    total_steps: u64,
+    schedule: LrSchedule,
+}
+
+impl Plan {
+    fn new(config: &TrainConfig, images: usize, world: usize) -> Result<Self, TrainError> {
+        let batch_size = config.batch_size.min(images);
+        let batch_size = batch_size - batch_size % world;
+        if batch_size == 0 {
+            return Err(TrainError::Config(format!("{images} training images cannot be split over {world} ranks")));
+        }
+        let batches_per_epoch = (images / batch_size).max(1) as u64;
+        let total_steps = batches_per_epoch * config.epochs;
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+        let warmup_steps = ((config.warmup_epochs() * batches_per_epoch as f64).round() as u64).min(total_steps / 2);
+        let schedule = LrSchedule { base: config.base_lr(), warmup_steps, total_steps };
+        Ok(Self { batch_size, batches_per_epoch, total_steps, schedule })
+    }
+}
+
+/// The device a rank trains on: `cuda` means this rank's GPU on its machine.
+fn rank_device(device: &str, ranks: &Ranks) -> String {
+    if ranks.world() > 1 && device.trim().eq_ignore_ascii_case("cuda") {
+        format!("cuda:{}", ranks.local_rank())
+    } else {
+        device.to_string()
+    }
+}
+
+/// Gives every rank rank 0's state and first epoch; returns the first epoch. Rank 0 passes
+/// its own, the others anything.
+fn start_ranks(session: &PluginSession, ranks: &Ranks, first_epoch: u64) -> Result<u64, TrainError> {
+    if !ranks.is_distributed() {
+        return Ok(first_epoch);
+    }
+    let mut bytes = if ranks.is_root() {
+        let mut b = first_epoch.to_le_bytes().to_vec();
+        b.extend(session.save_state()?);
+        b
+    } else {
+        Vec::new()
+    };
+    ranks.broadcast(&mut bytes);
+    let (head, state) =
+        bytes.split_at_checked(8).ok_or_else(|| TrainError::Config("rank 0 sent no state to start from".into()))?;
+    if !ranks.is_root() {
+        session.load_state(state)?;
+    }
+    let mut epoch = [0u8; 8];
+    epoch.copy_from_slice(head);
+    Ok(u64::from_le_bytes(epoch))
+}
+
+/// Whether epoch `epoch` ends with a checkpoint (the same answer on every rank).
+fn checkpoint_due(config: &TrainConfig, epoch: u64, stopped: bool) -> bool {
+    stopped || epoch.is_multiple_of(config.checkpoint_every) || epoch == config.epochs
+}
+
+/// The session's state, after checking that every rank holds exactly the same one.
+fn agreed_state(session: &PluginSession, ranks: &Ranks, epoch: u64) -> Result<Vec<u8>, TrainError> {
+    let state = session.save_state()?;
+    if ranks.is_distributed() {
+        let digest = Sha256::digest(&state);
+        let all = ranks.all_gather_bytes(&digest);
+        if let Some(rank) = all.chunks_exact(digest.len()).position(|d| d != digest.as_slice()) {
+            return Err(TrainError::Ranks(format!(
+                "after epoch {epoch} rank {rank} holds other weights than rank {}; the ranks fell out of step",
+                ranks.rank()
+            )));
+        }
+    }
+    Ok(state)
+}
+
+/// What every rank's epoch loop works with.
+struct RankLoop<'a> {
+    config: &'a TrainConfig,
+    plan: &'a Plan,
+    session: &'a PluginSession,
+    train_set: &'a Arc<Dataset>,
+    ranks: &'a Ranks,
+}
+
+/// One finished step, as the epoch loop reports it.
+struct StepDone {
+    /// The step's index in its epoch.
+    batch: u64,
+    metrics: crate::task::StepMetrics,
+    /// Images over all ranks.
+    images: usize,
+    lr: f64,
+}
+
+/// One epoch of this rank's steps: its share of each global batch, prepared ahead on
+/// worker threads and stepped in order. `after_step` sees each step's batch index, metrics,
+/// image count and rate. Returns the steps done and whether a stop request ended the epoch
+/// early (agreed by all ranks).
+fn run_epoch(
+    rank: &RankLoop<'_>,
+    epoch: u64,
+    stop: &AtomicBool,
+    after_step: &mut dyn FnMut(&StepDone) -> Result<(), TrainError>,
+) -> Result<(u64, bool), TrainError> {
+    let RankLoop { config, plan, session, train_set, ranks } = *rank;
+    let order = epoch_order(train_set.len(), config.seed, epoch);
+    #[allow(clippy::cast_possible_truncation)]
+    let shard = shard_positions(plan.batches_per_epoch as usize, plan.batch_size, ranks.rank(), ranks.world());
+    let jobs = Arc::new(shard.batches);
+    let (data, sess, seed) = (Arc::clone(train_set), session.clone(), config.seed);
+    let jobs_for_workers = Arc::clone(&jobs);
+    let prefetch = Prefetch::new(jobs.len(), config.workers.max(1), PREFETCH_DEPTH, move |i: usize| {
+        let positions = &jobs_for_workers[i];
+        let indices: Vec<usize> = positions.iter().map(|&p| order[p]).collect();
+        let seeds: Vec<u64> = positions.iter().map(|&p| image_seed(seed, epoch, p as u64)).collect();
+        sess.prepare(&data.images.gather(&indices), &seeds)
+    });
+    let mut steps_done = 0;
+    for (b, prepared) in prefetch.enumerate() {
+        let b = b as u64;
+        let step = (epoch - 1) * plan.batches_per_epoch + b;
+        let lr = plan.schedule.at(step);
+        let info = StepInfo { step, total_steps: plan.total_steps, epoch, epochs: config.epochs, lr };
+        let (metrics, images) =
+            prepared.and_then(|batch: PreparedBatch| session.train_step(&batch, info).map(|m| (m, batch.images)))?;
+        after_step(&StepDone { batch: b, metrics, images: images * ranks.world(), lr })?;
+        steps_done = b + 1;
+        // A stop request ends the epoch here; it is then recorded and checkpointed like a
+        // finished one, so --resume continues with the next epoch. Every rank stops at the
+        // same step, wherever the request arrived.
+        let requested = stop.load(Ordering::Relaxed);
+        if if ranks.is_distributed() { ranks.any(requested) } else { requested } {
+            return Ok((steps_done, true));
+        }
+    }
+    Ok((steps_done, false))
+}
+
+/// The loop of a rank other than 0: the same steps and checks as rank 0's, nothing written.
+fn follow(
+    config: &TrainConfig,
+    session: &PluginSession,
+    train_set: &Arc<Dataset>,
+    ranks: &Ranks,
+    stop: &AtomicBool,
+) -> Result<Summary, TrainError> {
+    let first_epoch = start_ranks(session, ranks, 0)?;
+    let plan = Plan::new(config, train_set.len(), ranks.world())?;
+    let mut epochs_done = first_epoch.saturating_sub(1);
+    let mut status = RunStatus::Completed;
+    for epoch in first_epoch..=config.epochs {
+        let rank = RankLoop { config, plan: &plan, session, train_set, ranks };
+        let (_, stopped) = run_epoch(&rank, epoch, stop, &mut |_| Ok(()))?;
+        if checkpoint_due(config, epoch, stopped) {
+            agreed_state(session, ranks, epoch)?;
+        }
+        epochs_done = epoch;
+        if stopped {
+            status = RunStatus::Stopped;
+            break;
+        }
+    }
+    Ok(Summary { run_dir: config.out_dir(), epochs_done, last_loss: f64::NAN, images_per_sec: 0.0, status })
 }
 
 fn run_epochs(
@@ -354,13 +568,9 @@ fn run_epochs(
     on_event: &mut dyn FnMut(Event),
     first_step_done: &mut bool,
 ) -> Result<Summary, TrainError> {
-    let Context { config, session, train_set, store, monitor, monitor_note, data } = *ctx;
-    let batch_size = config.batch_size.min(train_set.len());
-    let batches_per_epoch = (train_set.len() / batch_size).max(1) as u64;
-    let total_steps = batches_per_epoch * config.epochs;
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
-    let warmup_steps = ((config.warmup_epochs() * batches_per_epoch as f64).round() as u64).min(total_steps / 2);
-    let schedule = LrSchedule { base: config.base_lr(), warmup_steps, total_steps };
+    let Context { config, session, train_set, store, monitor, monitor_note, data, ranks } = *ctx;
+    let plan = Plan::new(config, train_set.len(), ranks.world())?;
+    let batches_per_epoch = plan.batches_per_epoch;
     let started = Instant::now();
     let elapsed_before = history.last().map_or(0.0, |r| r.elapsed_s);
     let mut last_epoch_record = history.iter().rev().find(|r| r.epoch_end).cloned();
@@ -380,40 +590,16 @@ fn run_epochs(
 
     let mut status = RunStatus::Completed;
     for epoch in first_epoch..=config.epochs {
-        let order = epoch_order(train_set.len(), config.seed, epoch);
-        let jobs = Arc::new(batches(&order, batch_size));
-        let (data, sess, seed) = (Arc::clone(train_set), session.clone(), config.seed);
-        let jobs_for_workers = Arc::clone(&jobs);
-        let prefetch = Prefetch::new(jobs.len(), config.workers.max(1), PREFETCH_DEPTH, move |i: usize| {
-            let images = data.images.gather(&jobs_for_workers[i]);
-            sess.prepare(&images, batch_seed(seed, epoch, i as u64))
-        });
         let mut epoch_meter = Meter { started: Some(Instant::now()), ..Meter::default() };
         let mut log_meter = Meter { started: Some(Instant::now()), ..Meter::default() };
-        let mut steps_done = 0;
-        let mut stopped = false;
-        for (b, prepared) in prefetch.enumerate() {
-            let b = b as u64;
+        let comm_before = ranks.stats();
+        let epoch_started = Instant::now();
+        let mut after_step = |done: &StepDone| {
+            let StepDone { batch: b, ref metrics, images, lr } = *done;
             let step = (epoch - 1) * batches_per_epoch + b;
-            let lr = schedule.at(step);
-            let info = StepInfo { step, total_steps, epoch, epochs: config.epochs, lr };
-            let metrics = match prepared
-                .and_then(|batch: PreparedBatch| session.train_step(&batch, info).map(|m| (m, batch.images)))
-            {
-                Ok(m) => m,
-                Err(e @ CallError::NonFinite { .. }) => {
-                    let kept = match store.list_checkpoints().ok().and_then(|c| c.last().map(|m| m.epoch)) {
-                        Some(done) => format!("the last good checkpoint, {}, is kept", checkpoint_stem(done)),
-                        None => "no checkpoint had been written yet".to_string(),
-                    };
-                    return Err(TrainError::NonFinite { epoch, source: e, kept });
-                }
-                Err(e) => return Err(e.into()),
-            };
-            let (metrics, images) = metrics;
             *first_step_done = true;
-            epoch_meter.add(&metrics, images);
-            log_meter.add(&metrics, images);
+            epoch_meter.add(metrics, images);
+            log_meter.add(metrics, images);
             on_event(Event::Step {
                 epoch,
                 batch: b + 1,
@@ -425,17 +611,33 @@ fn run_epochs(
             if config.log_every > 0 && (b + 1).is_multiple_of(config.log_every) && b + 1 < batches_per_epoch {
                 store.append_metric(&log_meter.record(epoch, step + 1, lr, elapsed, false))?;
             }
-            steps_done = b + 1;
-            // A stop request ends the epoch here; it is then recorded and checkpointed like
-            // a finished one, so --resume continues with the next epoch.
-            if stop.load(Ordering::Relaxed) {
-                stopped = true;
-                break;
-            }
-        }
+            Ok(())
+        };
+        let (steps_done, stopped) =
+            match run_epoch(&RankLoop { config, plan: &plan, session, train_set, ranks }, epoch, stop, &mut after_step)
+            {
+                Ok(done) => done,
+                Err(TrainError::Call(e @ CallError::NonFinite { .. })) => {
+                    let kept = match store.list_checkpoints().ok().and_then(|c| c.last().map(|m| m.epoch)) {
+                        Some(done) => format!("the last good checkpoint, {}, is kept", checkpoint_stem(done)),
+                        None => "no checkpoint had been written yet".to_string(),
+                    };
+                    return Err(TrainError::NonFinite { epoch, source: e, kept });
+                }
+                Err(e) => return Err(e),
+            };
         let elapsed = elapsed_before + started.elapsed().as_secs_f64();
         let end_step = (epoch - 1) * batches_per_epoch + steps_done;
-        let mut record = epoch_meter.record(epoch, end_step, schedule.at(end_step.saturating_sub(1)), elapsed, true);
+        let mut record =
+            epoch_meter.record(epoch, end_step, plan.schedule.at(end_step.saturating_sub(1)), elapsed, true);
+        if ranks.is_distributed() {
+            let comm = ranks.stats();
+            #[allow(clippy::cast_precision_loss)]
+            let per_step = (comm.reduced_bytes - comm_before.reduced_bytes) as f64 / steps_done.max(1) as f64;
+            let share = (comm.seconds - comm_before.seconds) / epoch_started.elapsed().as_secs_f64().max(1e-9);
+            record.extra.insert("comm_share".into(), share);
+            record.extra.insert("reduced_bytes_per_step".into(), per_step);
+        }
         if let Some(m) = monitor.filter(|_| epoch.is_multiple_of(config.knn_every)) {
             record.knn_top1 = Some(m.measure(session)?);
         }
@@ -448,8 +650,8 @@ fn run_epochs(
             warned = true;
             on_event(Event::Warning(format!("epoch {epoch}: {w}")));
         }
-        if stopped || epoch.is_multiple_of(config.checkpoint_every) || epoch == config.epochs {
-            let weights = session.save_state()?;
+        if checkpoint_due(config, epoch, stopped) {
+            let weights = agreed_state(session, ranks, epoch)?;
             store.write_checkpoint(epoch, end_step, &weights, Some(record.clone()))?;
             // Again with the weights just saved: the samples show what the task's networks
             // make of them (MAE's reconstructions) at the newest checkpoint.

@@ -9,7 +9,7 @@ use candle_nn::{Linear, Module, VarBuilder};
 use pretext_sdk::augment::{Image, grayscale, hflip, vflip};
 use pretext_sdk::images::{ByteImages, FloatImages};
 use pretext_sdk::task::losses::classification;
-use pretext_sdk::task::{InputSpec, PretextTask, Sample, Step, TaskError, TaskInfo, TaskOutput, Views};
+use pretext_sdk::task::{ImageRngs, InputSpec, PretextTask, Sample, Step, TaskError, TaskInfo, TaskOutput, Views};
 use rand::Rng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
@@ -79,11 +79,11 @@ impl PretextTask for Flip {
         Ok(Self { config })
     }
 
-    fn make_views(&self, batch: &ByteImages, rng: &mut StdRng) -> Result<Views, TaskError> {
+    fn make_views(&self, batch: &ByteImages, rngs: &mut ImageRngs) -> Result<Views, TaskError> {
         let mut images = FloatImages::empty(batch.c, batch.h, batch.w);
         let mut targets = Vec::with_capacity(2 * batch.n);
         for i in 0..batch.n {
-            for (class, view) in (0u32..).zip(self.pair(batch, i, rng)) {
+            for (class, view) in (0u32..).zip(self.pair(batch, i, rngs.image(i))) {
                 view.push_to(&mut images).map_err(|e| TaskError::Input(e.to_string()))?;
                 targets.push(class);
             }
@@ -99,10 +99,10 @@ impl PretextTask for Flip {
         classification(&step.head().forward(&step.features()?)?, step.targets()?)
     }
 
-    fn samples(&self, batch: &ByteImages, rng: &mut StdRng) -> Result<Vec<Sample>, TaskError> {
+    fn samples(&self, batch: &ByteImages, rngs: &mut ImageRngs) -> Result<Vec<Sample>, TaskError> {
         let mut out = Vec::new();
         for i in 0..batch.n {
-            for (caption, view) in ["as is", "mirrored"].into_iter().zip(self.pair(batch, i, rng)) {
+            for (caption, view) in ["as is", "mirrored"].into_iter().zip(self.pair(batch, i, rngs.image(i))) {
                 out.push(Sample { group: i, caption: caption.into(), image: view.into_batch() });
             }
         }

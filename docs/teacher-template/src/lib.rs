@@ -9,15 +9,15 @@
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
+use pretext_sdk::dist::mean_over_ranks;
 use pretext_sdk::images::ByteImages;
 use pretext_sdk::task::heads::Mlp;
 // BYOL's `2 − 2·cos(p, z)`, averaged over the rows.
 use pretext_sdk::task::losses::normalized_mse;
 use pretext_sdk::task::{
-    InputSpec, Momentum, MultiCrop, PairAugment, PretextTask, Sample, Step, TaskError, TaskInfo, TaskOutput, Training,
-    Views,
+    ImageRngs, InputSpec, Momentum, MultiCrop, PairAugment, PretextTask, Sample, Step, TaskError, TaskInfo, TaskOutput,
+    Training, Views,
 };
-use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -69,8 +69,8 @@ impl PretextTask for MeanTeacher {
         Ok(Self { config, views })
     }
 
-    fn make_views(&self, batch: &ByteImages, rng: &mut StdRng) -> Result<Views, TaskError> {
-        self.views.views(batch, rng)
+    fn make_views(&self, batch: &ByteImages, rngs: &mut ImageRngs) -> Result<Views, TaskError> {
+        self.views.views(batch, rngs)
     }
 
     fn build_head(&self, feature_dim: usize, vb: VarBuilder) -> candle_core::Result<Head> {
@@ -107,13 +107,14 @@ impl PretextTask for MeanTeacher {
         let loss = (normalized_mse(&p1, &z2.broadcast_sub(&center)?)? + normalized_mse(&p2, &z1.broadcast_sub(&center)?)?)?;
         // The new centre is kept only if this step's loss is finite.
         let m = self.config.center_momentum;
-        let batch_mean = Tensor::cat(&[&z1, &z2], 0)?.mean_keepdim(0)?;
+        // Over the global batch when the run is data-parallel (this rank's batch otherwise).
+        let batch_mean = mean_over_ranks(&Tensor::cat(&[&z1, &z2], 0)?.mean_keepdim(0)?)?;
         step.set_state("center", &((center * m)? + (batch_mean * (1.0 - m))?)?)?;
         Ok(TaskOutput { loss, metrics: Vec::new() })
     }
 
-    fn samples(&self, batch: &ByteImages, rng: &mut StdRng) -> Result<Vec<Sample>, TaskError> {
-        Ok(self.views.samples(batch, rng))
+    fn samples(&self, batch: &ByteImages, rngs: &mut ImageRngs) -> Result<Vec<Sample>, TaskError> {
+        Ok(self.views.samples(batch, rngs))
     }
 }
 

@@ -13,13 +13,13 @@
 
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
+use pretext_sdk::dist;
 use pretext_sdk::images::ByteImages;
 use pretext_sdk::task::heads::Mlp;
 use pretext_sdk::task::losses::diagonal;
 use pretext_sdk::task::{
-    InputSpec, MultiCrop, PairAugment, PretextTask, Sample, Step, TaskError, TaskInfo, TaskOutput, Views,
+    ImageRngs, InputSpec, MultiCrop, PairAugment, PretextTask, Sample, Step, TaskError, TaskInfo, TaskOutput, Views,
 };
-use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -111,8 +111,8 @@ impl PretextTask for Barlow {
         Ok(Self { config, crops })
     }
 
-    fn make_views(&self, batch: &ByteImages, rng: &mut StdRng) -> Result<Views, TaskError> {
-        self.crops.views(batch, rng)
+    fn make_views(&self, batch: &ByteImages, rngs: &mut ImageRngs) -> Result<Views, TaskError> {
+        self.crops.views(batch, rngs)
     }
 
     fn build_head(&self, feature_dim: usize, vb: VarBuilder) -> candle_core::Result<Mlp> {
@@ -123,12 +123,14 @@ impl PretextTask for Barlow {
     fn loss(&self, step: &mut Step<'_, Mlp>) -> candle_core::Result<TaskOutput> {
         let project = |v: &Tensor| step.head().forward_t(&step.encode(v)?, true);
         let (z1, z2) = (project(step.view(0)?)?, project(step.view(1)?)?);
+        // The cross-correlation is over the global batch in a data-parallel run.
+        let (z1, z2) = (dist::gather(&z1)?, dist::gather(&z2)?);
         let (loss, diag) = barlow_twins(&z1, &z2, self.config.lambda, self.config.scale_loss)?;
         Ok(TaskOutput { loss, metrics: vec![("cross_corr_diag".into(), diag)] })
     }
 
-    fn samples(&self, batch: &ByteImages, rng: &mut StdRng) -> Result<Vec<Sample>, TaskError> {
-        Ok(self.crops.samples(batch, rng))
+    fn samples(&self, batch: &ByteImages, rngs: &mut ImageRngs) -> Result<Vec<Sample>, TaskError> {
+        Ok(self.crops.samples(batch, rngs))
     }
 }
 

@@ -17,10 +17,9 @@ use pretext_sdk::images::ByteImages;
 use pretext_sdk::task::heads::Mlp;
 use pretext_sdk::task::losses::normalized_mse;
 use pretext_sdk::task::{
-    InputSpec, Momentum, MultiCrop, PairAugment, PretextTask, Sample, Step, TaskError, TaskInfo, TaskOutput, Training,
-    Views,
+    ImageRngs, InputSpec, Momentum, MultiCrop, PairAugment, PretextTask, Sample, Step, TaskError, TaskInfo, TaskOutput,
+    Training, Views,
 };
-use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -90,8 +89,8 @@ impl PretextTask for Byol {
         Ok(Self { config, crops })
     }
 
-    fn make_views(&self, batch: &ByteImages, rng: &mut StdRng) -> Result<Views, TaskError> {
-        self.crops.views(batch, rng)
+    fn make_views(&self, batch: &ByteImages, rngs: &mut ImageRngs) -> Result<Views, TaskError> {
+        self.crops.views(batch, rngs)
     }
 
     fn build_head(&self, feature_dim: usize, vb: VarBuilder) -> candle_core::Result<ByolHead> {
@@ -127,8 +126,8 @@ impl PretextTask for Byol {
         Ok(TaskOutput { loss, metrics: vec![("target_momentum".into(), Tensor::new(tau, p1.device())?)] })
     }
 
-    fn samples(&self, batch: &ByteImages, rng: &mut StdRng) -> Result<Vec<Sample>, TaskError> {
-        Ok(self.crops.samples(batch, rng))
+    fn samples(&self, batch: &ByteImages, rngs: &mut ImageRngs) -> Result<Vec<Sample>, TaskError> {
+        Ok(self.crops.samples(batch, rngs))
     }
 }
 
@@ -137,7 +136,6 @@ pretext_sdk::export_plugin!(Byol);
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use rand::SeedableRng;
 
     use super::*;
 
@@ -146,7 +144,7 @@ mod tests {
         let task =
             Byol::new(ByolConfig::default(), InputSpec { channels: 3, height: 8, width: 8, patch_size: None }).unwrap();
         let batch = ByteImages::new(3, 3, 8, 8, (0..3 * 3 * 64).map(|v| (v % 251) as u8).collect()).unwrap();
-        let views = task.make_views(&batch, &mut StdRng::seed_from_u64(1)).unwrap();
+        let views = task.make_views(&batch, &mut ImageRngs::from_seed(1, batch.n)).unwrap();
         let shapes: Vec<_> = views.groups.iter().map(|g| (g.n, g.c, g.h, g.w)).collect();
         assert_eq!(shapes, [(3, 3, 8, 8), (3, 3, 8, 8)]);
         let teacher = task.training().teacher.unwrap();

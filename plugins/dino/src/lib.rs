@@ -29,10 +29,9 @@ use pretext_sdk::images::ByteImages;
 use pretext_sdk::model::gelu;
 use pretext_sdk::task::losses::l2_normalize;
 use pretext_sdk::task::{
-    CropGroup, Freeze, GradClip, InputSpec, Momentum, MultiCrop, PretextTask, Sample, Step, TaskError, TaskInfo,
-    TaskOutput, Training, Views,
+    CropGroup, Freeze, GradClip, ImageRngs, InputSpec, Momentum, MultiCrop, PretextTask, Sample, Step, TaskError,
+    TaskInfo, TaskOutput, Training, Views,
 };
-use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -191,7 +190,8 @@ pub fn dino_loss(
     let total = total.ok_or_else(|| candle_core::Error::Msg("DINO has no crop pairs".into()))?;
     #[allow(clippy::cast_precision_loss)]
     let loss = (total / terms as f64)?;
-    let batch_center = teacher.detach().mean_keepdim(0)?;
+    // Over the global batch in a data-parallel run, as DINO's `update_center` all-reduces it.
+    let batch_center = pretext_sdk::dist::mean_over_ranks(&teacher.detach().mean_keepdim(0)?)?;
     let new_center = ((center * center_momentum)? + (batch_center * (1.0 - center_momentum))?)?;
     Ok((loss, new_center))
 }
@@ -273,8 +273,8 @@ impl PretextTask for Dino {
         Ok(task)
     }
 
-    fn make_views(&self, batch: &ByteImages, rng: &mut StdRng) -> Result<Views, TaskError> {
-        self.crops.views(batch, rng)
+    fn make_views(&self, batch: &ByteImages, rngs: &mut ImageRngs) -> Result<Views, TaskError> {
+        self.crops.views(batch, rngs)
     }
 
     fn build_head(&self, feature_dim: usize, vb: VarBuilder) -> candle_core::Result<DinoHead> {
@@ -315,8 +315,8 @@ impl PretextTask for Dino {
         Ok(TaskOutput { loss, metrics })
     }
 
-    fn samples(&self, batch: &ByteImages, rng: &mut StdRng) -> Result<Vec<Sample>, TaskError> {
-        Ok(self.crops.samples(batch, rng))
+    fn samples(&self, batch: &ByteImages, rngs: &mut ImageRngs) -> Result<Vec<Sample>, TaskError> {
+        Ok(self.crops.samples(batch, rngs))
     }
 }
 
@@ -327,7 +327,6 @@ pretext_sdk::export_plugin!(Dino);
 mod tests {
     use candle_core::Device;
     use candle_nn::VarMap;
-    use rand::SeedableRng;
 
     use super::*;
 
@@ -380,7 +379,7 @@ mod tests {
         let task = Dino::new(DinoConfig::default(), InputSpec { channels: 1, height: 28, width: 28, patch_size: None })
             .unwrap();
         let batch = ByteImages::new(3, 1, 28, 28, (0..3 * 784).map(|v| (v % 251) as u8).collect()).unwrap();
-        let views = task.make_views(&batch, &mut StdRng::seed_from_u64(2)).unwrap();
+        let views = task.make_views(&batch, &mut ImageRngs::from_seed(2, batch.n)).unwrap();
         let shapes: Vec<_> = views.groups.iter().map(|g| (g.n, g.c, g.h, g.w)).collect();
         // 96/224 of 28 px is 12 px.
         assert_eq!(shapes, [(6, 1, 28, 28), (12, 1, 12, 12)]);

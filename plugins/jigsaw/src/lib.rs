@@ -25,7 +25,7 @@ use pretext_sdk::augment::{Image, check_crop_scale, color_jitter, normalize_tile
 use pretext_sdk::images::{ByteImages, FloatImages};
 use pretext_sdk::task::heads::{Dense, Mlp};
 use pretext_sdk::task::losses::classification;
-use pretext_sdk::task::{InputSpec, PretextTask, Sample, Step, TaskError, TaskInfo, TaskOutput, Views};
+use pretext_sdk::task::{ImageRngs, InputSpec, PretextTask, Sample, Step, TaskError, TaskInfo, TaskOutput, Views};
 use rand::Rng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
@@ -200,11 +200,11 @@ impl PretextTask for Jigsaw {
         })
     }
 
-    fn make_views(&self, batch: &ByteImages, rng: &mut StdRng) -> Result<Views, TaskError> {
+    fn make_views(&self, batch: &ByteImages, rngs: &mut ImageRngs) -> Result<Views, TaskError> {
         let mut images = FloatImages::empty(batch.c, self.tile, self.tile);
         let mut targets = Vec::with_capacity(batch.n);
         for i in 0..batch.n {
-            let (shuffled, label) = self.puzzle(batch, i, rng);
+            let (shuffled, label) = self.puzzle(batch, i, rngs.image(i));
             for t in &shuffled {
                 t.push_to(&mut images).map_err(|e| TaskError::Input(e.to_string()))?;
             }
@@ -226,10 +226,10 @@ impl PretextTask for Jigsaw {
         self.permutation_loss(step.head(), &step.features()?, step.targets()?)
     }
 
-    fn samples(&self, batch: &ByteImages, rng: &mut StdRng) -> Result<Vec<Sample>, TaskError> {
+    fn samples(&self, batch: &ByteImages, rngs: &mut ImageRngs) -> Result<Vec<Sample>, TaskError> {
         let mut out = Vec::new();
         for i in 0..batch.n {
-            let (shuffled, label) = self.puzzle(batch, i, rng);
+            let (shuffled, label) = self.puzzle(batch, i, rngs.image(i));
             let perm = &self.perms[label];
             for (pos, t) in shuffled.into_iter().enumerate() {
                 out.push(Sample {
@@ -248,7 +248,6 @@ pretext_sdk::export_plugin!(Jigsaw);
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use rand::SeedableRng;
 
     use super::*;
 
@@ -264,7 +263,7 @@ mod tests {
                 (0..30 * 30).map(|p| u8::try_from((p / 30 / cell) * grid + (p % 30) / cell).unwrap() * 20).collect();
             let batch = ByteImages::new(1, 1, 30, 30, data).unwrap();
             for seed in 0..20 {
-                let views = task.make_views(&batch, &mut StdRng::seed_from_u64(seed)).unwrap();
+                let views = task.make_views(&batch, &mut ImageRngs::from_seed(seed, batch.n)).unwrap();
                 assert_eq!((views.groups[0].n, views.groups[0].h), (grid * grid, tile));
                 let perm = &task.permutations()[views.targets[0] as usize];
                 for (pos, &cell) in perm.iter().enumerate() {
@@ -284,7 +283,7 @@ mod tests {
             (0..30 * 30usize).map(|p| if p / 30 < 10 { 150 + u8::try_from(p % 7).unwrap() * 15 } else { 20 }).collect();
         let batch = ByteImages::new(1, 1, 30, 30, data).unwrap();
         let whole = pretext_sdk::augment::channel_mean_std(&Image::from_bytes(&batch, 0))[0];
-        let views = task.make_views(&batch, &mut StdRng::seed_from_u64(3)).unwrap();
+        let views = task.make_views(&batch, &mut ImageRngs::from_seed(3, batch.n)).unwrap();
         for pos in 0..9 {
             let tile = Image::from_floats(&views.groups[0], pos);
             let (mean, std) = pretext_sdk::augment::channel_mean_std(&tile)[0];

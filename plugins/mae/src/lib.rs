@@ -23,7 +23,7 @@ use candle_nn::{Init, VarBuilder};
 use pretext_sdk::augment::{Image, SimclrAugment, check_crop_scale};
 use pretext_sdk::images::{ByteImages, FloatImages};
 use pretext_sdk::model::{Block, LN_EPS, LayerNorm, Linear, vit_linear};
-use pretext_sdk::task::{InputSpec, PretextTask, Sample, Step, TaskError, TaskInfo, TaskOutput, Views};
+use pretext_sdk::task::{ImageRngs, InputSpec, PretextTask, Sample, Step, TaskError, TaskInfo, TaskOutput, Views};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
@@ -256,12 +256,12 @@ impl PretextTask for Mae {
         Ok(Self { config, augment, patch, grid, channels: input.channels })
     }
 
-    fn make_views(&self, batch: &ByteImages, rng: &mut StdRng) -> Result<Views, TaskError> {
+    fn make_views(&self, batch: &ByteImages, rngs: &mut ImageRngs) -> Result<Views, TaskError> {
         let s = self.augment.size;
         let mut images = FloatImages::empty(batch.c, s, s);
         let mut orders = Vec::with_capacity(batch.n * self.patches());
         for i in 0..batch.n {
-            let (view, order) = self.draw(batch, i, rng);
+            let (view, order) = self.draw(batch, i, rngs.image(i));
             view.push_to(&mut images).map_err(|e| TaskError::Input(e.to_string()))?;
             orders.extend(order);
         }
@@ -314,11 +314,11 @@ impl PretextTask for Mae {
             .collect())
     }
 
-    fn samples(&self, batch: &ByteImages, rng: &mut StdRng) -> Result<Vec<Sample>, TaskError> {
+    fn samples(&self, batch: &ByteImages, rngs: &mut ImageRngs) -> Result<Vec<Sample>, TaskError> {
         let mut out = Vec::new();
         let p = self.patch;
         for i in 0..batch.n {
-            let (view, order) = self.draw(batch, i, rng);
+            let (view, order) = self.draw(batch, i, rngs.image(i));
             let mut masked = view.clone();
             for &k in &order[self.kept()..] {
                 let (r, c) = (k as usize / self.grid.1, k as usize % self.grid.1);
@@ -343,7 +343,6 @@ pretext_sdk::export_plugin!(Mae);
 #[allow(clippy::unwrap_used)]
 mod tests {
     use candle_core::Device;
-    use rand::SeedableRng;
 
     use super::*;
 
@@ -358,7 +357,7 @@ mod tests {
         let task = Mae::new(MaeConfig::default(), InputSpec { height: 16, width: 16, ..input() }).unwrap();
         assert_eq!((task.patches(), task.kept()), (16, 4));
         let batch = ByteImages::new(3, 1, 16, 16, (0..3 * 256).map(|v| (v % 251) as u8).collect()).unwrap();
-        let views = task.make_views(&batch, &mut StdRng::seed_from_u64(3)).unwrap();
+        let views = task.make_views(&batch, &mut ImageRngs::from_seed(3, batch.n)).unwrap();
         assert_eq!(views.targets.len(), 3 * 16);
         for order in views.targets.chunks(16) {
             let mut sorted = order.to_vec();

@@ -13,7 +13,7 @@ use pretext_sdk::augment::{Image, check_crop_scale, hflip, pad_crop, random_zoom
 use pretext_sdk::images::{ByteImages, FloatImages};
 use pretext_sdk::task::heads::Mlp;
 use pretext_sdk::task::losses::classification;
-use pretext_sdk::task::{InputSpec, PretextTask, Sample, Step, TaskError, TaskInfo, TaskOutput, Views};
+use pretext_sdk::task::{ImageRngs, InputSpec, PretextTask, Sample, Step, TaskError, TaskInfo, TaskOutput, Views};
 use rand::Rng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
@@ -104,11 +104,11 @@ impl PretextTask for Rotation {
         Ok(Self { config })
     }
 
-    fn make_views(&self, batch: &ByteImages, rng: &mut StdRng) -> Result<Views, TaskError> {
+    fn make_views(&self, batch: &ByteImages, rngs: &mut ImageRngs) -> Result<Views, TaskError> {
         let mut images = FloatImages::empty(batch.c, batch.h, batch.w);
         let mut targets = Vec::with_capacity(4 * batch.n);
         for i in 0..batch.n {
-            for (class, view) in self.rotations(batch, i, rng).iter().enumerate() {
+            for (class, view) in self.rotations(batch, i, rngs.image(i)).iter().enumerate() {
                 view.push_to(&mut images).map_err(|e| TaskError::Input(e.to_string()))?;
                 targets.push(u32::try_from(class).unwrap_or(0));
             }
@@ -128,10 +128,10 @@ impl PretextTask for Rotation {
         step.head().loss(&step.features()?, step.targets()?)
     }
 
-    fn samples(&self, batch: &ByteImages, rng: &mut StdRng) -> Result<Vec<Sample>, TaskError> {
+    fn samples(&self, batch: &ByteImages, rngs: &mut ImageRngs) -> Result<Vec<Sample>, TaskError> {
         let mut out = Vec::new();
         for i in 0..batch.n {
-            for (k, view) in self.rotations(batch, i, rng).into_iter().enumerate() {
+            for (k, view) in self.rotations(batch, i, rngs.image(i)).into_iter().enumerate() {
                 out.push(Sample { group: i, caption: format!("{}°", 90 * k), image: view.into_batch() });
             }
         }
@@ -144,7 +144,6 @@ pretext_sdk::export_plugin!(Rotation);
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use rand::SeedableRng;
 
     use super::*;
 
@@ -157,7 +156,7 @@ mod tests {
         .unwrap();
         // One 2×2 image [[10, 20], [30, 40]]; counter-clockwise quarter turn: [[20, 40], [10, 30]].
         let batch = ByteImages::new(1, 1, 2, 2, vec![10, 20, 30, 40]).unwrap();
-        let views = task.make_views(&batch, &mut StdRng::seed_from_u64(0)).unwrap();
+        let views = task.make_views(&batch, &mut ImageRngs::from_seed(0, batch.n)).unwrap();
         assert_eq!(views.targets, vec![0, 1, 2, 3]);
         let as_bytes = |i: usize| views.groups[0].one(i).to_bytes().data;
         assert_eq!(as_bytes(0), vec![10, 20, 30, 40]);
@@ -176,7 +175,7 @@ mod tests {
             let batch = ByteImages::new(1, 1, 8, 8, (1..=64).collect()).unwrap();
             let mut moved = 0;
             for seed in 0..10 {
-                let views = task.make_views(&batch, &mut StdRng::seed_from_u64(seed)).unwrap();
+                let views = task.make_views(&batch, &mut ImageRngs::from_seed(seed, batch.n)).unwrap();
                 let upright = Image::from_floats(&views.groups[0], 0);
                 assert_eq!((upright.h, upright.w), (8, 8));
                 for (k, &turns) in ROTATIONS.iter().enumerate() {

@@ -9,10 +9,11 @@
 use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
 use pretext_sdk::augment::{Image, SimclrAugment, check_crop_scale};
+use pretext_sdk::dist;
 use pretext_sdk::images::{ByteImages, FloatImages};
 use pretext_sdk::task::heads::Mlp;
 use pretext_sdk::task::losses::l2_normalize;
-use pretext_sdk::task::{InputSpec, PretextTask, Sample, Step, TaskError, TaskInfo, TaskOutput, Views};
+use pretext_sdk::task::{ImageRngs, InputSpec, PretextTask, Sample, Step, TaskError, TaskInfo, TaskOutput, Views};
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
@@ -64,6 +65,10 @@ pub struct Simclr {
 /// Rows are L2-normalised, similarities divided by `temperature`, each row's own similarity
 /// left out, and the cross-entropy of picking the positive averaged over all `2N` rows.
 /// Returns the loss and the fraction of rows whose most similar other row is the positive.
+///
+/// In a data-parallel run the negatives come from the global batch: this rank's rows are
+/// compared with every rank's (`dist::gather`, whose backward sums the gradient over the
+/// ranks), so the ranks' averaged gradients are those of one process over the global batch.
 pub fn nt_xent(z: &Tensor, temperature: f64) -> candle_core::Result<(Tensor, Tensor)> {
     let (rows, _) = z.dims2()?;
     if rows % 2 != 0 || rows == 0 {
@@ -71,11 +76,16 @@ pub fn nt_xent(z: &Tensor, temperature: f64) -> candle_core::Result<(Tensor, Ten
     }
     let n = rows / 2;
     let z = l2_normalize(z)?;
-    let sim = (z.matmul(&z.t()?)? / temperature)?;
-    // A large negative on the diagonal removes self-similarity from the softmax.
-    let eye = Tensor::eye(rows, DType::F32, z.device())?;
-    let sim = (sim - (eye * 1e9)?)?;
-    let targets: Vec<u32> = (0..rows).map(|i| u32::try_from((i + n) % rows).unwrap_or(0)).collect();
+    let all = dist::gather(&z)?;
+    // This rank's rows sit at `offset..offset + rows` of the gathered ones.
+    let offset = dist::current().map_or(0, |c| c.rank() * rows);
+    let total = all.dim(0)?;
+    let sim = (z.matmul(&all.t()?)? / temperature)?;
+    // A large negative on each row's own column removes self-similarity from the softmax.
+    let own: Vec<f32> =
+        (0..rows).flat_map(|i| (0..total).map(move |j| if j == offset + i { 1e9 } else { 0.0 })).collect();
+    let sim = (sim - Tensor::from_vec(own, (rows, total), z.device())?)?;
+    let targets: Vec<u32> = (0..rows).map(|i| u32::try_from(offset + (i + n) % rows).unwrap_or(0)).collect();
     let targets = Tensor::from_vec(targets, rows, z.device())?;
     let loss = candle_nn::loss::cross_entropy(&sim, &targets)?;
     let acc = sim.argmax(1)?.eq(&targets)?.to_dtype(DType::F32)?.mean_all()?;
@@ -130,7 +140,7 @@ impl PretextTask for Simclr {
         Ok(Self { config, augment })
     }
 
-    fn make_views(&self, batch: &ByteImages, rng: &mut StdRng) -> Result<Views, TaskError> {
+    fn make_views(&self, batch: &ByteImages, rngs: &mut ImageRngs) -> Result<Views, TaskError> {
         let s = self.augment.size;
         // First views of every image, then second views: rows i and i + N are a pair. With
         // `separate_views` they are two groups, which `Step::features` encodes one after the
@@ -142,7 +152,9 @@ impl PretextTask for Simclr {
         }
         for k in 0..2 * batch.n {
             let group = &mut images[k * groups / (2 * batch.n)];
-            self.view(batch, k % batch.n, rng).push_to(group).map_err(|e| TaskError::Input(e.to_string()))?;
+            self.view(batch, k % batch.n, rngs.image(k % batch.n))
+                .push_to(group)
+                .map_err(|e| TaskError::Input(e.to_string()))?;
         }
         Ok(Views { groups: images, targets: Vec::new() })
     }
@@ -157,14 +169,14 @@ impl PretextTask for Simclr {
         Ok(TaskOutput { loss, metrics: vec![("pretext_acc".into(), acc)] })
     }
 
-    fn samples(&self, batch: &ByteImages, rng: &mut StdRng) -> Result<Vec<Sample>, TaskError> {
+    fn samples(&self, batch: &ByteImages, rngs: &mut ImageRngs) -> Result<Vec<Sample>, TaskError> {
         let mut out = Vec::new();
         for i in 0..batch.n {
             for v in 1..=2 {
                 out.push(Sample {
                     group: i,
                     caption: format!("view {v}"),
-                    image: self.view(batch, i, rng).into_batch(),
+                    image: self.view(batch, i, rngs.image(i)).into_batch(),
                 });
             }
         }
@@ -178,7 +190,6 @@ pretext_sdk::export_plugin!(Simclr);
 #[allow(clippy::unwrap_used)]
 mod tests {
     use candle_core::Device;
-    use rand::SeedableRng;
 
     use super::*;
 
@@ -213,6 +224,39 @@ mod tests {
     }
 
     #[test]
+    fn two_ranks_with_gathered_negatives_match_one_process_on_the_global_batch() {
+        use candle_core::Var;
+        use pretext_sdk::dist::LocalGroup;
+        // Rank r holds first views a_r and second views b_r of its 3 images (rows of 4).
+        let rows = |r: usize, v: usize| -> Vec<f32> {
+            (0..12).map(|k| ((k * 7 + r * 5 + v * 3) % 11) as f32 - 5.0 + 0.1 * k as f32).collect()
+        };
+        let local = |r: usize| Tensor::from_vec([rows(r, 0), rows(r, 1)].concat(), (6, 4), &cpu()).unwrap();
+        let ranks = LocalGroup::run(2, false, |r| {
+            let z = Var::from_tensor(&local(r)).unwrap();
+            let (loss, _) = nt_xent(z.as_tensor(), 0.5).unwrap();
+            let grad = loss.backward().unwrap().get(z.as_tensor()).unwrap().to_vec2::<f32>().unwrap();
+            (loss.to_scalar::<f32>().unwrap(), grad)
+        });
+        // One process: first views of all six images, then their second views.
+        let global = [rows(0, 0), rows(1, 0), rows(0, 1), rows(1, 1)].concat();
+        let z = Var::from_tensor(&Tensor::from_vec(global, (12, 4), &cpu()).unwrap()).unwrap();
+        let (loss, _) = nt_xent(z.as_tensor(), 0.5).unwrap();
+        let grad = loss.backward().unwrap().get(z.as_tensor()).unwrap().to_vec2::<f32>().unwrap();
+        let mean_loss = (ranks[0].0 + ranks[1].0) / 2.0;
+        assert!((mean_loss - loss.to_scalar::<f32>().unwrap()).abs() < 1e-5);
+        // The ranks' gradients, averaged as the session averages them, are the global ones.
+        for (r, (_, g)) in ranks.iter().enumerate() {
+            for (i, row) in g.iter().enumerate() {
+                let global_row = if i < 3 { r * 3 + i } else { 6 + r * 3 + i - 3 };
+                for (a, b) in row.iter().zip(&grad[global_row]) {
+                    assert!((a / 2.0 - b).abs() < 1e-6, "rank {r} row {i}: {a}/2 vs {b}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn nt_xent_is_scale_invariant_and_rejects_odd_batches() {
         let z = Tensor::new(&[[1.0f32, 2.0], [3.0, -1.0], [0.5, 0.5], [2.0, 1.0]], &cpu()).unwrap();
         let a = nt_xent(&z, 0.1).unwrap().0.to_scalar::<f32>().unwrap();
@@ -228,18 +272,18 @@ mod tests {
             Simclr::new(SimclrConfig::default(), InputSpec { channels: 3, height: 8, width: 8, patch_size: None })
                 .unwrap();
         let batch = ByteImages::new(3, 3, 8, 8, (0..3 * 3 * 64).map(|v| (v % 251) as u8).collect()).unwrap();
-        let mut rng = StdRng::seed_from_u64(1);
+        let mut rng = ImageRngs::from_seed(1, batch.n);
         let views = task.make_views(&batch, &mut rng).unwrap();
         assert_eq!(views.groups.len(), 1);
         assert_eq!((views.groups[0].n, views.groups[0].c, views.groups[0].h), (6, 3, 8));
         assert!(views.targets.is_empty());
-        let again = task.make_views(&batch, &mut StdRng::seed_from_u64(1)).unwrap();
+        let again = task.make_views(&batch, &mut ImageRngs::from_seed(1, batch.n)).unwrap();
         assert_eq!(views, again);
 
         // Separate views: the same images as two batches, first views then second views.
         let config = SimclrConfig { separate_views: true, ..SimclrConfig::default() };
         let split = Simclr::new(config, InputSpec { channels: 3, height: 8, width: 8, patch_size: None }).unwrap();
-        let two = split.make_views(&batch, &mut StdRng::seed_from_u64(1)).unwrap();
+        let two = split.make_views(&batch, &mut ImageRngs::from_seed(1, batch.n)).unwrap();
         assert_eq!(two.groups.len(), 2);
         let joined: Vec<f32> = two.groups.iter().flat_map(|g| g.data.iter().copied()).collect();
         assert_eq!(joined, views.groups[0].data);

@@ -15,13 +15,13 @@
 
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
+use pretext_sdk::dist;
 use pretext_sdk::images::ByteImages;
 use pretext_sdk::task::heads::Mlp;
 use pretext_sdk::task::losses::diagonal;
 use pretext_sdk::task::{
-    InputSpec, MultiCrop, PairAugment, PretextTask, Sample, Step, TaskError, TaskInfo, TaskOutput, Views,
+    ImageRngs, InputSpec, MultiCrop, PairAugment, PretextTask, Sample, Step, TaskError, TaskInfo, TaskOutput, Views,
 };
-use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -115,8 +115,8 @@ impl PretextTask for Vicreg {
         Ok(Self { config, crops })
     }
 
-    fn make_views(&self, batch: &ByteImages, rng: &mut StdRng) -> Result<Views, TaskError> {
-        self.crops.views(batch, rng)
+    fn make_views(&self, batch: &ByteImages, rngs: &mut ImageRngs) -> Result<Views, TaskError> {
+        self.crops.views(batch, rngs)
     }
 
     fn build_head(&self, feature_dim: usize, vb: VarBuilder) -> candle_core::Result<Mlp> {
@@ -127,7 +127,8 @@ impl PretextTask for Vicreg {
     fn loss(&self, step: &mut Step<'_, Mlp>) -> candle_core::Result<TaskOutput> {
         let expand = |v: &Tensor| step.head().forward_t(&step.encode(v)?, true);
         let (z1, z2) = (expand(step.view(0)?)?, expand(step.view(1)?)?);
-        let t = vicreg_terms(&z1, &z2)?;
+        // Variance and covariance are over the global batch in a data-parallel run.
+        let t = vicreg_terms(&dist::gather(&z1)?, &dist::gather(&z2)?)?;
         let c = &self.config;
         let loss = (((&t.invariance * c.sim_loss_weight)? + (&t.variance * c.var_loss_weight)?)?
             + (&t.covariance * c.cov_loss_weight)?)?;
@@ -139,8 +140,8 @@ impl PretextTask for Vicreg {
         Ok(TaskOutput { loss, metrics })
     }
 
-    fn samples(&self, batch: &ByteImages, rng: &mut StdRng) -> Result<Vec<Sample>, TaskError> {
-        Ok(self.crops.samples(batch, rng))
+    fn samples(&self, batch: &ByteImages, rngs: &mut ImageRngs) -> Result<Vec<Sample>, TaskError> {
+        Ok(self.crops.samples(batch, rngs))
     }
 }
 

@@ -66,6 +66,10 @@ impl BatchNorm {
                     "batch norm in training mode needs more than one value per channel, got input {dims:?}"
                 );
             }
+            if let Some(comm) = crate::dist::sync_batch_norm() {
+                let y = self.sync_train(x, comm.world(), per_channel)?;
+                return if relu { y.relu() } else { Ok(y) };
+            }
             #[cfg(not(target_arch = "wasm32"))]
             if super::conv_impl() == super::ConvImpl::Fast
                 && x.device().is_cpu()
@@ -102,6 +106,39 @@ impl BatchNorm {
         update(self.running_var(), stats.get(1)?, unbias)?;
         let wb = Tensor::stack(&[weight, bias], 0)?;
         x.apply_op3(&stats, &wb, BatchNormTrain { eps: Self::EPS, relu })
+    }
+}
+
+impl BatchNorm {
+    /// Training mode with the statistics of the global batch (PyTorch's `SyncBatchNorm`):
+    /// per-channel sums all-reduced over the `world` ranks, the mean first and then the
+    /// centred squares (two passes, as the one-process kernels compute them). The sums are
+    /// differentiable collectives, so the gradient is that of the one-process global batch.
+    #[allow(clippy::cast_precision_loss)]
+    fn sync_train(&self, x: &Tensor, world: usize, per_channel: usize) -> Result<Tensor> {
+        use crate::dist::all_reduce_sum;
+        let dims = x.dims().to_vec();
+        let c = dims[1];
+        // Channels first, everything else flattened: (C, M).
+        let rows = x.transpose(0, 1)?.contiguous()?.reshape((c, per_channel))?;
+        let count = (per_channel * world) as f64;
+        let mean = (all_reduce_sum(&rows.sum_keepdim(1)?)? / count)?;
+        let centred = rows.broadcast_sub(&mean)?;
+        let var = (all_reduce_sum(&centred.sqr()?.sum_keepdim(1)?)? / count)?;
+        let mut y = centred.broadcast_div(&(var.clone() + Self::EPS)?.sqrt()?)?;
+        if let Some((weight, bias)) = self.inner.weight_and_bias() {
+            y = y.broadcast_mul(&weight.reshape((c, 1))?)?.broadcast_add(&bias.reshape((c, 1))?)?;
+        }
+        let m = Self::MOMENTUM;
+        let update = |running: &Tensor, batch: Tensor| -> Result<()> {
+            let new = ((running * (1.0 - m))? + (batch.detach().flatten_all()? * m)?)?;
+            candle_core::Var::from_tensor(running)?.set(&new)
+        };
+        update(self.running_mean(), mean)?;
+        update(self.running_var(), (var * (count / (count - 1.0)))?)?;
+        let mut shape = dims.clone();
+        shape.swap(0, 1);
+        y.reshape(shape)?.transpose(0, 1)?.contiguous()
     }
 }
 
@@ -216,6 +253,60 @@ mod tests {
                 let diff = a.iter().zip(b).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
                 assert!(diff / scale < 1e-4, "{name} differs by {diff} (scale {scale}) for {dims:?}, relu {relu}");
             }
+        }
+    }
+
+    /// Synchronised batch norm on two ranks of 3 images each against one process on all 6:
+    /// outputs, the input's gradient (averaged as the session averages), the weight and bias
+    /// gradients (averaged) and the running statistics.
+    #[cfg(not(target_arch = "wasm32"))]
+    #[test]
+    fn synchronised_statistics_match_one_process_on_the_global_batch() {
+        use crate::dist::LocalGroup;
+        let dev = Device::Cpu;
+        let value = |i: usize| ((i * 37 + 11) % 29) as f32 / 7.0 - 2.0;
+        let dims = [6usize, 2, 2, 3];
+        let len: usize = dims.iter().product();
+        let global = Tensor::from_vec((0..len).map(value).collect::<Vec<f32>>(), &dims[..], &dev).unwrap();
+        let weights = Tensor::from_vec((0..len).map(|i| value(i + 5)).collect::<Vec<f32>>(), &dims[..], &dev).unwrap();
+        let run = |x: &Tensor, r: &Tensor| {
+            let map = VarMap::new();
+            let bn = BatchNorm::new(2, VarBuilder::from_varmap(&map, DType::F32, &dev).pp("bn")).unwrap();
+            let x = Var::from_tensor(x).unwrap();
+            let y = bn.forward_relu_t(x.as_tensor(), true).unwrap();
+            let grads = (&y * r).unwrap().sum_all().unwrap().backward().unwrap();
+            let get = |t: &Tensor| grads.get(t).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let data = map.data().lock().unwrap();
+            [
+                y.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                get(x.as_tensor()),
+                get(data["bn.weight"].as_tensor()),
+                get(data["bn.bias"].as_tensor()),
+                data["bn.running_mean"].as_tensor().to_vec1::<f32>().unwrap(),
+                data["bn.running_var"].as_tensor().to_vec1::<f32>().unwrap(),
+            ]
+        };
+        let one = run(&global, &weights);
+        let ranks = LocalGroup::run(2, true, |rank| {
+            run(&global.narrow(0, 3 * rank, 3).unwrap(), &weights.narrow(0, 3 * rank, 3).unwrap())
+        });
+        let close = |a: &[f32], b: &[f32], what: &str| {
+            assert_eq!(a.len(), b.len(), "{what}");
+            for (p, q) in a.iter().zip(b) {
+                assert!((p - q).abs() < 1e-5, "{what}: {p} vs {q}");
+            }
+        };
+        // Each rank's output and input gradient are its rows of the global ones; the loss of
+        // the one process is the sum of the ranks', so the input gradient is not averaged.
+        close(&[ranks[0][0].clone(), ranks[1][0].clone()].concat(), &one[0], "output");
+        close(&[ranks[0][1].clone(), ranks[1][1].clone()].concat(), &one[1], "input gradient");
+        for k in 2..4 {
+            let summed: Vec<f32> = ranks[0][k].iter().zip(&ranks[1][k]).map(|(a, b)| a + b).collect();
+            close(&summed, &one[k], "parameter gradient");
+        }
+        for rank in &ranks {
+            close(&rank[4], &one[4], "running mean");
+            close(&rank[5], &one[5], "running variance");
         }
     }
 }

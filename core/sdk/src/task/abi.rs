@@ -11,7 +11,9 @@ use std::ffi::c_void;
 pub const MAGIC: u64 = u64::from_be_bytes(*b"PRETEXT1");
 /// Bumped whenever any type or function in this file changes. 2: `train_step` takes a
 /// [`StepInfo`] (the schedule position that teachers and warm-ups need) instead of the rate.
-pub const ABI_VERSION: u32 = 2;
+/// 3: `create` takes the host's [`Collectives`] (data-parallel runs) and `prepare` one seed
+/// per image instead of one per batch.
+pub const ABI_VERSION: u32 = 3;
 /// The one symbol a plugin exports (its name stays; the version is in the declaration).
 pub const SYMBOL: &str = "pretext_plugin_v1";
 /// Capability bit: the plugin was built with CUDA support.
@@ -71,6 +73,21 @@ pub struct StepInfo {
 /// The host's log sink: level (1 error … 5 trace) and a UTF-8 message.
 pub type LogFn = extern "C" fn(level: u32, message: Bytes);
 
+/// The ranks of a data-parallel run, as the host offers them to a session: this rank, the
+/// number of ranks, and collectives over `f32` buffers that return [`OK`] or an error code.
+/// `ctx` is the host's and is passed back unchanged; it outlives the session.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Collectives {
+    pub ctx: *const c_void,
+    pub rank: u32,
+    pub world: u32,
+    /// Sums `len` floats at `data` over all ranks, in place.
+    pub all_reduce_sum: unsafe extern "C" fn(ctx: *const c_void, data: *mut f32, len: usize) -> i32,
+    /// Writes every rank's `len` floats, in rank order, to `out` (`world · len` floats).
+    pub all_gather: unsafe extern "C" fn(ctx: *const c_void, data: *const f32, len: usize, out: *mut f32) -> i32,
+}
+
 /// Opaque handles owned by the plugin.
 pub type SessionPtr = *mut c_void;
 pub type PreparedPtr = *mut c_void;
@@ -81,14 +98,21 @@ pub type PreparedPtr = *mut c_void;
 pub struct VTable {
     /// JSON `Description`: name, version, description, default config, core version, CUDA.
     pub describe: unsafe extern "C" fn(out: *mut OwnedBuf, err: *mut OwnedBuf) -> i32,
-    /// Creates a session from a JSON `SessionConfig`.
-    pub create:
-        unsafe extern "C" fn(config: Bytes, log: Option<LogFn>, out: *mut SessionPtr, err: *mut OwnedBuf) -> i32,
-    /// Makes the pretext inputs of a batch; thread-safe, may run during `train_step`.
+    /// Creates a session from a JSON `SessionConfig`; `ranks` is null for a run of one
+    /// process, otherwise read during the call (its `ctx` must outlive the session).
+    pub create: unsafe extern "C" fn(
+        config: Bytes,
+        log: Option<LogFn>,
+        ranks: *const Collectives,
+        out: *mut SessionPtr,
+        err: *mut OwnedBuf,
+    ) -> i32,
+    /// Makes the pretext inputs of a batch, image `i` from `seeds[i]` (`images.n` seeds);
+    /// thread-safe, may run during `train_step`.
     pub prepare: unsafe extern "C" fn(
         session: SessionPtr,
         images: ImagesRef,
-        seed: u64,
+        seeds: *const u64,
         out: *mut PreparedPtr,
         err: *mut OwnedBuf,
     ) -> i32,

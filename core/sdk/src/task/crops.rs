@@ -6,10 +6,9 @@
 //! (so a group of two crops of N images holds rows `0..N` and `N..2N`, the layout the losses
 //! split on). This only composes the `augment` transforms: no tensors, no device.
 
-use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
-use super::{Sample, TaskError, Views};
+use super::{ImageRngs, Sample, TaskError, Views};
 use crate::augment::{Image, SimclrAugment, check_crop_scale};
 use crate::images::{ByteImages, FloatImages};
 
@@ -106,7 +105,7 @@ impl MultiCrop {
     }
 
     /// The views of a batch: one [`Views::groups`] entry per crop group, crop-major.
-    pub fn views(&self, batch: &ByteImages, rng: &mut StdRng) -> Result<Views, TaskError> {
+    pub fn views(&self, batch: &ByteImages, rngs: &mut ImageRngs) -> Result<Views, TaskError> {
         let mut groups = Vec::with_capacity(self.groups.len());
         for g in &self.groups {
             let size = g.augments.first().map_or(0, |a| a.size);
@@ -115,7 +114,7 @@ impl MultiCrop {
             for augment in &g.augments {
                 for i in 0..batch.n {
                     augment
-                        .apply(&Image::from_bytes(batch, i), rng)
+                        .apply(&Image::from_bytes(batch, i), rngs.image(i))
                         .push_to(&mut images)
                         .map_err(|e| TaskError::Input(e.to_string()))?;
                 }
@@ -126,14 +125,14 @@ impl MultiCrop {
     }
 
     /// Every crop of every image, captioned with its group ("global 2"), grouped by image.
-    pub fn samples(&self, batch: &ByteImages, rng: &mut StdRng) -> Vec<Sample> {
+    pub fn samples(&self, batch: &ByteImages, rngs: &mut ImageRngs) -> Vec<Sample> {
         let mut out = Vec::new();
         for i in 0..batch.n {
             let image = Image::from_bytes(batch, i);
             for g in &self.groups {
                 for (k, augment) in g.augments.iter().enumerate() {
                     let caption = if g.augments.len() == 1 { g.name.clone() } else { format!("{} {}", g.name, k + 1) };
-                    out.push(Sample { group: i, caption, image: augment.apply(&image, rng).into_batch() });
+                    out.push(Sample { group: i, caption, image: augment.apply(&image, rngs.image(i)).into_batch() });
                 }
             }
         }
@@ -144,7 +143,6 @@ impl MultiCrop {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use rand::SeedableRng;
 
     use super::*;
 
@@ -160,11 +158,11 @@ mod tests {
         };
         crops.check().unwrap();
         let batch = ByteImages::new(5, 3, 8, 8, (0..5 * 3 * 64).map(|v| (v % 253) as u8).collect()).unwrap();
-        let views = crops.views(&batch, &mut StdRng::seed_from_u64(3)).unwrap();
+        let views = crops.views(&batch, &mut ImageRngs::from_seed(3, batch.n)).unwrap();
         let shapes: Vec<_> = views.groups.iter().map(|g| (g.n, g.c, g.h, g.w)).collect();
         assert_eq!(shapes, [(10, 3, 8, 8), (15, 3, 4, 4)]);
         assert_eq!(views.count(), 25);
-        let samples = crops.samples(&batch, &mut StdRng::seed_from_u64(3));
+        let samples = crops.samples(&batch, &mut ImageRngs::from_seed(3, batch.n));
         assert_eq!(samples.len(), 25);
         let captions: Vec<&str> = samples[..5].iter().map(|s| s.caption.as_str()).collect();
         assert_eq!(captions, ["global 1", "global 2", "local 1", "local 2", "local 3"]);

@@ -10,8 +10,11 @@ use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Once;
 
-use super::abi::{self, Bytes, ImagesRef, LogFn, OwnedBuf, PluginDecl, PreparedPtr, SessionPtr, StepInfo, VTable};
+use super::abi::{
+    self, Bytes, Collectives, ImagesRef, LogFn, OwnedBuf, PluginDecl, PreparedPtr, SessionPtr, StepInfo, VTable,
+};
 use super::{PretextTask, Schedule, Session, SessionConfig, TaskError, Views};
+use crate::dist::{Collective, Comm};
 use crate::images::ByteImages;
 
 fn into_buf(bytes: Vec<u8>) -> OwnedBuf {
@@ -122,6 +125,38 @@ unsafe fn session<'a, T: PretextTask>(session: SessionPtr) -> Result<&'a Session
     unsafe { session.cast::<Session<T>>().as_ref() }.ok_or_else(|| TaskError::Input("null session".into()))
 }
 
+/// The host's collectives behind the SDK's [`Collective`] trait.
+struct HostRanks(Collectives);
+
+// SAFETY: the host's collectives are plain function pointers and a context the host keeps
+// alive and serialises calls on (one training step at a time).
+unsafe impl Send for HostRanks {}
+// SAFETY: as above.
+unsafe impl Sync for HostRanks {}
+
+impl Collective for HostRanks {
+    fn rank(&self) -> usize {
+        self.0.rank as usize
+    }
+
+    fn world(&self) -> usize {
+        self.0.world as usize
+    }
+
+    fn all_reduce_sum(&self, data: &mut [f32]) -> Result<(), String> {
+        // SAFETY: `data` is a live, writable slice of `len` floats for the call.
+        let code = unsafe { (self.0.all_reduce_sum)(self.0.ctx, data.as_mut_ptr(), data.len()) };
+        if code == abi::OK { Ok(()) } else { Err(format!("the host's all-reduce failed (code {code})")) }
+    }
+
+    fn all_gather(&self, data: &[f32]) -> Result<Vec<f32>, String> {
+        let mut out = vec![0.0f32; data.len() * self.world()];
+        // SAFETY: `data` is readable and `out` writable for `world · len` floats.
+        let code = unsafe { (self.0.all_gather)(self.0.ctx, data.as_ptr(), data.len(), out.as_mut_ptr()) };
+        if code == abi::OK { Ok(out) } else { Err(format!("the host's all-gather failed (code {code})")) }
+    }
+}
+
 /// Forwards this plugin's `log` records to the host's callback.
 struct HostLogger(LogFn);
 
@@ -151,6 +186,7 @@ unsafe extern "C" fn describe<T: PretextTask>(out: *mut OwnedBuf, err: *mut Owne
 unsafe extern "C" fn create<T: PretextTask>(
     config: Bytes,
     log: Option<LogFn>,
+    ranks: *const Collectives,
     out: *mut SessionPtr,
     err: *mut OwnedBuf,
 ) -> i32 {
@@ -165,7 +201,9 @@ unsafe extern "C" fn create<T: PretextTask>(
         guard(err, || {
             let config: SessionConfig = serde_json::from_slice(slice(config))
                 .map_err(|e| TaskError::Config(format!("the session configuration is not valid: {e}")))?;
-            let session = Box::new(Session::<T>::new(config)?);
+            // SAFETY: the host passes null or a readable table, copied here.
+            let comm = ranks.as_ref().map(|r| std::sync::Arc::new(HostRanks(*r)) as Comm);
+            let session = Box::new(Session::<T>::with_comm(config, comm)?);
             if out.is_null() {
                 return Err(TaskError::Input("null output pointer".into()));
             }
@@ -178,14 +216,19 @@ unsafe extern "C" fn create<T: PretextTask>(
 unsafe extern "C" fn prepare<T: PretextTask>(
     s: SessionPtr,
     batch: ImagesRef,
-    seed: u64,
+    seeds: *const u64,
     out: *mut PreparedPtr,
     err: *mut OwnedBuf,
 ) -> i32 {
-    // SAFETY: the host passes a live session, a readable batch and writable outputs.
+    // SAFETY: the host passes a live session, a readable batch, `batch.n` readable seeds and
+    // writable outputs.
     unsafe {
         guard(err, || {
-            let views = session::<T>(s)?.prepare(&images(batch)?, seed)?;
+            if seeds.is_null() && batch.n > 0 {
+                return Err(TaskError::Input("null seeds".into()));
+            }
+            let seeds = if batch.n == 0 { &[][..] } else { std::slice::from_raw_parts(seeds, batch.n) };
+            let views = session::<T>(s)?.prepare(&images(batch)?, seeds)?;
             if out.is_null() {
                 return Err(TaskError::Input("null output pointer".into()));
             }

@@ -12,6 +12,7 @@
 
 pub mod abi;
 mod crops;
+mod ddp;
 mod error;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod export;
@@ -20,6 +21,7 @@ pub mod heads;
 mod inplace;
 pub mod losses;
 mod optim;
+mod rngs;
 mod session;
 mod step;
 mod teacher;
@@ -28,15 +30,16 @@ pub mod wire;
 
 use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
-use rand::rngs::StdRng;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::images::{ByteImages, FloatImages};
 
 pub use crops::{CropGroup, MultiCrop, PairAugment};
+pub use ddp::BUCKET_FLOATS;
 pub use error::TaskError;
 pub use optim::{Optimizer, OptimizerConfig, OptimizerKind, named_vars};
+pub use rngs::{ImageRngs, mix};
 pub use session::{Description, Normalize, Session, SessionConfig, StepMetrics, merge_settings};
 pub use step::{AfterStep, Schedule, Step};
 pub use teacher::ema;
@@ -140,8 +143,10 @@ pub trait PretextTask: Sized + Send + Sync + 'static {
 
     fn new(config: Self::Config, input: InputSpec) -> Result<Self, TaskError>;
 
-    /// Makes the pretext inputs and targets of one batch (CPU only; seeded `rng`).
-    fn make_views(&self, batch: &ByteImages, rng: &mut StdRng) -> Result<Views, TaskError>;
+    /// Makes the pretext inputs and targets of one batch (CPU only). Everything drawn for
+    /// image `i` must come from `rngs.image(i)`: then an image's views do not depend on its
+    /// batch, and a data-parallel run augments exactly as a one-process run.
+    fn make_views(&self, batch: &ByteImages, rngs: &mut ImageRngs) -> Result<Views, TaskError>;
 
     /// Builds the head; `vb` is already under the prefix `head.`.
     fn build_head(&self, feature_dim: usize, vb: VarBuilder) -> candle_core::Result<Self::Head>;
@@ -186,8 +191,9 @@ pub trait PretextTask: Sized + Send + Sync + 'static {
     /// view image with its target and assumes each source image's views are consecutive (one
     /// group, as rotation and Jigsaw make them); tasks with crop-major groups return
     /// [`MultiCrop::samples`] instead.
-    fn samples(&self, batch: &ByteImages, rng: &mut StdRng) -> Result<Vec<Sample>, TaskError> {
-        let views = self.make_views(batch, rng)?;
+    /// `rngs` are seeded as the ones [`PretextTask::predicted_samples`]' views are made with.
+    fn samples(&self, batch: &ByteImages, rngs: &mut ImageRngs) -> Result<Vec<Sample>, TaskError> {
+        let views = self.make_views(batch, rngs)?;
         let count = views.count();
         let per_source = (count / batch.n.max(1)).max(1);
         Ok((0..count)

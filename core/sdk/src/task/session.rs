@@ -12,18 +12,19 @@ use std::sync::{Mutex, MutexGuard};
 use candle_core::Var;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
-use rand::SeedableRng;
-use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
+use super::ddp;
+use super::rngs::derived_seeds;
 use super::step::Nets;
 use super::teacher::Teacher;
 use super::training::{self, Training};
 use super::wire::{encode_matrices, encode_samples};
 use super::{
-    AfterStep, InputSpec, Optimizer, OptimizerConfig, PretextTask, Schedule, Step, TaskError, TaskInfo, Views,
-    named_vars,
+    AfterStep, ImageRngs, InputSpec, Optimizer, OptimizerConfig, PretextTask, Schedule, Step, TaskError, TaskInfo,
+    Views, named_vars,
 };
+use crate::dist::{self, Comm};
 use crate::features::{InputNorm, stage_matrices};
 use crate::images::ByteImages;
 use crate::model::{Backbone, BackboneSpec, seeded_var_builder};
@@ -49,6 +50,10 @@ pub struct SessionConfig {
     pub device: String,
     pub seed: u64,
     pub normalize: Normalize,
+    /// In a data-parallel run, batch norm normalises with the statistics of the global
+    /// batch (PyTorch's `SyncBatchNorm`) rather than of each rank's share.
+    #[serde(default)]
+    pub sync_batch_norm: bool,
 }
 
 /// What `describe` returns: the task's info plus what the host needs to show and check.
@@ -121,6 +126,8 @@ pub struct Session<T: PretextTask> {
     training: Training,
     config: SessionConfig,
     device: Device,
+    /// The ranks of a data-parallel run; `None` (or one rank) trains alone.
+    comm: Option<Comm>,
     state: Mutex<State<T>>,
 }
 
@@ -159,6 +166,12 @@ impl<T: PretextTask> Session<T> {
     }
 
     pub fn new(config: SessionConfig) -> Result<Self, TaskError> {
+        Self::with_comm(config, None)
+    }
+
+    /// A session that is one rank of a data-parallel run: each step averages its gradients
+    /// (and metrics and batch-norm statistics) with the other ranks' through `comm`.
+    pub fn with_comm(config: SessionConfig, comm: Option<Comm>) -> Result<Self, TaskError> {
         let task_config = merge_defaults::<T::Config>(&config.task)?;
         let c = config.input.channels;
         if config.normalize.mean.len() != c || config.normalize.std.len() != c {
@@ -178,7 +191,8 @@ impl<T: PretextTask> Session<T> {
         let training = task.training();
         training::check(&training).map_err(TaskError::Config)?;
         let state = Self::build(&task, &training, &config, &device)?;
-        Ok(Self { task, training, config, device, state: Mutex::new(state) })
+        let comm = comm.filter(|c| c.world() > 1);
+        Ok(Self { task, training, config, device, comm, state: Mutex::new(state) })
     }
 
     fn build(task: &T, training: &Training, config: &SessionConfig, device: &Device) -> Result<State<T>, TaskError> {
@@ -237,15 +251,24 @@ impl<T: PretextTask> Session<T> {
         Ok(())
     }
 
-    /// The pretext inputs of one batch; safe to call from several threads at once.
-    pub fn prepare(&self, images: &ByteImages, seed: u64) -> Result<Views, TaskError> {
+    /// The pretext inputs of one batch, image `i` augmented from `seeds[i]`; safe to call
+    /// from several threads at once.
+    pub fn prepare(&self, images: &ByteImages, seeds: &[u64]) -> Result<Views, TaskError> {
         self.check_batch(images)?;
-        let views = self.task.make_views(images, &mut StdRng::seed_from_u64(seed))?;
+        if seeds.len() != images.n {
+            return Err(TaskError::Input(format!("{} images came with {} seeds", images.n, seeds.len())));
+        }
+        let views = self.task.make_views(images, &mut ImageRngs::from_seeds(seeds))?;
         let consistent = |v: &crate::images::FloatImages| v.data.len() == v.n * v.c * v.h * v.w && v.c == images.c;
         if views.groups.is_empty() || !views.groups.iter().all(consistent) {
             return Err(TaskError::Input("the task made views of an inconsistent shape".into()));
         }
         Ok(views)
+    }
+
+    /// [`Session::prepare`] with the images' seeds derived from one.
+    pub fn prepare_seeded(&self, images: &ByteImages, seed: u64) -> Result<Views, TaskError> {
+        self.prepare(images, &derived_seeds(seed, images.n))
     }
 
     /// One optimisation step. A non-finite loss is reported before any weight or state
@@ -255,15 +278,30 @@ impl<T: PretextTask> Session<T> {
         let state = &mut *guard;
         let (xs, targets) = state.device_views(views, &self.device)?;
         state.schedule = schedule;
+        // Batch norm and the task's `dist::gather` calls find the ranks through this.
+        let _ranks = dist::scope(self.comm.as_ref(), self.config.sync_batch_norm);
         let nets = state.nets();
         let mut step = Step::new(nets, &xs, targets.as_ref(), schedule, &state.task_state, &state.norm);
         let out = self.task.loss(&mut step)?;
         let updates = step.into_updates();
-        let loss = f64::from(out.loss.to_dtype(DType::F32)?.to_scalar::<f32>()?);
+        let scalar =
+            |t: &Tensor| -> candle_core::Result<f64> { Ok(f64::from(t.to_dtype(DType::F32)?.to_scalar::<f32>()?)) };
+        let mut values = vec![scalar(&out.loss)?];
+        for (_, value) in &out.metrics {
+            values.push(scalar(value)?);
+        }
+        if let Some(comm) = &self.comm {
+            ddp::average_values(comm, &mut values)?;
+        }
+        // Averaged, so a non-finite loss on any rank stops every rank at this step.
+        let loss = values[0];
         if !loss.is_finite() {
             return Err(TaskError::NonFinite { loss, step: state.optimizer.steps() + 1 });
         }
         let mut grads = out.loss.backward()?;
+        if let Some(comm) = &self.comm {
+            ddp::average_gradients(comm, &mut grads, &state.vars)?;
+        }
         if let Some(clip) = self.training.clip {
             training::clip(&mut grads, &state.vars, clip)?;
         }
@@ -272,12 +310,16 @@ impl<T: PretextTask> Session<T> {
         if let Some(teacher) = &state.teacher {
             teacher.update(&state.vars, schedule.cosine(teacher.momentum.start, teacher.momentum.end))?;
         }
+        if let Some(comm) = &self.comm {
+            let teacher_vars = state.teacher.as_ref().map_or(&[][..], |t| t.vars());
+            ddp::average_buffers(comm, state.vars.iter().chain(teacher_vars))?;
+        }
         state.task_state.extend(updates);
         self.task.after_step(&mut AfterStep { params: &state.vars, state: &mut state.task_state, schedule })?;
         let mut metrics = StepMetrics::new();
         metrics.insert("loss".into(), loss);
-        for (name, value) in out.metrics {
-            metrics.insert(name, f64::from(value.to_dtype(DType::F32)?.to_scalar::<f32>()?));
+        for ((name, _), value) in out.metrics.into_iter().zip(&values[1..]) {
+            metrics.insert(name, *value);
         }
         Ok(metrics)
     }
@@ -296,8 +338,9 @@ impl<T: PretextTask> Session<T> {
     /// with the same seed), as safetensors bytes of u8 images.
     pub fn sample(&self, images: &ByteImages, seed: u64) -> Result<Vec<u8>, TaskError> {
         self.check_batch(images)?;
-        let mut samples = self.task.samples(images, &mut StdRng::seed_from_u64(seed))?;
-        let views = self.prepare(images, seed)?;
+        let seeds = derived_seeds(seed, images.n);
+        let mut samples = self.task.samples(images, &mut ImageRngs::from_seeds(&seeds))?;
+        let views = self.prepare(images, &seeds)?;
         let state = self.lock()?;
         let (xs, targets) = state.device_views(&views, &self.device)?;
         let mut step = Step::new(state.nets(), &xs, targets.as_ref(), state.schedule, &state.task_state, &state.norm);
