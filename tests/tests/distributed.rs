@@ -334,3 +334,27 @@ fn one_rank_under_mpirun_trains_bit_for_bit_as_a_plain_process() {
     assert_eq!(losses(&plain), losses(&mpi));
     assert!(plain.latest().1 == mpi.latest().1, "the checkpoints differ");
 }
+
+#[test]
+fn ranks_that_read_different_data_are_refused_before_training() {
+    let tmp = temp_dir();
+    let run = tmp.path().join("run");
+    let args = |limit: &'static str| {
+        let out = run.to_str().unwrap().to_string();
+        ["train", "--task", "rotation", "--data", "shapes", "--epochs", "1", "--batch-size", "32", "--limit", limit]
+            .iter()
+            .map(|s| (*s).to_string())
+            .chain(["--out".to_string(), out])
+            .collect::<Vec<String>>()
+    };
+    let (first, second) = (args("128"), args("96"));
+    let first: Vec<&str> = first.iter().map(String::as_str).collect();
+    // One job, two command lines (Open MPI's MPMD form): rank 1 reads fewer images.
+    let mut cmd = mpirun_command(1, &first);
+    cmd.args([":", "-np", "1"]).arg(pretext_tests::pretext_bin()).args(&second);
+    let out = run_command(cmd, Duration::from_secs(120));
+    assert!(!out.success());
+    let line = one_error_line(&out.stderr);
+    assert!(line.contains("rank 1 reads 96 training images") && line.contains("rank 0 reads 128"), "{line}");
+    assert!(!run.exists(), "a refused run leaves nothing behind");
+}

@@ -144,7 +144,16 @@ pub fn train_ranked(
     if root {
         check_run_dir(&run_dir, resume)?;
     }
+    // Rank 0 opens the data first, so a folder's pixel cache is built once rather than by
+    // every rank of a machine at the same time; the others then map what it wrote.
+    let distributed = ranks.is_distributed();
+    if distributed && !root {
+        ranks.any(false);
+    }
     let splits = data::open_with(&config.data, &config.open_options(), &mut |p| on_event(Event::Preparing(p)))?;
+    if distributed && root {
+        ranks.any(false);
+    }
     let summary = DataSummary::new(&splits);
     let (monitor, monitor_note) = match Monitor::new(config, &splits, on_event)? {
         Ok(m) if root => (m, None),
@@ -155,6 +164,9 @@ pub fn train_ranked(
     let train_set = Arc::new(train_set);
     if train_set.is_empty() {
         return Err(TrainError::Config(format!("the dataset `{}` has no training images", config.data)));
+    }
+    if distributed {
+        agree_on_data(ranks, &train_set)?;
     }
 
     let base = BackboneSpec::new(config.backbone, train_set.channels()).for_images(train_set.height());
@@ -446,6 +458,28 @@ fn start_ranks(session: &PluginSession, ranks: &Ranks, first_epoch: u64) -> Resu
     let mut epoch = [0u8; 8];
     epoch.copy_from_slice(head);
     Ok(u64::from_le_bytes(epoch))
+}
+
+/// Checks that every rank reads the same number of images of the same shape: the shards
+/// index one shared order, so ranks that read different data (another folder on another
+/// machine) would train on images that no one chose.
+fn agree_on_data(ranks: &Ranks, train_set: &Dataset) -> Result<(), TrainError> {
+    let shape = [train_set.len(), train_set.channels(), train_set.height(), train_set.width()];
+    let mine: Vec<u8> = shape.iter().flat_map(|&v| (v as u64).to_le_bytes()).collect();
+    let all = ranks.all_gather_bytes(&mine);
+    let describe = |bytes: &[u8]| {
+        let v: Vec<u64> = bytes.chunks_exact(8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default())).collect();
+        format!("{} training images of {}×{}×{}", v[0], v[1], v[2], v[3])
+    };
+    let first = &all[..mine.len()];
+    match all.chunks_exact(mine.len()).position(|theirs| theirs != first) {
+        None => Ok(()),
+        Some(rank) => Err(TrainError::Ranks(format!(
+            "rank {rank} reads {} but rank 0 reads {}; every rank must see the same data",
+            describe(&all[rank * mine.len()..(rank + 1) * mine.len()]),
+            describe(first)
+        ))),
+    }
 }
 
 /// Whether epoch `epoch` ends with a checkpoint (the same answer on every rank).
