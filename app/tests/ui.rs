@@ -517,3 +517,19 @@ fn a_vit_embedding_shows_the_attention_of_the_image_under_the_cursor_and_of_the_
     assert!(!has_label(&h, &format!("head {}", heads + 1)));
     screenshot(&mut h, "embedding-attention");
 }
+
+#[test]
+fn a_data_parallel_run_says_how_many_processes_trained_it() {
+    let text = std::fs::read_to_string(fixture().join("demo/run.json")).unwrap();
+    let mut info: serde_json::Value = serde_json::from_str(&text).unwrap();
+    info["world_size"] = 2.into();
+    let runs = tempfile::Builder::new().prefix("pretext-ui-ddp-").tempdir().unwrap();
+    std::fs::create_dir_all(runs.path().join("ddp")).unwrap();
+    std::fs::write(runs.path().join("ddp/run.json"), serde_json::to_string(&info).unwrap()).unwrap();
+
+    let mut h = harness(PretextApp::native(runs.path().to_path_buf(), vec![]));
+    settle(&mut h, 30, "the runs list", |h| h.state().run_names() == ["ddp"]);
+    h.get_by_label("ddp").click();
+    open_view(&mut h, View::Overview);
+    wait_for_label(&mut h, "2 ranks (data-parallel");
+}

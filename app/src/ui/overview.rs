@@ -91,6 +91,12 @@ fn summary(ui: &mut egui::Ui, info: &RunInfo) {
         ui.label("Seed");
         ui.label(info.seed.to_string());
         ui.end_row();
+        if info.world_size > 1 {
+            // A data-parallel run: the batch in its config is the global one.
+            ui.label("Processes");
+            ui.label(format!("{} ranks (data-parallel; the batch size is over all of them)", info.world_size));
+            ui.end_row();
+        }
         ui.label("Normalisation");
         ui.label(format!("mean {:?}, std {:?}", info.normalize.mean, info.normalize.std));
         ui.end_row();
