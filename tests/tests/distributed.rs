@@ -71,8 +71,8 @@ fn two_ranks_match_one_process(task: &str) {
     assert!(out.stdout.contains("on 2 ranks"), "{}", out.stdout);
 
     let (one, two) = (RunCheck::new(&one), RunCheck::new(&two));
-    assert_eq!(two.info().world_size, 2);
-    assert_eq!(one.info().world_size, 1);
+    assert_eq!((two.info().world_size, two.info().batch_per_rank), (2, Some(16)));
+    assert_eq!((one.info().world_size, one.info().batch_per_rank), (1, None));
     let (a, b) = (step_losses(&one), step_losses(&two));
     assert_eq!(a.len(), 3, "three logged steps before the epoch's end");
     for (x, y) in a.iter().zip(&b) {

@@ -76,6 +76,10 @@ pub struct RunInfo {
     /// `config.batch_size` is the global batch over all of them.
     #[serde(default = "one")]
     pub world_size: usize,
+    /// In a data-parallel run, the images each rank trains on per step:
+    /// `config.batch_size / world_size`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_per_rank: Option<usize>,
 }
 
 fn one() -> usize {

@@ -210,6 +210,7 @@ pub fn train_ranked(
         let test_images = test.as_ref().map_or(0, Dataset::len);
         let mut info = run_info(config, &plugin, &session_config, &train_set, test_images, &run_dir, &summary);
         info.world_size = world;
+        info.batch_per_rank = (world > 1).then(|| config.batch_size / world);
         let mut first_epoch = 1;
         let mut history = Vec::new();
         // A run killed before its first checkpoint has nothing to continue: it starts over
@@ -345,6 +346,7 @@ fn run_info(
         config: serde_json::to_value(config).unwrap_or(serde_json::Value::Null),
         message: None,
         world_size: 1,
+        batch_per_rank: None,
     }
 }
 
