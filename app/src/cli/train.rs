@@ -18,6 +18,7 @@ use pretext_core::dist::Ranks;
 use pretext_core::host::CallError;
 use pretext_core::model::BackboneKind;
 use pretext_core::run::store::RunStore;
+use pretext_core::steps::LrDecay;
 use pretext_core::task::OptimizerKind;
 use pretext_core::train::{TrainConfig, TrainError, train_ranked};
 
@@ -73,6 +74,9 @@ pub struct TrainArgs {
     lr: Option<f64>,
     #[arg(long, value_parser = parse_optimizer, value_name = "adamw|sgd|lars")]
     optimizer: Option<OptimizerKind>,
+    /// After the warmup: decay to zero on a cosine (default), or hold the peak rate.
+    #[arg(long, value_name = "cosine|constant")]
+    lr_schedule: Option<LrDecay>,
     #[arg(long, value_name = "F")]
     weight_decay: Option<f64>,
     #[arg(long, value_name = "cpu|cuda|cuda:N")]
@@ -126,7 +130,20 @@ impl TrainArgs {
         macro_rules! set {
             ($($field:ident),*) => { $( if let Some(v) = self.$field { c.$field = v; } )* };
         }
-        set!(task, data, backbone, epochs, batch_size, optimizer, device, seed, checkpoint_every, workers, knn_every);
+        set!(
+            task,
+            data,
+            backbone,
+            epochs,
+            batch_size,
+            optimizer,
+            lr_schedule,
+            device,
+            seed,
+            checkpoint_every,
+            workers,
+            knn_every
+        );
         if self.width.is_some() {
             c.width = self.width;
         }

@@ -95,7 +95,12 @@ pub fn finetune(
     let mut opt = Optimizer::new(opt_config, vars);
     let batch_size = config.batch_size.clamp(1, train.len());
     let per_epoch = (train.len() / batch_size).max(1) as u64;
-    let schedule = LrSchedule { base: config.lr, warmup_steps: 0, total_steps: per_epoch * config.epochs };
+    let schedule = LrSchedule {
+        base: config.lr,
+        warmup_steps: 0,
+        total_steps: per_epoch * config.epochs,
+        decay: crate::steps::LrDecay::Cosine,
+    };
     let mut epoch_losses = Vec::new();
     for epoch in 1..=config.epochs {
         let jobs = Arc::new(batches(&epoch_order(train.len(), config.seed, epoch), batch_size));

@@ -88,8 +88,12 @@ pub fn linear_probe(
     let mut opt = Optimizer::new(opt_config, vec![("w".into(), w.clone()), ("b".into(), b.clone())]);
     let batch = config.batch_size.clamp(1, n);
     let steps_per_epoch = n.div_ceil(batch);
-    let schedule =
-        LrSchedule { base: config.lr, warmup_steps: 0, total_steps: (steps_per_epoch * config.epochs) as u64 };
+    let schedule = LrSchedule {
+        base: config.lr,
+        warmup_steps: 0,
+        total_steps: (steps_per_epoch * config.epochs) as u64,
+        decay: crate::steps::LrDecay::Cosine,
+    };
     let mut order: Vec<u32> = (0..u32::try_from(n).unwrap_or(u32::MAX)).collect();
     let mut rng = StdRng::seed_from_u64(config.seed);
     let mut step = 0u64;

@@ -1,10 +1,36 @@
-//! Learning-rate schedule: linear warmup, then cosine decay to zero, per step.
+//! Learning-rate schedule: linear warmup, then cosine decay to zero (or the peak held), per
+//! step.
+
+use serde::{Deserialize, Serialize};
+
+/// What the rate does after the warmup.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LrDecay {
+    /// A half cosine from the peak to zero at the last step (SimCLR's, solo-learn's).
+    #[default]
+    Cosine,
+    /// The peak held to the end (the seed listing's constant Adam rate).
+    Constant,
+}
+
+impl std::str::FromStr for LrDecay {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "cosine" => Ok(Self::Cosine),
+            "constant" => Ok(Self::Constant),
+            other => Err(format!("unknown learning-rate schedule `{other}` (expected cosine or constant)")),
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LrSchedule {
     pub base: f64,
     pub warmup_steps: u64,
     pub total_steps: u64,
+    pub decay: LrDecay,
 }
 
 impl LrSchedule {
@@ -15,23 +41,36 @@ impl LrSchedule {
         if step < self.warmup_steps {
             return self.base * (s + 1.0) / w;
         }
+        if self.decay == LrDecay::Constant {
+            return self.base;
+        }
         let progress = ((s - w) / (t - w).max(1.0)).clamp(0.0, 1.0);
         self.base * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
     #[test]
     fn warmup_then_cosine() {
-        let s = LrSchedule { base: 1.0, warmup_steps: 4, total_steps: 104 };
+        let s = LrSchedule { base: 1.0, warmup_steps: 4, total_steps: 104, decay: LrDecay::Cosine };
         assert!((s.at(0) - 0.25).abs() < 1e-12);
         assert!((s.at(3) - 1.0).abs() < 1e-12);
         assert!((s.at(4) - 1.0).abs() < 1e-12);
         assert!((s.at(54) - 0.5).abs() < 1e-12);
         assert!(s.at(103) < 0.001);
         assert!(s.at(200) >= 0.0);
+    }
+
+    #[test]
+    fn warmup_then_constant() {
+        let s = LrSchedule { base: 2.0, warmup_steps: 2, total_steps: 10, decay: LrDecay::Constant };
+        let rates: Vec<f64> = (0..10).map(|i| s.at(i)).collect();
+        assert_eq!(rates, [1.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0]);
+        assert_eq!("Constant".parse::<LrDecay>(), Ok(LrDecay::Constant));
+        assert!("step".parse::<LrDecay>().unwrap_err().contains("cosine or constant"));
     }
 }

@@ -7,5 +7,5 @@
 mod lr;
 mod seeds;
 
-pub use lr::LrSchedule;
+pub use lr::{LrDecay, LrSchedule};
 pub use seeds::{batch_seed, image_seed};

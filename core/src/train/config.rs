@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{CacheMode, OpenOptions};
 use crate::model::BackboneKind;
+use crate::steps::LrDecay;
 use crate::task::OptimizerKind;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -43,6 +44,8 @@ pub struct TrainConfig {
     pub weight_decay: Option<f64>,
     /// Linear warmup length; `None` is a tenth of the run, at most ten epochs.
     pub warmup_epochs: Option<f64>,
+    /// After the warmup: a cosine decay to zero, or the peak rate held.
+    pub lr_schedule: LrDecay,
     pub device: String,
     pub seed: u64,
     /// Train on the first N images only.
@@ -84,6 +87,7 @@ impl Default for TrainConfig {
             optimizer: OptimizerKind::Adamw,
             weight_decay: None,
             warmup_epochs: None,
+            lr_schedule: LrDecay::Cosine,
             device: "cpu".into(),
             seed: 0,
             limit: None,

@@ -424,7 +424,7 @@ impl Plan {
         let total_steps = batches_per_epoch * config.epochs;
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
         let warmup_steps = ((config.warmup_epochs() * batches_per_epoch as f64).round() as u64).min(total_steps / 2);
-        let schedule = LrSchedule { base: config.base_lr(), warmup_steps, total_steps };
+        let schedule = LrSchedule { base: config.base_lr(), warmup_steps, total_steps, decay: config.lr_schedule };
         Ok(Self { batch_size, batches_per_epoch, total_steps, schedule })
     }
 }
