@@ -283,8 +283,9 @@ const RECORDED_LOSSES: [(&str, [f64; 8]); 3] = [
 fn the_original_tasks_train_exactly_as_recorded() {
     let tmp = temp_dir();
     let config = tmp.path().join("config.toml");
-    // The learning rate these losses were recorded at: SimCLR's default has since moved.
-    std::fs::write(&config, "log_every = 1\ncheckpoint_every = 1000\nlr = 1e-3\n").unwrap();
+    // The learning rate and schedule these losses were recorded at: SimCLR's defaults have
+    // since moved.
+    std::fs::write(&config, "log_every = 1\ncheckpoint_every = 1000\nlr = 1e-3\nlr_schedule = \"cosine\"\n").unwrap();
     for (task, want) in RECORDED_LOSSES {
         let out = tmp.path().join(task);
         let args = ["train", "--task", task, "--data", "shapes", "--limit", "160", "--batch-size", "32"];
@@ -300,9 +301,9 @@ fn the_original_tasks_train_exactly_as_recorded() {
     }
 }
 
-/// A task that declares its AdamW rate gets it when the run names none; `--lr` and another
-/// optimizer still decide; a task that declares none keeps the host's 1e-3. `run.json`
-/// records the rate the run used.
+/// A task that declares its AdamW rate and schedule gets them when the run names none;
+/// `--lr`, `--lr-schedule` and another optimizer still decide; a task that declares none
+/// keeps the host's 1e-3 and cosine decay. `run.json` records what the run used.
 #[test]
 fn a_task_declares_its_default_learning_rate() {
     let tmp = temp_dir();
@@ -311,10 +312,15 @@ fn a_task_declares_its_default_learning_rate() {
         let args = ["train", "--task", task, "--data", "shapes", "--limit", "64", "--batch-size", "32"];
         let more = ["--epochs", "1", "--width", "4", "--out", out.to_str().unwrap()];
         pretext(&[&args[..], &more, extra].concat()).assert_success();
-        RunCheck::new(&out).info().config["lr"].as_f64()
+        let config = RunCheck::new(&out).info().config;
+        (config["lr"].as_f64(), config["lr_schedule"].as_str().unwrap_or_default().to_string())
     };
-    assert_eq!(run("simclr", "simclr", &[]), Some(2e-3), "SimCLR's own rate");
-    assert_eq!(run("given", "simclr", &["--lr", "5e-4"]), Some(5e-4), "--lr wins");
-    assert_eq!(run("sgd", "simclr", &["--optimizer", "sgd"]), None, "another optimizer keeps its own default");
-    assert_eq!(run("rotation", "rotation", &[]), None, "no declared rate: the host's 1e-3");
+    let rate = |lr: Option<f64>, schedule: &str| (lr, schedule.to_string());
+    assert_eq!(run("simclr", "simclr", &[]), rate(Some(1e-3), "constant"), "SimCLR's own rate and schedule");
+    assert_eq!(run("given", "simclr", &["--lr", "5e-4"]), rate(Some(5e-4), "constant"), "--lr wins");
+    let cosine = ["--lr-schedule", "cosine"];
+    assert_eq!(run("cosine", "simclr", &cosine), rate(Some(1e-3), "cosine"), "--lr-schedule wins");
+    let sgd = ["--optimizer", "sgd"];
+    assert_eq!(run("sgd", "simclr", &sgd), rate(None, "cosine"), "another optimizer keeps its own defaults");
+    assert_eq!(run("rotation", "rotation", &[]), rate(None, "cosine"), "none declared: the host's 1e-3, cosine");
 }

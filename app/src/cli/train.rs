@@ -130,20 +130,7 @@ impl TrainArgs {
         macro_rules! set {
             ($($field:ident),*) => { $( if let Some(v) = self.$field { c.$field = v; } )* };
         }
-        set!(
-            task,
-            data,
-            backbone,
-            epochs,
-            batch_size,
-            optimizer,
-            lr_schedule,
-            device,
-            seed,
-            checkpoint_every,
-            workers,
-            knn_every
-        );
+        set!(task, data, backbone, epochs, batch_size, optimizer, device, seed, checkpoint_every, workers, knn_every);
         if self.width.is_some() {
             c.width = self.width;
         }
@@ -152,6 +139,9 @@ impl TrainArgs {
         }
         if self.lr.is_some() {
             c.lr = self.lr;
+        }
+        if self.lr_schedule.is_some() {
+            c.lr_schedule = self.lr_schedule;
         }
         if self.weight_decay.is_some() {
             c.weight_decay = self.weight_decay;

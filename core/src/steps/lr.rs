@@ -1,29 +1,7 @@
 //! Learning-rate schedule: linear warmup, then cosine decay to zero (or the peak held), per
 //! step.
 
-use serde::{Deserialize, Serialize};
-
-/// What the rate does after the warmup.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LrDecay {
-    /// A half cosine from the peak to zero at the last step (SimCLR's, solo-learn's).
-    #[default]
-    Cosine,
-    /// The peak held to the end (the seed listing's constant Adam rate).
-    Constant,
-}
-
-impl std::str::FromStr for LrDecay {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "cosine" => Ok(Self::Cosine),
-            "constant" => Ok(Self::Constant),
-            other => Err(format!("unknown learning-rate schedule `{other}` (expected cosine or constant)")),
-        }
-    }
-}
+pub use crate::task::LrDecay;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LrSchedule {

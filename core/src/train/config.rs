@@ -44,8 +44,9 @@ pub struct TrainConfig {
     pub weight_decay: Option<f64>,
     /// Linear warmup length; `None` is a tenth of the run, at most ten epochs.
     pub warmup_epochs: Option<f64>,
-    /// After the warmup: a cosine decay to zero, or the peak rate held.
-    pub lr_schedule: LrDecay,
+    /// After the warmup: a cosine decay to zero, or the peak rate held; `None` takes the
+    /// task's choice for AdamW ([`crate::task::PretextTask::adamw_lr_decay`]), else cosine.
+    pub lr_schedule: Option<LrDecay>,
     pub device: String,
     pub seed: u64,
     /// Train on the first N images only.
@@ -87,7 +88,7 @@ impl Default for TrainConfig {
             optimizer: OptimizerKind::Adamw,
             weight_decay: None,
             warmup_epochs: None,
-            lr_schedule: LrDecay::Cosine,
+            lr_schedule: None,
             device: "cpu".into(),
             seed: 0,
             limit: None,

@@ -138,8 +138,15 @@ pub fn train_ranked(
     let task_config = merge_settings(plugin.description.default_config.clone(), &config.task_config)
         .map_err(|e| TrainError::Config(format!("plugin `{}`: {e}", plugin.name())))?;
     // A task tuned at another AdamW rate says so; `--lr` or another optimizer still wins.
-    let task_lr = plugin.description.adamw_lr.filter(|_| config.optimizer == OptimizerKind::Adamw);
-    let config = &TrainConfig { task_config, lr: config.lr.or(task_lr), ..config.clone() };
+    let adamw = config.optimizer == OptimizerKind::Adamw;
+    let task_lr = plugin.description.adamw_lr.filter(|_| adamw);
+    let task_decay = plugin.description.adamw_lr_decay.filter(|_| adamw);
+    let config = &TrainConfig {
+        task_config,
+        lr: config.lr.or(task_lr),
+        lr_schedule: Some(config.lr_schedule.or(task_decay).unwrap_or_default()),
+        ..config.clone()
+    };
     let run_dir = config.out_dir();
     if root {
         check_run_dir(&run_dir, resume)?;
@@ -424,7 +431,12 @@ impl Plan {
         let total_steps = batches_per_epoch * config.epochs;
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
         let warmup_steps = ((config.warmup_epochs() * batches_per_epoch as f64).round() as u64).min(total_steps / 2);
-        let schedule = LrSchedule { base: config.base_lr(), warmup_steps, total_steps, decay: config.lr_schedule };
+        let schedule = LrSchedule {
+            base: config.base_lr(),
+            warmup_steps,
+            total_steps,
+            decay: config.lr_schedule.unwrap_or_default(),
+        };
         Ok(Self { batch_size, batches_per_epoch, total_steps, schedule })
     }
 }

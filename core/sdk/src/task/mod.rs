@@ -38,7 +38,7 @@ use crate::images::{ByteImages, FloatImages};
 pub use crops::{CropGroup, MultiCrop, PairAugment};
 pub use ddp::BUCKET_FLOATS;
 pub use error::TaskError;
-pub use optim::{Optimizer, OptimizerConfig, OptimizerKind, named_vars};
+pub use optim::{LrDecay, Optimizer, OptimizerConfig, OptimizerKind, named_vars};
 pub use rngs::{ImageRngs, mix};
 pub use session::{Description, Normalize, Session, SessionConfig, StepMetrics, merge_settings};
 pub use step::{AfterStep, Schedule, Step};
@@ -138,6 +138,13 @@ pub trait PretextTask: Sized + Send + Sync + 'static {
     /// used when a run names neither `--lr` nor another optimizer. `None`, the default,
     /// keeps the host's 1e-3.
     fn adamw_lr() -> Option<f64> {
+        None
+    }
+
+    /// What the AdamW rate does after the warmup in the runs the task's defaults were chosen
+    /// with, used (like [`PretextTask::adamw_lr`]) when a run names no `--lr-schedule` and
+    /// keeps AdamW. `None`, the default, keeps the host's cosine decay.
+    fn adamw_lr_decay() -> Option<LrDecay> {
         None
     }
 

@@ -65,6 +65,9 @@ pub struct Description {
     /// [`PretextTask::adamw_lr`].
     #[serde(default)]
     pub adamw_lr: Option<f64>,
+    /// [`PretextTask::adamw_lr_decay`].
+    #[serde(default)]
+    pub adamw_lr_decay: Option<super::LrDecay>,
     pub core_version: String,
     pub cuda: bool,
 }
@@ -160,6 +163,7 @@ impl<T: PretextTask> Session<T> {
             info: T::info(),
             default_config: serde_json::to_value(T::Config::default()).unwrap_or(serde_json::Value::Null),
             adamw_lr: T::adamw_lr(),
+            adamw_lr_decay: T::adamw_lr_decay(),
             core_version: crate::CORE_VERSION.to_string(),
             cuda: cfg!(feature = "cuda"),
         }
