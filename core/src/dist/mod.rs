@@ -93,8 +93,13 @@ impl Ranks {
     }
 
     #[cfg(not(feature = "mpi"))]
-    #[allow(clippy::needless_pass_by_value)]
     fn join(launch: Launch) -> Result<Self, DistError> {
+        Self::without_mpi(launch)
+    }
+
+    /// What a build without MPI makes of a launch: one rank trains alone, more are refused.
+    #[cfg_attr(feature = "mpi", allow(dead_code))]
+    fn without_mpi(launch: Launch) -> Result<Self, DistError> {
         if launch.world == 1 {
             return Ok(Self::alone());
         }
@@ -193,5 +198,20 @@ impl Ranks {
             Transport::Mpi(m) => m.abort(code),
         }
         let _ = code;
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_build_without_mpi_refuses_a_launch_of_several_ranks_in_one_sentence() {
+        let refused = Ranks::without_mpi(Launch { world: 2, rank: 1, local_rank: 1 }).unwrap_err().to_string();
+        assert!(refused.contains("one of 2 ranks") && refused.contains("--features mpi"), "{refused}");
+        assert_eq!(refused.lines().count(), 1);
+        let alone = Ranks::without_mpi(Launch { world: 1, rank: 0, local_rank: 0 });
+        assert!(alone.is_ok_and(|r| r.world() == 1 && !r.is_distributed()));
     }
 }
