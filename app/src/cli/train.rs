@@ -194,7 +194,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         // below brings adds nothing.
         QUIET.store(true, Ordering::SeqCst);
         if shared {
-            ranks.any(true);
+            // Rank 0 reports first: the others abort only once it has.
+            ranks.barrier();
         }
         ranks.abort(1);
     }

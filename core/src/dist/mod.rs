@@ -182,11 +182,19 @@ impl Ranks {
         });
     }
 
-    /// Whether `flag` is set on any rank.
+    /// Whether `flag` is set on any rank (a world of one needs no exchange).
     pub fn any(&self, flag: bool) -> bool {
+        if self.world == 1 {
+            return flag;
+        }
         let mut v = [f32::from(u8::from(flag))];
         self.all_reduce_sum(&mut v);
         v[0] > 0.0
+    }
+
+    /// Waits until every rank has reached this call.
+    pub fn barrier(&self) {
+        self.any(false);
     }
 
     /// Ends every rank of the run now (after this rank has reported its error), so that no

@@ -15,10 +15,10 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-
-use sha2::{Digest, Sha256};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
+
+use sha2::{Digest, Sha256};
 
 use crate::data::{self, ByteImages, DataSplits, Dataset, Progress};
 use crate::data::{Prefetch, epoch_order};
@@ -153,13 +153,12 @@ pub fn train_ranked(
     }
     // Rank 0 opens the data first, so a folder's pixel cache is built once rather than by
     // every rank of a machine at the same time; the others then map what it wrote.
-    let distributed = ranks.is_distributed();
-    if distributed && !root {
-        ranks.any(false);
+    if !root {
+        ranks.barrier();
     }
     let splits = data::open_with(&config.data, &config.open_options(), &mut |p| on_event(Event::Preparing(p)))?;
-    if distributed && root {
-        ranks.any(false);
+    if root {
+        ranks.barrier();
     }
     let summary = DataSummary::new(&splits);
     let (monitor, monitor_note) = match Monitor::new(config, &splits, on_event)? {
@@ -172,7 +171,7 @@ pub fn train_ranked(
     if train_set.is_empty() {
         return Err(TrainError::Config(format!("the dataset `{}` has no training images", config.data)));
     }
-    if distributed {
+    if ranks.is_distributed() {
         agree_on_data(ranks, &train_set)?;
     }
 
@@ -572,8 +571,7 @@ fn run_epoch(
         // A stop request ends the epoch here; it is then recorded and checkpointed like a
         // finished one, so --resume continues with the next epoch. Every rank stops at the
         // same step, wherever the request arrived.
-        let requested = stop.load(Ordering::Relaxed);
-        if if ranks.is_distributed() { ranks.any(requested) } else { requested } {
+        if ranks.any(stop.load(Ordering::Relaxed)) {
             return Ok((steps_done, true));
         }
     }

@@ -40,7 +40,7 @@ impl std::str::FromStr for OptimizerKind {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LrDecay {
-    /// A half cosine from the peak to zero at the last step (SimCLR's, solo-learn's).
+    /// A half cosine from the peak to zero at the last step (the SimCLR paper's, solo-learn's).
     #[default]
     Cosine,
     /// The peak held to the end (the seed listing's constant Adam rate).
