@@ -10,8 +10,10 @@
 use std::time::Instant;
 
 use candle_core::{DType, Device, Result, Tensor};
-use candle_nn::{Linear, Module, VarBuilder, VarMap};
-use pretext_core::model::{BatchNorm, Conv2d, ConvImpl, ResNet18, Vit, VitShape, seeded_var_builder, set_conv_impl};
+use candle_nn::{VarBuilder, VarMap};
+use pretext_core::model::{
+    BatchNorm, Conv2d, ConvImpl, Linear, ResNet18, Vit, VitShape, linear, seeded_var_builder, set_conv_impl,
+};
 use pretext_core::task::{Optimizer, OptimizerConfig, named_vars};
 
 /// The ConvNet: four 3×3 convolutions of 32 channels (strides 1, 2, 2, 2), each with
@@ -67,7 +69,7 @@ fn setup(model: &str, dev: &Device) -> Result<Setup> {
         }
         other => candle_core::bail!("unknown model `{other}` (convnet, resnet18 or vit-tiny)"),
     };
-    let head = candle_nn::linear(feat, 10, vb.pp("head"))?;
+    let head = linear(feat, 10, &vb.pp("head"))?;
     let x = Tensor::randn(0f32, 1.0, (batch, shape.0, shape.1, shape.2), dev)?;
     let labels: Vec<u32> = (0..batch as u32).map(|i| i % 10).collect();
     let y = Tensor::new(labels, dev)?;

@@ -233,10 +233,14 @@ fn acceptance_commands_at_full_size() {
 /// `shapes` images, seed 7, ConvNet at its default width), as the plugin ABI 3 build wrote
 /// them to metrics.jsonl. The same seed must keep giving the same losses: the step paths
 /// added since (teachers, multi-crop, task state, data parallelism) add nothing to tasks
-/// that do not ask for them. The tolerance allows only a different summation order. ABI 1
-/// and 2 drew each batch's augmentation from one random stream; ABI 3 gives every image its
-/// own (so that a batch split over ranks is augmented alike), which changed these values
-/// once; until then they had held from ABI 1 through SDK v2.
+/// that do not ask for them. The tolerance allows only a different summation order: the
+/// first step's loss to 1e-5, later ones to 1e-3, since a different GEMM kernel (AVX-512
+/// against the AVX2 ones these were recorded with) moves jigsaw's eighth loss by 1e-4,
+/// while anything that changes what is computed (another seed, another draw) moves them by
+/// percents from the first step. ABI 1 and 2 drew each batch's augmentation from one random
+/// stream; ABI 3 gives every image its own (so that a batch split over ranks is augmented
+/// alike), which changed these values once; until then they had held from ABI 1 through
+/// SDK v2.
 const RECORDED_LOSSES: [(&str, [f64; 8]); 3] = [
     (
         "simclr",
@@ -295,8 +299,9 @@ fn the_original_tasks_train_exactly_as_recorded() {
         pretext(&all).assert_success();
         let got: Vec<f64> = RunCheck::new(&out).metrics().iter().filter(|r| !r.epoch_end).map(|r| r.loss).collect();
         assert_eq!(got.len(), want.len(), "{task}: {got:?}");
-        for (g, w) in got.iter().zip(want) {
-            assert!((g - w).abs() <= 1e-5 * w.abs(), "{task}: losses {got:?}, recorded {want:?}");
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            let tolerance = if i == 0 { 1e-5 } else { 1e-3 };
+            assert!((g - w).abs() <= tolerance * w.abs(), "{task}: losses {got:?}, recorded {want:?}");
         }
     }
 }

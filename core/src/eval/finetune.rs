@@ -8,14 +8,14 @@
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{Module, VarMap};
+use candle_nn::VarMap;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::InputNorm;
 use crate::augment::{Image, hflip, random_zoom};
 use crate::data::{Dataset, FloatImages, Prefetch, batches, epoch_order};
-use crate::model::{Backbone, BackboneSpec, seeded_var_builder};
+use crate::model::{Backbone, BackboneSpec, linear, seeded_var_builder};
 use crate::steps::{LrSchedule, batch_seed};
 use crate::task::{Normalize, Optimizer, OptimizerConfig, OptimizerKind, named_vars};
 
@@ -76,7 +76,7 @@ pub fn finetune(
     let vb = seeded_var_builder(&params, config.seed, DType::F32, &dev);
     let backbone = Backbone::new(spec, vb.pp("backbone"))?;
     let classes = train.num_classes().max(test.num_classes());
-    let head = candle_nn::linear(backbone.feature_dim(), classes, vb.pp("head"))?;
+    let head = linear(backbone.feature_dim(), classes, &vb.pp("head"))?;
     let vars = named_vars(&params)?;
     if let Some(bytes) = weights {
         let saved = candle_core::safetensors::load_buffer(bytes, &dev)?;

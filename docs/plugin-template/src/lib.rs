@@ -5,9 +5,10 @@
 //! through a linear head. Like rotation prediction (which it simplifies), it can only be
 //! solved by noticing how objects are usually oriented.
 
-use candle_nn::{Linear, Module, VarBuilder};
+use candle_nn::VarBuilder;
 use pretext_sdk::augment::{Image, grayscale, hflip, vflip};
 use pretext_sdk::images::{ByteImages, FloatImages};
+use pretext_sdk::model::{Linear, linear};
 use pretext_sdk::task::losses::classification;
 use pretext_sdk::task::{ImageRngs, InputSpec, PretextTask, Sample, Step, TaskError, TaskInfo, TaskOutput, Views};
 use rand::Rng;
@@ -92,7 +93,7 @@ impl PretextTask for Flip {
     }
 
     fn build_head(&self, feature_dim: usize, vb: VarBuilder) -> candle_core::Result<Linear> {
-        candle_nn::linear(feature_dim, 2, vb.pp("fc"))
+        linear(feature_dim, 2, &vb.pp("fc"))
     }
 
     fn loss(&self, step: &mut Step<'_, Linear>) -> candle_core::Result<TaskOutput> {

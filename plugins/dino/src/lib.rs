@@ -23,10 +23,10 @@
 //! the second global crop only (the paper's asymmetry).
 
 use candle_core::{D, DType, Device, Tensor};
-use candle_nn::{Init, Linear, Module, VarBuilder};
+use candle_nn::{Init, VarBuilder};
 use pretext_sdk::augment::{SimclrAugment, check_crop_scale};
 use pretext_sdk::images::ByteImages;
-use pretext_sdk::model::gelu;
+use pretext_sdk::model::{Linear, gelu};
 use pretext_sdk::task::losses::l2_normalize;
 use pretext_sdk::task::{
     CropGroup, Freeze, GradClip, ImageRngs, InputSpec, Momentum, MultiCrop, PretextTask, Sample, Step, TaskError,

@@ -8,9 +8,10 @@
 //! takes the rotation-specific last layer off the backbone.
 
 use candle_core::Tensor;
-use candle_nn::{Linear, Module, VarBuilder};
+use candle_nn::VarBuilder;
 use pretext_sdk::augment::{Image, check_crop_scale, hflip, pad_crop, random_zoom, rot90};
 use pretext_sdk::images::{ByteImages, FloatImages};
+use pretext_sdk::model::{Linear, linear};
 use pretext_sdk::task::heads::Mlp;
 use pretext_sdk::task::losses::classification;
 use pretext_sdk::task::{ImageRngs, InputSpec, PretextTask, Sample, Step, TaskError, TaskInfo, TaskOutput, Views};
@@ -119,7 +120,7 @@ impl PretextTask for Rotation {
     fn build_head(&self, feature_dim: usize, vb: VarBuilder) -> candle_core::Result<RotationHead> {
         let classes = ROTATIONS.len();
         Ok(match self.config.hidden_dim {
-            0 => RotationHead::Linear(candle_nn::linear(feature_dim, classes, vb.pp("fc"))?),
+            0 => RotationHead::Linear(linear(feature_dim, classes, &vb.pp("fc"))?),
             hidden => RotationHead::Mlp(Mlp::new(feature_dim, hidden, classes, true, vb.pp("mlp"))?),
         })
     }

@@ -1,5 +1,6 @@
 //! A linear layer (`nn.Linear`: `y = x·Wᵀ + b`, weight `(out, in)`) over inputs of any rank,
-//! whose bias gradient is one pass on the CPU.
+//! whose weight gradient is one contiguous product and whose bias gradient is one pass on
+//! the CPU.
 //!
 //! candle-nn's `Linear` adds the bias by broadcasting over every leading dimension, and the
 //! backward of that broadcast is a reduction over leading dimensions, which candle's CPU
@@ -11,16 +12,28 @@
 #[cfg(not(target_arch = "wasm32"))]
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape};
 use candle_core::{Result, Tensor};
+use candle_nn::VarBuilder;
 #[cfg(not(target_arch = "wasm32"))]
 use rayon::prelude::*;
 
 #[cfg(not(target_arch = "wasm32"))]
 use super::kernels::{chunk_len, contiguous};
+use super::matmul::batch_matmul;
 
 #[derive(Clone, Debug)]
 pub struct Linear {
     weight: Tensor,
     bias: Option<Tensor>,
+}
+
+/// `input → output` initialised as candle-nn's `linear` (and so as PyTorch's `nn.Linear`
+/// up to the weight's distribution): Kaiming-normal weight, bias uniform in ±1/√input.
+pub fn linear(input: usize, output: usize, vb: &VarBuilder) -> Result<Linear> {
+    let weight = vb.get_with_hints((output, input), "weight", candle_nn::init::DEFAULT_KAIMING_NORMAL)?;
+    #[allow(clippy::cast_precision_loss)]
+    let bound = 1.0 / (input as f64).sqrt();
+    let bias = vb.get_with_hints(output, "bias", candle_nn::Init::Uniform { lo: -bound, up: bound })?;
+    Ok(Linear::new(weight, Some(bias)))
 }
 
 impl Linear {
@@ -37,7 +50,7 @@ impl Linear {
         let mut dims = x.dims().to_vec();
         let Some(&input) = dims.last() else { candle_core::bail!("a linear layer needs at least one dimension") };
         let rows = x.elem_count() / input.max(1);
-        let y = x.reshape((rows, input))?.matmul(&self.weight.t()?)?;
+        let y = batch_matmul(&x.reshape((rows, input))?, &self.weight, false, true)?;
         let y = match &self.bias {
             Some(b) => add_bias(&y, b)?,
             None => y,

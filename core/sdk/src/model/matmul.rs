@@ -1,12 +1,20 @@
-//! Batched matrix products with optional transposes, differentiable, with a CPU kernel that
-//! runs the batch's products in parallel.
+//! Matrix products with optional transposes, single or batched, differentiable, with a CPU
+//! kernel that reads transposed operands through their strides and whose gradients come out
+//! contiguous.
 //!
 //! Attention multiplies `N × heads` small matrices (a 50×64 by 64×50 product per image and
 //! head for ViT-Tiny on 28 px images). candle's CPU matmul runs a batch one product after
 //! another, each asking rayon to split a matrix too small to split, and `q·kᵀ` first copies
 //! `k` transposed. Here one rayon task takes a run of whole products, each a single-threaded
-//! GEMM that reads transposed operands through their strides. Elsewhere (CUDA, other dtypes)
-//! candle's matmul runs. This file must not know about attention or any network.
+//! GEMM; a batch smaller than the thread pool (a linear layer's one product) is instead
+//! split by the GEMM itself.
+//!
+//! The gradients matter as much as the products: candle differentiates `x·wᵀ` through
+//! `w.t()`, so a weight's gradient is a transposed view, and when a weight is used twice
+//! (two views through one projector) candle adds two transposed views element by element
+//! with strided reads — a tenth of a Barlow Twins step. Here each gradient is its own
+//! contiguous product. Elsewhere (CUDA, other dtypes) candle's matmul runs. This file must
+//! not know about attention or any network.
 
 #[cfg(not(target_arch = "wasm32"))]
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape};
@@ -19,14 +27,20 @@ use super::kernels::{MatRef, contiguous, gemm_f32};
 
 /// `op(a) · op(b)` over the leading (batch) dimensions, `op` a transpose of the last two
 /// dimensions where `transpose_a` / `transpose_b` say: for `(…, m, k)` by `(…, k, n)`
-/// without transposes, `(…, m, n)`. Both need the same batch dimensions.
+/// without transposes, `(…, m, n)`. Both need the same batch dimensions (none for two
+/// matrices).
 pub fn batch_matmul(a: &Tensor, b: &Tensor, transpose_a: bool, transpose_b: bool) -> Result<Tensor> {
     #[cfg(not(target_arch = "wasm32"))]
-    if a.device().is_cpu() && a.dtype() == candle_core::DType::F32 && a.rank() >= 3 {
+    if a.device().is_cpu() && a.dtype() == candle_core::DType::F32 && a.rank() >= 2 {
         let op = BatchMatmul { ta: transpose_a, tb: transpose_b };
         return a.contiguous()?.apply_op2(&b.contiguous()?, op);
     }
-    let t = |x: &Tensor, yes: bool| if yes { x.t()?.contiguous() } else { Ok(x.clone()) };
+    // candle's matmul takes a transposed matrix as it is, but not a transposed batch.
+    let t = |x: &Tensor, yes: bool| match (yes, x.rank()) {
+        (false, _) => Ok(x.clone()),
+        (true, 2) => x.t(),
+        (true, _) => x.t()?.contiguous(),
+    };
     t(a, transpose_a)?.matmul(&t(b, transpose_b)?)
 }
 
@@ -37,13 +51,13 @@ struct BatchMatmul {
     tb: bool,
 }
 
-/// The batch size and the last two dimensions of a tensor of rank ≥ 3.
+/// The batch size (1 for a matrix) and the last two dimensions of a tensor of rank ≥ 2.
 #[cfg(not(target_arch = "wasm32"))]
 fn batch_dims(l: &Layout) -> Result<(usize, usize, usize)> {
     let dims = l.dims();
     match dims {
-        [batch @ .., r, c] if !batch.is_empty() => Ok((batch.iter().product(), *r, *c)),
-        _ => candle_core::bail!("batch_matmul needs tensors of rank 3 or more, got {dims:?}"),
+        [batch @ .., r, c] => Ok((batch.iter().product(), *r, *c)),
+        _ => candle_core::bail!("batch_matmul needs tensors of rank 2 or more, got {dims:?}"),
     }
 }
 
@@ -69,15 +83,25 @@ impl CustomOp2 for BatchMatmul {
             candle_core::bail!("batch_matmul: cannot multiply {:?} by {:?}", l1.dims(), l2.dims());
         }
         let mut out = vec![0f32; batch * m * n];
-        // Whole products per task, about 32k multiply-adds each at the least.
-        let per_task = (32_768 / (m * n * k).max(1)).max(1);
-        if m * n > 0 {
+        let product = |i: usize, dst: &mut [f32], parallelism| {
+            let (lhs, rhs) = (nth(a, i, ar, ac, self.ta), nth(b, i, br, bc, self.tb));
+            gemm_f32(dst, n, lhs, rhs, false, parallelism)
+                .map_err(|e| candle_core::Error::Msg(format!("batch_matmul: {e}")))
+        };
+        let threads = rayon::current_num_threads();
+        if m * n > 0 && batch < threads {
+            // Too few products to go round: each is split by the GEMM, when big enough.
+            let split = threads > 1 && m * n * k >= 32_768 * threads;
+            let parallelism = if split { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+            for (i, d) in out.chunks_mut(m * n).enumerate() {
+                product(i, d, parallelism)?;
+            }
+        } else if m * n > 0 {
+            // Whole products per task, about 32k multiply-adds each at the least.
+            let per_task = (32_768 / (m * n * k).max(1)).max(1);
             out.par_chunks_mut(per_task * m * n).enumerate().try_for_each(|(t, dst)| {
                 for (j, d) in dst.chunks_mut(m * n).enumerate() {
-                    let i = t * per_task + j;
-                    let (lhs, rhs) = (nth(a, i, ar, ac, self.ta), nth(b, i, br, bc, self.tb));
-                    gemm_f32(d, n, lhs, rhs, false, gemm::Parallelism::None)
-                        .map_err(|e| candle_core::Error::Msg(format!("batch_matmul: {e}")))?;
+                    product(t * per_task + j, d, gemm::Parallelism::None)?;
                 }
                 Ok::<(), candle_core::Error>(())
             })?;
@@ -110,27 +134,38 @@ mod tests {
 
     #[test]
     fn products_and_gradients_match_candles_matmul_for_every_transpose() {
-        let dev = Device::Cpu;
-        let (m, k, n) = (5, 7, 3);
-        for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
-            let a_shape = if ta { (2, 3, k, m) } else { (2, 3, m, k) };
-            let b_shape = if tb { (2, 3, n, k) } else { (2, 3, k, n) };
-            let a = Var::from_tensor(&Tensor::randn(0f32, 1., a_shape, &dev).unwrap()).unwrap();
-            let b = Var::from_tensor(&Tensor::randn(0f32, 1., b_shape, &dev).unwrap()).unwrap();
-            let weights = Tensor::randn(0f32, 1., (2, 3, m, n), &dev).unwrap();
-            let t = |x: &Tensor, yes: bool| if yes { x.t().unwrap().contiguous().unwrap() } else { x.clone() };
-
-            let ours = batch_matmul(&a, &b, ta, tb).unwrap();
-            let reference = t(&a, ta).matmul(&t(&b, tb)).unwrap();
-            assert_eq!(ours.dims(), [2, 3, m, n]);
-            assert!(max_diff(&ours, &reference) < 1e-5, "ta {ta} tb {tb}");
-
-            let g_ours = (ours * &weights).unwrap().sum_all().unwrap().backward().unwrap();
-            let g_ref = (reference * &weights).unwrap().sum_all().unwrap().backward().unwrap();
-            for v in [&a, &b] {
-                let (x, y) = (g_ours.get(v).unwrap(), g_ref.get(v).unwrap());
-                assert!(max_diff(x, y) < 1e-5, "gradient, ta {ta} tb {tb}");
+        // A batch of small products, one small matrix, and one large enough for the GEMM
+        // to split it over the threads.
+        for (batch, (m, k, n)) in [(&[2usize, 3][..], (5, 7, 3)), (&[][..], (5, 7, 3)), (&[][..], (96, 160, 80))] {
+            for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+                check_against_candle(batch, (m, k, n), ta, tb);
             }
+        }
+    }
+
+    fn check_against_candle(batch: &[usize], (m, k, n): (usize, usize, usize), ta: bool, tb: bool) {
+        let dev = Device::Cpu;
+        let shape = |r: usize, c: usize| [batch, &[r, c]].concat();
+        let a_shape = if ta { shape(k, m) } else { shape(m, k) };
+        let b_shape = if tb { shape(n, k) } else { shape(k, n) };
+        let a = Var::from_tensor(&Tensor::randn(0f32, 1., a_shape, &dev).unwrap()).unwrap();
+        let b = Var::from_tensor(&Tensor::randn(0f32, 1., b_shape, &dev).unwrap()).unwrap();
+        let weights = Tensor::randn(0f32, 1., shape(m, n), &dev).unwrap();
+        let t = |x: &Tensor, yes: bool| if yes { x.t().unwrap().contiguous().unwrap() } else { x.clone() };
+
+        let ours = batch_matmul(&a, &b, ta, tb).unwrap();
+        let reference = t(&a, ta).matmul(&t(&b, tb)).unwrap();
+        assert_eq!(ours.dims(), shape(m, n));
+        let tolerance = 1e-6 * k as f32;
+        assert!(max_diff(&ours, &reference) < tolerance, "{batch:?} ta {ta} tb {tb}");
+
+        let g_ours = (ours * &weights).unwrap().sum_all().unwrap().backward().unwrap();
+        let g_ref = (reference * &weights).unwrap().sum_all().unwrap().backward().unwrap();
+        for v in [&a, &b] {
+            let (x, y) = (g_ours.get(v).unwrap(), g_ref.get(v).unwrap());
+            assert!(max_diff(x, y) < tolerance, "gradient, {batch:?} ta {ta} tb {tb}");
+            // What the op is for: a gradient that later adds and optimizer steps read in order.
+            assert!(x.is_contiguous(), "gradient layout, {batch:?} ta {ta} tb {tb}");
         }
     }
 

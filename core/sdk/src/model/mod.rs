@@ -37,7 +37,7 @@ pub use convnet::ConvNet;
 pub use gelu::gelu;
 pub use init::seeded_var_builder;
 pub use layer_norm::LayerNorm;
-pub use linear::Linear;
+pub use linear::{Linear, linear};
 pub use matmul::batch_matmul;
 pub use norm::{BatchNorm, is_buffer};
 pub use resnet::ResNet18;

@@ -8,9 +8,9 @@
 //! task's.
 
 use candle_core::{Result, Tensor};
-use candle_nn::{Linear, Module, VarBuilder};
+use candle_nn::VarBuilder;
 
-use crate::model::BatchNorm;
+use crate::model::{BatchNorm, Linear, linear};
 
 /// Linear → (BatchNorm) → ReLU: the hidden layer of an [`Mlp`], or a layer applied to every
 /// item on its own (jigsaw's per-tile layer).
@@ -30,7 +30,7 @@ impl Dense {
     /// As [`Dense::new`], its layers named from index `first` of a `Sequential`.
     fn at(first: usize, input: usize, output: usize, batch_norm: bool, vb: &VarBuilder) -> Result<Self> {
         let norm = if batch_norm { Some(BatchNorm::new(output, vb.pp((first + 1).to_string()))?) } else { None };
-        Ok(Self { linear: candle_nn::linear(input, output, vb.pp(first.to_string()))?, norm })
+        Ok(Self { linear: linear(input, output, &vb.pp(first.to_string()))?, norm })
     }
 
     /// How many `Sequential` indices the block takes (Linear, BatchNorm, ReLU).
@@ -72,7 +72,7 @@ impl Mlp {
             width = h;
         }
         let out_name = (hidden.len() * Dense::span(batch_norm)).to_string();
-        Ok(Self { hidden: layers, out: candle_nn::linear(width, output, vb.pp(out_name))? })
+        Ok(Self { hidden: layers, out: linear(width, output, &vb.pp(out_name))? })
     }
 
     /// `train` selects batch statistics (and updates the running ones) in the batch norms.
