@@ -18,6 +18,13 @@ use crate::model::kernels::{GemmError, MatRef, gemm_f32};
 /// below it the GEMM micro-kernels spend more time packing than multiplying.
 const GROUP_COLUMNS: usize = 256;
 
+/// Feature maps of at most this many output pixels are lowered through a table of source
+/// offsets (see [`tap_table`]) instead of row by row.
+const TABLE_PIXELS: usize = 64;
+
+/// Where a table entry reads padding (a zero, which the lowered buffer already holds).
+const PADDING: u32 = u32::MAX;
+
 /// A shape or buffer the kernels cannot work with. The op layer checks shapes before calling
 /// in, so these mean a caller bug rather than bad user data, but they are errors, not panics.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -147,6 +154,56 @@ fn check_len(what: &'static str, got: usize, want: usize) -> Result<(), ConvErro
     if got == want { Ok(()) } else { Err(ConvError::BufferLength { what, got, want }) }
 }
 
+/// For a small output map, the input offset within one image that each (tap, output
+/// pixel) reads, or [`PADDING`]: taps × pixels entries, built once per call. Lowering row
+/// by row copies a run of at most `wo` values at a time, and on jigsaw's tiles (maps of 2×2
+/// to 9×9) those calls, not the GEMM, were the largest part of the step; with the table it
+/// is one tight gather per tap. `None` for larger maps, where the runs are long.
+fn tap_table(g: &Geometry) -> Option<Vec<u32>> {
+    if g.pixels() > TABLE_PIXELS || u32::try_from(g.image_len()).is_err() {
+        return None;
+    }
+    let (p, s) = (g.padding, g.stride);
+    let mut table = vec![PADDING; g.taps() * g.pixels()];
+    for (row, entries) in table.chunks_exact_mut(g.pixels()).enumerate() {
+        let (c, ki, kj) = (row / (g.k * g.k), row / g.k % g.k, row % g.k);
+        let (oh0, oh1) = g.valid(ki, g.h, g.ho);
+        let (ow0, ow1) = g.valid(kj, g.w, g.wo);
+        for oh in oh0..oh1 {
+            for ow in ow0..ow1 {
+                let (ih, iw) = (oh * s + ki - p, ow * s + kj - p);
+                // In range: image_len fits in u32 (checked above).
+                entries[oh * g.wo + ow] = ((c * g.h + ih) * g.w + iw) as u32;
+            }
+        }
+    }
+    Some(table)
+}
+
+/// [`im2col`] through a [`tap_table`].
+fn im2col_table(table: &[u32], pixels: usize, x: &[f32], col: &mut [f32], ld: usize, at: usize) {
+    for (r, entries) in table.chunks_exact(pixels).enumerate() {
+        let dst = &mut col[r * ld + at..r * ld + at + pixels];
+        for (d, &i) in dst.iter_mut().zip(entries) {
+            if i != PADDING {
+                *d = x[i as usize];
+            }
+        }
+    }
+}
+
+/// [`col2im`] through a [`tap_table`].
+fn col2im_table(table: &[u32], pixels: usize, col: &[f32], ld: usize, at: usize, dx: &mut [f32]) {
+    for (r, entries) in table.chunks_exact(pixels).enumerate() {
+        let src = &col[r * ld + at..r * ld + at + pixels];
+        for (v, &i) in src.iter().zip(entries) {
+            if i != PADDING {
+                dx[i as usize] += *v;
+            }
+        }
+    }
+}
+
 /// Lowers one image (`c`×`h`×`w`) into columns `at..at + pixels` of `col`, a row-major
 /// `taps`×`ld` matrix: row (channel, ki, kj) holds the input under that tap for every output
 /// pixel. Only positions inside the image are written: the ones that fall in the padding
@@ -258,20 +315,22 @@ fn scatter_planes(src: &[f32], count: usize, rows: usize, pixels: usize, ld: usi
 /// Scratch buffers of one task. The lowered matrix is zeroed once here and then only
 /// overwritten at in-image positions (see [`im2col`]), always with the full group's row
 /// stride `ld`, even for a short last group.
-struct Scratch {
+struct Scratch<'t> {
     col: Vec<f32>,
     planes: Vec<f32>,
     ld: usize,
+    table: Option<&'t [u32]>,
 }
 
-impl Scratch {
+impl<'t> Scratch<'t> {
     /// `lowers`: whether this set holds a lowered (im2col) matrix; `planes_rows`: rows of
     /// the side-by-side buffer for grouped images.
-    fn new(g: &Geometry, plan: &Plan, lowers: bool, planes_rows: usize) -> Self {
+    /// `table`: the call's [`tap_table`], if it has one.
+    fn new(g: &Geometry, plan: &Plan, lowers: bool, planes_rows: usize, table: Option<&'t [u32]>) -> Self {
         let ld = plan.group * g.pixels();
         let col = if !lowers || plan.direct(g) { Vec::new() } else { vec![0f32; g.taps() * ld] };
         let planes = if plan.group > 1 { vec![0f32; planes_rows * ld] } else { Vec::new() };
-        Self { col, planes, ld }
+        Self { col, planes, ld, table }
     }
 
     /// The `taps`×(count·pixels) lowered matrix of `count` consecutive images.
@@ -281,7 +340,10 @@ impl Scratch {
             return MatRef::row_major(images, g.taps(), cols);
         }
         for (i, img) in images.chunks_exact(g.image_len()).enumerate() {
-            im2col(g, img, &mut self.col, self.ld, i * g.pixels());
+            match self.table {
+                Some(table) => im2col_table(table, g.pixels(), img, &mut self.col, self.ld, i * g.pixels()),
+                None => im2col(g, img, &mut self.col, self.ld, i * g.pixels()),
+            }
         }
         MatRef::strided(&self.col, g.taps(), cols, self.ld)
     }
@@ -303,13 +365,14 @@ pub fn forward(g: &Geometry, x: &[f32], w: &[f32]) -> Result<Vec<f32>, ConvError
     check_len("input", x.len(), g.input_len())?;
     check_len("kernel", w.len(), g.weight_len())?;
     let plan = Plan::new(g, 2);
+    let table = tap_table(g);
     let (in_len, out_len) = (g.image_len(), g.out_image_len());
     let weights = MatRef::row_major(w, g.o, g.taps());
     let mut y = vec![0f32; g.output_len()];
     y.par_chunks_mut(plan.per_task * out_len).enumerate().try_for_each(|(t, y_task)| {
         let first = t * plan.per_task;
         let images = y_task.len() / out_len;
-        let mut scratch = Scratch::new(g, &plan, true, 0);
+        let mut scratch = Scratch::new(g, &plan, true, 0, table.as_deref());
         let mut out = if plan.group > 1 { vec![0f32; g.o * scratch.ld] } else { Vec::new() };
         let ld = scratch.ld;
         for start in (0..images).step_by(plan.group) {
@@ -334,13 +397,14 @@ pub fn input_grad(g: &Geometry, dy: &[f32], w: &[f32]) -> Result<Vec<f32>, ConvE
     check_len("output gradient", dy.len(), g.output_len())?;
     check_len("kernel", w.len(), g.weight_len())?;
     let plan = Plan::new(g, 2);
+    let table = tap_table(g);
     let (in_len, out_len) = (g.image_len(), g.out_image_len());
     let weights_t = MatRef::transposed(w, g.o, g.taps());
     let mut dx = vec![0f32; g.input_len()];
     dx.par_chunks_mut(plan.per_task * in_len).enumerate().try_for_each(|(t, dx_task)| {
         let first = t * plan.per_task;
         let images = dx_task.len() / in_len;
-        let mut scratch = Scratch::new(g, &plan, true, g.o);
+        let mut scratch = Scratch::new(g, &plan, true, g.o, table.as_deref());
         // Every entry of the lowered gradient is written by the GEMM: no zeroing to keep.
         let mut dcol = std::mem::take(&mut scratch.col);
         let ld = scratch.ld;
@@ -354,7 +418,10 @@ pub fn input_grad(g: &Geometry, dy: &[f32], w: &[f32]) -> Result<Vec<f32>, ConvE
             } else {
                 gemm_f32(&mut dcol, ld, weights_t, dy_mat, false, plan.gemm)?;
                 for (i, img) in dx_group.chunks_exact_mut(in_len).enumerate() {
-                    col2im(g, &dcol, ld, i * g.pixels(), img);
+                    match scratch.table {
+                        Some(table) => col2im_table(table, g.pixels(), &dcol, ld, i * g.pixels(), img),
+                        None => col2im(g, &dcol, ld, i * g.pixels(), img),
+                    }
                 }
             }
         }
@@ -375,6 +442,7 @@ pub fn kernel_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Result<Vec<f32>, Conv
     check_len("input", x.len(), g.input_len())?;
     check_len("output gradient", dy.len(), g.output_len())?;
     let plan = Plan::new(g, 1);
+    let table = tap_table(g);
     let (in_len, out_len) = (g.image_len(), g.out_image_len());
     let tasks = g.n.div_ceil(plan.per_task);
     let partials = (0..tasks)
@@ -385,8 +453,8 @@ pub fn kernel_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Result<Vec<f32>, Conv
             let mut acc_t = vec![0f32; g.weight_len()];
             // Two scratch sets: the lowered input and the gathered gradient are both live
             // during the GEMM.
-            let mut lower = Scratch::new(g, &plan, true, 0);
-            let mut grads = Scratch::new(g, &plan, false, g.o);
+            let mut lower = Scratch::new(g, &plan, true, 0, table.as_deref());
+            let mut grads = Scratch::new(g, &plan, false, g.o, None);
             for start in (0..images).step_by(plan.group) {
                 let count = plan.group.min(images - start);
                 let n0 = first + start;
