@@ -39,6 +39,9 @@ pub struct SimclrConfig {
     /// batch statistics, as the seed article's listing does (`model(x_i)`, `model(x_j)`);
     /// off, all 2N views share one batch, as SimCLR's reference code.
     pub separate_views: bool,
+    /// A batch norm after the projector's hidden layer, as SimCLR's reference code and
+    /// solo-learn have; off, Linear → ReLU → Linear, as the seed article's listing.
+    pub projector_batch_norm: bool,
 }
 
 impl Default for SimclrConfig {
@@ -54,6 +57,7 @@ impl Default for SimclrConfig {
             gray_p: aug.gray_p,
             blur_p: aug.blur_p,
             separate_views: false,
+            projector_batch_norm: true,
         }
     }
 }
@@ -168,7 +172,7 @@ impl PretextTask for Simclr {
 
     fn build_head(&self, feature_dim: usize, vb: VarBuilder) -> candle_core::Result<Mlp> {
         let hidden = if self.config.hidden_dim == 0 { feature_dim } else { self.config.hidden_dim };
-        Mlp::new(feature_dim, hidden, self.config.projection_dim, true, vb)
+        Mlp::new(feature_dim, hidden, self.config.projection_dim, self.config.projector_batch_norm, vb)
     }
 
     fn loss(&self, step: &mut Step<'_, Mlp>) -> candle_core::Result<TaskOutput> {
@@ -271,6 +275,22 @@ mod tests {
         assert!((a - b).abs() < 1e-5);
         let odd = Tensor::zeros((3, 2), DType::F32, &cpu()).unwrap();
         assert!(nt_xent(&odd, 0.5).is_err());
+    }
+
+    #[test]
+    fn the_projector_has_a_batch_norm_unless_told_not_to() {
+        let spec = InputSpec { channels: 1, height: 8, width: 8, patch_size: None };
+        for (batch_norm, want) in [(true, vec!["0", "1", "3"]), (false, vec!["0", "2"])] {
+            let config = SimclrConfig { projector_batch_norm: batch_norm, ..SimclrConfig::default() };
+            let map = candle_nn::VarMap::new();
+            let vb = candle_nn::VarBuilder::from_varmap(&map, DType::F32, &cpu());
+            Simclr::new(config, spec).unwrap().build_head(16, vb).unwrap();
+            let mut layers: Vec<String> =
+                map.data().lock().unwrap().keys().map(|k| k.split('.').next().unwrap().to_string()).collect();
+            layers.sort();
+            layers.dedup();
+            assert_eq!(layers, want, "batch norm {batch_norm}");
+        }
     }
 
     #[test]
