@@ -26,14 +26,11 @@ pub struct Linear {
     bias: Option<Tensor>,
 }
 
-/// `input → output` initialised as candle-nn's `linear` (and so as PyTorch's `nn.Linear`
-/// up to the weight's distribution): Kaiming-normal weight, bias uniform in ±1/√input.
+/// `input → output` with candle-nn's `linear` variables and initialisation (and so PyTorch's
+/// `nn.Linear` up to the weight's distribution), multiplied by this layer.
 pub fn linear(input: usize, output: usize, vb: &VarBuilder) -> Result<Linear> {
-    let weight = vb.get_with_hints((output, input), "weight", candle_nn::init::DEFAULT_KAIMING_NORMAL)?;
-    #[allow(clippy::cast_precision_loss)]
-    let bound = 1.0 / (input as f64).sqrt();
-    let bias = vb.get_with_hints(output, "bias", candle_nn::Init::Uniform { lo: -bound, up: bound })?;
-    Ok(Linear::new(weight, Some(bias)))
+    let theirs = candle_nn::linear(input, output, vb.clone())?;
+    Ok(Linear::new(theirs.weight().clone(), theirs.bias().cloned()))
 }
 
 impl Linear {

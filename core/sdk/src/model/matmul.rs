@@ -12,7 +12,7 @@
 //! The gradients matter as much as the products: candle differentiates `x·wᵀ` through
 //! `w.t()`, so a weight's gradient is a transposed view, and when a weight is used twice
 //! (two views through one projector) candle adds two transposed views element by element
-//! with strided reads — a tenth of a Barlow Twins step. Here each gradient is its own
+//! with strided reads — 15% of a Barlow Twins step. Here each gradient is its own
 //! contiguous product. Elsewhere (CUDA, other dtypes) candle's matmul runs. This file must
 //! not know about attention or any network.
 
@@ -89,14 +89,16 @@ impl CustomOp2 for BatchMatmul {
                 .map_err(|e| candle_core::Error::Msg(format!("batch_matmul: {e}")))
         };
         let threads = rayon::current_num_threads();
-        if m * n > 0 && batch < threads {
+        if m * n == 0 {
+            // Nothing to compute: an empty product.
+        } else if batch < threads {
             // Too few products to go round: each is split by the GEMM, when big enough.
             let split = threads > 1 && m * n * k >= 32_768 * threads;
             let parallelism = if split { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
             for (i, d) in out.chunks_mut(m * n).enumerate() {
                 product(i, d, parallelism)?;
             }
-        } else if m * n > 0 {
+        } else {
             // Whole products per task, about 32k multiply-adds each at the least.
             let per_task = (32_768 / (m * n * k).max(1)).max(1);
             out.par_chunks_mut(per_task * m * n).enumerate().try_for_each(|(t, dst)| {
