@@ -33,6 +33,16 @@ pub(crate) fn chunk_len(row: usize) -> usize {
     (16_384 / row).max(1) * row
 }
 
+/// Runs `f` compiled for the widest vector instructions this CPU has (AVX-512, else AVX2,
+/// else the x86-64 baseline's SSE2), picked at run time. The build targets baseline x86-64
+/// so that one binary runs anywhere; without this, the elementwise loops of batch norm and
+/// the convolution's lowering run four floats at a time on machines that do sixteen. `f`
+/// must be small enough to be inlined here, or it keeps the baseline instructions.
+#[inline(always)]
+pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
+    pulp::Arch::new().dispatch(f)
+}
+
 /// Eight independent partial sums: float addition is not associative, so the compiler keeps
 /// a single running sum in order unless the lanes are spelled out, and that serial chain
 /// is what made these reductions slow.
@@ -43,6 +53,14 @@ pub(crate) fn lanes_total(acc: [f32; LANES]) -> f32 {
 }
 
 pub(crate) fn sum(x: &[f32]) -> f32 {
+    vectorized(
+        #[inline(always)]
+        || sum_in(x),
+    )
+}
+
+#[inline(always)]
+fn sum_in(x: &[f32]) -> f32 {
     let mut acc = [0f32; LANES];
     let chunks = x.chunks_exact(LANES);
     let tail: f32 = chunks.remainder().iter().sum();
@@ -56,6 +74,14 @@ pub(crate) fn sum(x: &[f32]) -> f32 {
 
 /// Σ (x − m)².
 pub(crate) fn sum_sq_dev(x: &[f32], m: f32) -> f32 {
+    vectorized(
+        #[inline(always)]
+        || sum_sq_dev_in(x, m),
+    )
+}
+
+#[inline(always)]
+fn sum_sq_dev_in(x: &[f32], m: f32) -> f32 {
     let mut acc = [0f32; LANES];
     let chunks = x.chunks_exact(LANES);
     let tail: f32 = chunks.remainder().iter().map(|v| (v - m) * (v - m)).sum();

@@ -11,7 +11,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::kernels::{LANES, lanes_total, sum, sum_sq_dev};
+use super::kernels::{LANES, lanes_total, sum, sum_sq_dev, vectorized};
 
 /// A contiguous (N, C, H·W) view of a 4-D storage, or an error for anything else; `norm.rs`
 /// makes inputs contiguous first.
@@ -64,27 +64,47 @@ where
     blocks.concat()
 }
 
-/// (Σ g, Σ g·(x − m)) with g = dy, zeroed where y ≤ 0 under ReLU.
-fn grad_sums(x: &[f32], dy: &[f32], y: &[f32], m: f32, relu: bool) -> [f32; 2] {
-    let gate = |g: f32, yv: f32| if relu && yv <= 0.0 { 0.0 } else { g };
+/// `g` where the ReLU passed its input (`y > 0`), else zero; the identity without ReLU.
+#[inline(always)]
+fn gate<const RELU: bool>(g: f32, y: f32) -> f32 {
+    if RELU && y <= 0.0 { 0.0 } else { g }
+}
+
+/// (Σ g, Σ g·(x − m)) with g = dy, zeroed where y ≤ 0 under ReLU (`RELU`).
+fn grad_sums<const RELU: bool>(x: &[f32], dy: &[f32], y: &[f32], m: f32) -> [f32; 2] {
+    vectorized(
+        #[inline(always)]
+        || grad_sums_in::<RELU>(x, dy, y, m),
+    )
+}
+
+/// The gated gradient goes through a small buffer first: folded into the sums, the
+/// compiler turned the gate into a conditional load per value (scalar code, a fifth of a
+/// ConvNet training step); as a map of its own it is a vector blend.
+#[inline(always)]
+fn grad_sums_in<const RELU: bool>(x: &[f32], dy: &[f32], y: &[f32], m: f32) -> [f32; 2] {
+    const BLOCK: usize = 256;
     let (mut s0, mut s1) = ([0f32; LANES], [0f32; LANES]);
-    let split = x.len() / LANES * LANES;
-    for ((xc, gc), yc) in
-        x[..split].chunks_exact(LANES).zip(dy[..split].chunks_exact(LANES)).zip(y[..split].chunks_exact(LANES))
-    {
-        for i in 0..LANES {
-            let g = gate(gc[i], yc[i]);
-            s0[i] += g;
-            s1[i] += g * (xc[i] - m);
+    let mut gated = [0f32; BLOCK];
+    let (mut t0, mut t1) = (0f32, 0f32);
+    for ((xb, gb), yb) in x.chunks(BLOCK).zip(dy.chunks(BLOCK)).zip(y.chunks(BLOCK)) {
+        let gated = &mut gated[..xb.len()];
+        for ((o, &g), &yv) in gated.iter_mut().zip(gb).zip(yb) {
+            *o = gate::<RELU>(g, yv);
+        }
+        let ((xc, xt), (gc, gt)) = (xb.as_chunks::<LANES>(), gated.as_chunks::<LANES>());
+        for (xs, gs) in xc.iter().zip(gc) {
+            for i in 0..LANES {
+                s0[i] += gs[i];
+                s1[i] += gs[i] * (xs[i] - m);
+            }
+        }
+        for (&xv, &g) in xt.iter().zip(gt) {
+            t0 += g;
+            t1 += g * (xv - m);
         }
     }
-    let (mut t0, mut t1) = (lanes_total(s0), lanes_total(s1));
-    for ((&xv, &gv), &yv) in x[split..].iter().zip(&dy[split..]).zip(&y[split..]) {
-        let g = gate(gv, yv);
-        t0 += g;
-        t1 += g * (xv - m);
-    }
-    [t0, t1]
+    [lanes_total(s0) + t0, lanes_total(s1) + t1]
 }
 
 /// x → (2, C): the batch mean and the biased batch variance of each channel.
@@ -163,12 +183,17 @@ impl CustomOp3 for BatchNormTrain {
         let mut y = vec![0f32; x.len()];
         let relu = self.relu;
         y.par_chunks_mut(c * hw).zip(x.par_chunks(c * hw)).for_each(|(yi, xi)| {
-            for ((yp, xp), &(scale, shift, _)) in yi.chunks_mut(hw).zip(xi.chunks(hw)).zip(&coef) {
-                for (o, &v) in yp.iter_mut().zip(xp) {
-                    let t = v * scale + shift;
-                    *o = if relu { t.max(0.0) } else { t };
-                }
-            }
+            vectorized(
+                #[inline(always)]
+                || {
+                    for ((yp, xp), &(scale, shift, _)) in yi.chunks_mut(hw).zip(xi.chunks(hw)).zip(&coef) {
+                        for (o, &v) in yp.iter_mut().zip(xp) {
+                            let t = v * scale + shift;
+                            *o = if relu { t.max(0.0) } else { t };
+                        }
+                    }
+                },
+            );
         });
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
@@ -234,11 +259,29 @@ impl CustomOp3 for GradSums {
         let (x, n, c, hw) = planes(xs, xl)?;
         let (g, ..) = planes(gs, gl)?;
         let (y, ..) = planes(ys, yl)?;
-        let relu = self.relu;
-        let sums = channel_sums(n, c, hw, |ch, r| grad_sums(&x[r.clone()], &g[r.clone()], &y[r], self.mean[ch], relu));
+        let mean = &self.mean;
+        let sums = if self.relu {
+            channel_sums(n, c, hw, |ch, r| grad_sums::<true>(&x[r.clone()], &g[r.clone()], &y[r], mean[ch]))
+        } else {
+            channel_sums(n, c, hw, |ch, r| grad_sums::<false>(&x[r.clone()], &g[r.clone()], &y[r], mean[ch]))
+        };
         let mut out: Vec<f32> = sums.iter().map(|s| s[0] as f32).collect();
         out.extend(sums.iter().map(|s| s[1] as f32));
         Ok((CpuStorage::F32(out), Shape::from((2, c))))
+    }
+}
+
+/// One plane of [`InputGrad`], with the ReLU gate fixed at compile time (see [`gate`]).
+#[inline(never)]
+fn input_grad_plane<const RELU: bool>(dx: &mut [f32], x: &[f32], g: &[f32], y: &[f32], k: (f32, f32, f32, f32)) {
+    vectorized(|| input_grad_plane_in::<RELU>(dx, x, g, y, k));
+}
+
+#[inline(always)]
+fn input_grad_plane_in<const RELU: bool>(dx: &mut [f32], x: &[f32], g: &[f32], y: &[f32], k: (f32, f32, f32, f32)) {
+    let (scale, kx, k0, mean) = k;
+    for (((o, &xv), &gv), &yv) in dx.iter_mut().zip(x).zip(g).zip(y) {
+        *o = scale * gate::<RELU>(gv, yv) - kx * (xv - mean) + k0;
     }
 }
 
@@ -267,16 +310,16 @@ impl CustomOp3 for InputGrad {
         let (x, _, c, hw) = planes(xs, xl)?;
         let (g, ..) = planes(gs, gl)?;
         let (y, ..) = planes(ys, yl)?;
-        let relu = self.relu;
         let mut dx = vec![0f32; x.len()];
         dx.par_chunks_mut(c * hw).enumerate().for_each(|(img, di)| {
             let base = img * c * hw;
             for (ch, dp) in di.chunks_mut(hw).enumerate() {
-                let (scale, kx, k0, mean) = self.k[ch];
                 let r = base + ch * hw..base + (ch + 1) * hw;
-                for (((o, &xv), &gv), &yv) in dp.iter_mut().zip(&x[r.clone()]).zip(&g[r.clone()]).zip(&y[r]) {
-                    let gv = if relu && yv <= 0.0 { 0.0 } else { gv };
-                    *o = scale * gv - kx * (xv - mean) + k0;
+                let (x, g, y) = (&x[r.clone()], &g[r.clone()], &y[r]);
+                if self.relu {
+                    input_grad_plane::<true>(dp, x, g, y, self.k[ch]);
+                } else {
+                    input_grad_plane::<false>(dp, x, g, y, self.k[ch]);
                 }
             }
         });

@@ -6,13 +6,17 @@
 //! split over images on rayon's global pool, each task running single-threaded GEMMs on its
 //! own scratch buffers, so no two tasks write the same memory. Images with small feature
 //! maps are lowered in groups so that every GEMM has a reasonably long inner dimension.
+//! The lowering has three forms, picked by geometry: through the image's phase planes
+//! (same padding, the backbones' case: one contiguous copy per tap), through a table of
+//! source offsets (maps of at most 64 pixels), and row by row (anything else). The
+//! elementwise loops run under [`vectorized`], so they use AVX-512 or AVX2 where present.
 //! This module must not know about candle tensors and must not spawn threads of its own;
 //! its matrix products go through the one bounds-checked [`gemm_f32`].
 
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use crate::model::kernels::{GemmError, MatRef, gemm_f32};
+use crate::model::kernels::{GemmError, MatRef, gemm_f32, vectorized};
 
 /// Lowered images per GEMM are grouped until their output pixels reach this many columns:
 /// below it the GEMM micro-kernels spend more time packing than multiplying.
@@ -110,6 +114,26 @@ impl Geometry {
         self.k == 1 && self.stride == 1 && self.padding == 0
     }
 
+    /// "Same" padding (2·padding + 1 = kernel) on a map too large for a [`tap_table`]: the
+    /// output is ⌈h/stride⌉ × ⌈w/stride⌉, so every tap's lowered row is one phase plane of
+    /// the input shifted by a constant (see [`im2col_phased`]).
+    fn phased(&self) -> bool {
+        2 * self.padding + 1 == self.k && self.pixels() > TABLE_PIXELS
+    }
+
+    /// For one kernel tap along an axis: the input phase (offset modulo the stride) it reads
+    /// and how many output positions its reads are shifted by within that phase.
+    fn phase_of(&self, tap: usize) -> (usize, isize) {
+        let (offset, s) = (tap as isize - self.padding as isize, self.stride as isize);
+        (offset.rem_euclid(s) as usize, offset.div_euclid(s))
+    }
+
+    /// Whether some tap reads input phase `phase` along an axis (all do once k ≥ stride; a
+    /// strided 1×1 kernel reads only phase 0).
+    fn phase_used(&self, phase: usize) -> bool {
+        (0..self.k).any(|t| self.phase_of(t).0 == phase)
+    }
+
     /// Output positions `o` along one axis whose input `o·stride + tap − padding` lies in
     /// `0..size`: a contiguous range, so the inner loops need no bounds tests.
     fn valid(&self, tap: usize, size: usize, out: usize) -> (usize, usize) {
@@ -182,14 +206,19 @@ fn tap_table(g: &Geometry) -> Option<Vec<u32>> {
 
 /// [`im2col`] through a [`tap_table`].
 fn im2col_table(table: &[u32], pixels: usize, x: &[f32], col: &mut [f32], ld: usize, at: usize) {
-    for (r, entries) in table.chunks_exact(pixels).enumerate() {
-        let dst = &mut col[r * ld + at..r * ld + at + pixels];
-        for (d, &i) in dst.iter_mut().zip(entries) {
-            if i != PADDING {
-                *d = x[i as usize];
+    vectorized(
+        #[inline(always)]
+        || {
+            for (r, entries) in table.chunks_exact(pixels).enumerate() {
+                let dst = &mut col[r * ld + at..r * ld + at + pixels];
+                // PADDING lies past any image, so it reads as zero; no branch, no bounds
+                // panic, and so a masked vector gather where the CPU has one.
+                for (d, &i) in dst.iter_mut().zip(entries) {
+                    *d = x.get(i as usize).copied().unwrap_or(0.0);
+                }
             }
-        }
-    }
+        },
+    );
 }
 
 /// [`col2im`] through a [`tap_table`].
@@ -197,8 +226,8 @@ fn col2im_table(table: &[u32], pixels: usize, col: &[f32], ld: usize, at: usize,
     for (r, entries) in table.chunks_exact(pixels).enumerate() {
         let src = &col[r * ld + at..r * ld + at + pixels];
         for (v, &i) in src.iter().zip(entries) {
-            if i != PADDING {
-                dx[i as usize] += *v;
+            if let Some(d) = dx.get_mut(i as usize) {
+                *d += *v;
             }
         }
     }
@@ -210,30 +239,161 @@ fn col2im_table(table: &[u32], pixels: usize, col: &[f32], ld: usize, at: usize,
 /// are the same for every image, so the caller zeroes the buffer once and reuses it with
 /// the same `ld`, instead of re-filling a few zeros per row (thousands of tiny memsets).
 fn im2col(g: &Geometry, x: &[f32], col: &mut [f32], ld: usize, at: usize) {
-    let (p, s, wo) = (g.padding, g.stride, g.wo);
-    let plane = g.h * g.w;
-    for (c, xc) in x.chunks_exact(plane).enumerate() {
-        for ki in 0..g.k {
-            let (oh0, oh1) = g.valid(ki, g.h, g.ho);
-            for kj in 0..g.k {
-                let (ow0, ow1) = g.valid(kj, g.w, wo);
-                if ow1 <= ow0 {
-                    continue;
-                }
-                let row_start = ((c * g.k + ki) * g.k + kj) * ld + at;
-                let row = &mut col[row_start..row_start + g.pixels()];
-                let iw0 = ow0 * s + kj - p;
-                let len = ow1 - ow0;
-                for oh in oh0..oh1 {
-                    let ih = oh * s + ki - p;
-                    let src = &xc[ih * g.w + iw0..(ih + 1) * g.w];
-                    let dst = &mut row[oh * wo + ow0..oh * wo + ow1];
-                    if s == 1 {
-                        dst.copy_from_slice(&src[..len]);
-                    } else {
-                        for (d, v) in dst.iter_mut().zip(src.iter().step_by(s)) {
-                            *d = *v;
+    vectorized(
+        #[inline(always)]
+        || {
+            let (p, s, wo) = (g.padding, g.stride, g.wo);
+            let plane = g.h * g.w;
+            for (c, xc) in x.chunks_exact(plane).enumerate() {
+                for ki in 0..g.k {
+                    let (oh0, oh1) = g.valid(ki, g.h, g.ho);
+                    for kj in 0..g.k {
+                        let (ow0, ow1) = g.valid(kj, g.w, wo);
+                        if ow1 <= ow0 {
+                            continue;
                         }
+                        let row_start = ((c * g.k + ki) * g.k + kj) * ld + at;
+                        let row = &mut col[row_start..row_start + g.pixels()];
+                        let iw0 = ow0 * s + kj - p;
+                        for oh in oh0..oh1 {
+                            let ih = oh * s + ki - p;
+                            let src = &xc[ih * g.w + iw0..(ih + 1) * g.w];
+                            let dst = &mut row[oh * wo + ow0..oh * wo + ow1];
+                            strided_copy(dst, src, s);
+                        }
+                    }
+                }
+            }
+        },
+    );
+}
+
+/// `dst[j] = src[j·stride]` for every `j` in `dst`. Stride 2 (every downsampling layer) gets
+/// its own loop over pairs, which the compiler turns into vector shuffles; a generic
+/// `step_by` compiled to one scalar load and store per value, with its index arithmetic.
+#[inline(always)]
+fn strided_copy(dst: &mut [f32], src: &[f32], stride: usize) {
+    let Some((last, head)) = dst.split_last_mut() else { return };
+    match stride {
+        1 => head.copy_from_slice(&src[..head.len()]),
+        2 => head.iter_mut().zip(src.chunks_exact(2)).for_each(|(d, pair)| *d = pair[0]),
+        s => head.iter_mut().zip(src.iter().step_by(s)).for_each(|(d, v)| *d = *v),
+    }
+    *last = src[head.len() * stride];
+}
+
+/// `dst[j·stride] += src[j]` for every `j` in `src`: the adjoint of [`strided_copy`].
+#[inline(always)]
+fn strided_add(dst: &mut [f32], src: &[f32], stride: usize) {
+    let Some((last, head)) = src.split_last() else { return };
+    match stride {
+        1 => dst.iter_mut().zip(head).for_each(|(d, v)| *d += *v),
+        2 => dst.chunks_exact_mut(2).zip(head).for_each(|(pair, v)| pair[0] += *v),
+        s => dst.iter_mut().step_by(s).zip(head).for_each(|(d, v)| *d += *v),
+    }
+    dst[head.len() * stride] += *last;
+}
+
+/// Splits one image into its stride × stride phase planes for [`im2col_phased`]: plane
+/// (c, q, r) is `ho`×`wo` with element (i, j) = x[c, i·s + q, j·s + r]. The strided
+/// gathers happen here once per input value, instead of once per tap (k² times) in the
+/// lowering. Positions past the image's edge are never written: `phases` starts zeroed and
+/// is reused only for images of the same geometry. Stride 1 needs no split: the image is
+/// its own plane.
+fn split_phases(g: &Geometry, x: &[f32], phases: &mut [f32]) {
+    vectorized(
+        #[inline(always)]
+        || {
+            for_phase_rows(
+                g,
+                #[inline(always)]
+                |c, ih, planes_row| {
+                    let src = &x[(c * g.h + ih) * g.w..(c * g.h + ih + 1) * g.w];
+                    match planes_row {
+                        PhaseRow::Pair(even, odd) => {
+                            let (pairs, tail) = src.as_chunks::<2>();
+                            for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(pairs) {
+                                *e = pair[0];
+                                *o = pair[1];
+                            }
+                            if let [last] = tail {
+                                even[pairs.len()] = *last;
+                            }
+                        }
+                        PhaseRow::One(r, row) => {
+                            let used = if r < g.w { (g.w - r).div_ceil(g.stride) } else { 0 };
+                            if used > 0 {
+                                strided_copy(&mut row[..used], &src[r..], g.stride);
+                            }
+                        }
+                    }
+                },
+                phases,
+            );
+        },
+    );
+}
+
+/// The adjoint of [`split_phases`]: writes each phase plane's in-image values back to
+/// their places in the (C, H, W) image `dx`.
+fn merge_phases(g: &Geometry, phases: &mut [f32], dx: &mut [f32]) {
+    vectorized(
+        #[inline(always)]
+        || {
+            for_phase_rows(
+                g,
+                #[inline(always)]
+                |c, ih, planes_row| {
+                    let dst = &mut dx[(c * g.h + ih) * g.w..(c * g.h + ih + 1) * g.w];
+                    match planes_row {
+                        PhaseRow::Pair(even, odd) => {
+                            let (pairs, tail) = dst.as_chunks_mut::<2>();
+                            for ((e, o), pair) in even.iter().zip(odd.iter()).zip(pairs.iter_mut()) {
+                                pair[0] = *e;
+                                pair[1] = *o;
+                            }
+                            if let [last] = tail {
+                                *last = even[g.w / 2];
+                            }
+                        }
+                        PhaseRow::One(r, row) => {
+                            for (d, v) in dst.iter_mut().skip(r).step_by(g.stride).zip(row.iter()) {
+                                *d = *v;
+                            }
+                        }
+                    }
+                },
+                phases,
+            );
+        },
+    );
+}
+
+/// The phase-plane rows that one input row feeds.
+enum PhaseRow<'a> {
+    /// Stride 2 with both column phases in use: (even columns, odd columns).
+    Pair(&'a mut [f32], &'a mut [f32]),
+    /// Column phase `r`'s row.
+    One(usize, &'a mut [f32]),
+}
+
+/// Calls `f(channel, input row, rows)` for every input row whose phase some tap
+/// reads, with the matching rows of the phase planes in `phases`.
+#[inline(always)]
+fn for_phase_rows(g: &Geometry, mut f: impl FnMut(usize, usize, PhaseRow<'_>), phases: &mut [f32]) {
+    let (s, wo, pixels) = (g.stride, g.wo, g.pixels());
+    let used: Vec<usize> = (0..s).filter(|&r| g.phase_used(r)).collect();
+    let pair = s == 2 && used.len() == 2;
+    for c in 0..g.c {
+        for &q in &used {
+            for (i, ih) in (q..g.h).step_by(s).enumerate() {
+                let plane = |r: usize| ((c * s + q) * s + r) * pixels + i * wo;
+                if pair {
+                    let (head, tail) = phases.split_at_mut(plane(1));
+                    f(c, ih, PhaseRow::Pair(&mut head[plane(0)..plane(0) + wo], &mut tail[..wo]));
+                } else {
+                    for &r in &used {
+                        f(c, ih, PhaseRow::One(r, &mut phases[plane(r)..plane(r) + wo]));
                     }
                 }
             }
@@ -241,39 +401,147 @@ fn im2col(g: &Geometry, x: &[f32], col: &mut [f32], ld: usize, at: usize) {
     }
 }
 
+/// One kernel tap's lowered row as a shifted phase plane (see [`im2col_phased`]): which
+/// plane, the shift, the contiguous range of row positions `lo..hi` that maps inside the
+/// plane, and the valid output rows and columns.
+struct TapShift {
+    plane: usize,
+    shift: isize,
+    lo: usize,
+    hi: usize,
+    rows: (usize, usize),
+    cols: (usize, usize),
+}
+
+impl TapShift {
+    /// Zeroes the positions of rows `rows` whose column falls in the padding (they wrapped
+    /// around a row edge in the contiguous copy).
+    #[inline(always)]
+    fn clear_wrapped(&self, row: &mut [f32], wo: usize) {
+        let (ow0, ow1) = self.cols;
+        if ow0 == 0 && ow1 == wo {
+            return;
+        }
+        for line in row[self.rows.0 * wo..self.rows.1 * wo].chunks_exact_mut(wo) {
+            line[..ow0].fill(0.0);
+            line[ow1..].fill(0.0);
+        }
+    }
+}
+
+/// Calls `f(tap row, shift)` for every tap (c, ki, kj) that reads inside the image.
+#[inline(always)]
+fn for_tap_shifts(g: &Geometry, mut f: impl FnMut(usize, &TapShift)) {
+    let (s, wo, pixels) = (g.stride, g.wo, g.pixels());
+    let (ho_i, wo_i) = (g.ho as isize, wo as isize);
+    for c in 0..g.c {
+        for ki in 0..g.k {
+            let (q, dq) = g.phase_of(ki);
+            let (oh0, oh1) = ((-dq).max(0), (ho_i - dq).min(ho_i));
+            for kj in 0..g.k {
+                let (r, dr) = g.phase_of(kj);
+                let (ow0, ow1) = ((-dr).max(0), (wo_i - dr).min(wo_i));
+                if oh1 <= oh0 || ow1 <= ow0 {
+                    continue;
+                }
+                let shift = dq * wo_i + dr;
+                // Clamped so that the source stays inside the plane; what the clamp drops
+                // are wrapped positions.
+                let lo = (oh0 * wo_i).max(-shift) as usize;
+                let hi = (oh1 * wo_i).min(pixels as isize - shift) as usize;
+                let tap = TapShift {
+                    plane: ((c * s + q) * s + r) * pixels,
+                    shift,
+                    lo,
+                    hi,
+                    rows: (oh0 as usize, oh1 as usize),
+                    cols: (ow0 as usize, ow1 as usize),
+                };
+                f((c * g.k + ki) * g.k + kj, &tap);
+            }
+        }
+    }
+}
+
+/// [`im2col`] for [`Geometry::phased`] convolutions, from the image's phase planes (the
+/// image itself at stride 1). With same padding, output pixel (oh, ow) of tap (ki, kj)
+/// reads element (oh + dq, ow + dr) of one phase plane, which has the output's width: the
+/// lowered row is that plane shifted by dq·wo + dr, one contiguous copy, after which the
+/// few positions that wrapped around a row edge are zeroed. Whole rows that fall in the
+/// padding are never written (zero from the start, as in [`im2col`]). This replaced one
+/// short copy per output row and tap, whose per-call cost dominated the lowering on 14×14
+/// maps.
+fn im2col_phased(g: &Geometry, planes: &[f32], col: &mut [f32], ld: usize, at: usize) {
+    vectorized(
+        #[inline(always)]
+        || {
+            for_tap_shifts(
+                g,
+                #[inline(always)]
+                |tap_row, tap| {
+                    let row = &mut col[tap_row * ld + at..tap_row * ld + at + g.pixels()];
+                    let src = tap.plane.wrapping_add_signed(tap.shift);
+                    row[tap.lo..tap.hi].copy_from_slice(&planes[src + tap.lo..src + tap.hi]);
+                    tap.clear_wrapped(row, g.wo);
+                },
+            );
+        },
+    );
+}
+
+/// The adjoint of [`im2col_phased`]: adds each tap row of `col` (columns `at..`) onto its
+/// shifted phase plane in `planes` (the image gradient itself at stride 1). The wrapped
+/// positions are zeroed in `col` first, which is why it is taken mutably.
+fn col2im_phased(g: &Geometry, col: &mut [f32], ld: usize, at: usize, planes: &mut [f32]) {
+    vectorized(
+        #[inline(always)]
+        || {
+            for_tap_shifts(
+                g,
+                #[inline(always)]
+                |tap_row, tap| {
+                    let row = &mut col[tap_row * ld + at..tap_row * ld + at + g.pixels()];
+                    tap.clear_wrapped(row, g.wo);
+                    let dst = tap.plane.wrapping_add_signed(tap.shift);
+                    for (d, v) in planes[dst + tap.lo..dst + tap.hi].iter_mut().zip(&row[tap.lo..tap.hi]) {
+                        *d += *v;
+                    }
+                },
+            );
+        },
+    );
+}
+
 /// The adjoint of [`im2col`]: adds columns `at..at + pixels` of `col` back onto the image
 /// positions they were read from (overlapping taps sum).
 fn col2im(g: &Geometry, col: &[f32], ld: usize, at: usize, dx: &mut [f32]) {
-    let (p, s, wo) = (g.padding, g.stride, g.wo);
-    let plane = g.h * g.w;
-    for (c, dxc) in dx.chunks_exact_mut(plane).enumerate() {
-        for ki in 0..g.k {
-            let (oh0, oh1) = g.valid(ki, g.h, g.ho);
-            for kj in 0..g.k {
-                let (ow0, ow1) = g.valid(kj, g.w, wo);
-                if ow1 <= ow0 {
-                    continue;
-                }
-                let row_start = ((c * g.k + ki) * g.k + kj) * ld + at;
-                let row = &col[row_start..row_start + g.pixels()];
-                for oh in oh0..oh1 {
-                    let ih = oh * s + ki - p;
-                    let dst = &mut dxc[ih * g.w..(ih + 1) * g.w];
-                    let src = &row[oh * wo + ow0..oh * wo + ow1];
-                    let iw0 = ow0 * s + kj - p;
-                    if s == 1 {
-                        for (d, v) in dst[iw0..iw0 + src.len()].iter_mut().zip(src) {
-                            *d += *v;
+    vectorized(
+        #[inline(always)]
+        || {
+            let (p, s, wo) = (g.padding, g.stride, g.wo);
+            let plane = g.h * g.w;
+            for (c, dxc) in dx.chunks_exact_mut(plane).enumerate() {
+                for ki in 0..g.k {
+                    let (oh0, oh1) = g.valid(ki, g.h, g.ho);
+                    for kj in 0..g.k {
+                        let (ow0, ow1) = g.valid(kj, g.w, wo);
+                        if ow1 <= ow0 {
+                            continue;
                         }
-                    } else {
-                        for (d, v) in dst[iw0..].iter_mut().step_by(s).zip(src) {
-                            *d += *v;
+                        let row_start = ((c * g.k + ki) * g.k + kj) * ld + at;
+                        let row = &col[row_start..row_start + g.pixels()];
+                        for oh in oh0..oh1 {
+                            let ih = oh * s + ki - p;
+                            let dst = &mut dxc[ih * g.w..(ih + 1) * g.w];
+                            let src = &row[oh * wo + ow0..oh * wo + ow1];
+                            let iw0 = ow0 * s + kj - p;
+                            strided_add(&mut dst[iw0..], src, s);
                         }
                     }
                 }
             }
-        }
-    }
+        },
+    );
 }
 
 /// The transpose of a row-major `rows`×`cols` matrix, row-major (`cols`×`rows`).
@@ -318,6 +586,8 @@ fn scatter_planes(src: &[f32], count: usize, rows: usize, pixels: usize, ld: usi
 struct Scratch<'t> {
     col: Vec<f32>,
     planes: Vec<f32>,
+    /// One image's phase planes (see [`split_phases`]), for strided phased lowerings.
+    phases: Vec<f32>,
     ld: usize,
     table: Option<&'t [u32]>,
 }
@@ -330,7 +600,9 @@ impl<'t> Scratch<'t> {
         let ld = plan.group * g.pixels();
         let col = if !lowers || plan.direct(g) { Vec::new() } else { vec![0f32; g.taps() * ld] };
         let planes = if plan.group > 1 { vec![0f32; planes_rows * ld] } else { Vec::new() };
-        Self { col, planes, ld, table }
+        let split = lowers && !plan.direct(g) && g.phased() && g.stride > 1;
+        let phases = if split { vec![0f32; g.c * g.stride * g.stride * g.pixels()] } else { Vec::new() };
+        Self { col, planes, phases, ld, table }
     }
 
     /// The `taps`×(count·pixels) lowered matrix of `count` consecutive images.
@@ -340,9 +612,15 @@ impl<'t> Scratch<'t> {
             return MatRef::row_major(images, g.taps(), cols);
         }
         for (i, img) in images.chunks_exact(g.image_len()).enumerate() {
+            let at = i * g.pixels();
             match self.table {
-                Some(table) => im2col_table(table, g.pixels(), img, &mut self.col, self.ld, i * g.pixels()),
-                None => im2col(g, img, &mut self.col, self.ld, i * g.pixels()),
+                Some(table) => im2col_table(table, g.pixels(), img, &mut self.col, self.ld, at),
+                None if g.phased() && g.stride == 1 => im2col_phased(g, img, &mut self.col, self.ld, at),
+                None if g.phased() => {
+                    split_phases(g, img, &mut self.phases);
+                    im2col_phased(g, &self.phases, &mut self.col, self.ld, at);
+                }
+                None => im2col(g, img, &mut self.col, self.ld, at),
             }
         }
         MatRef::strided(&self.col, g.taps(), cols, self.ld)
@@ -418,9 +696,16 @@ pub fn input_grad(g: &Geometry, dy: &[f32], w: &[f32]) -> Result<Vec<f32>, ConvE
             } else {
                 gemm_f32(&mut dcol, ld, weights_t, dy_mat, false, plan.gemm)?;
                 for (i, img) in dx_group.chunks_exact_mut(in_len).enumerate() {
+                    let at = i * g.pixels();
                     match scratch.table {
-                        Some(table) => col2im_table(table, g.pixels(), &dcol, ld, i * g.pixels(), img),
-                        None => col2im(g, &dcol, ld, i * g.pixels(), img),
+                        Some(table) => col2im_table(table, g.pixels(), &dcol, ld, at, img),
+                        None if g.phased() && g.stride == 1 => col2im_phased(g, &mut dcol, ld, at, img),
+                        None if g.phased() => {
+                            scratch.phases.fill(0.0);
+                            col2im_phased(g, &mut dcol, ld, at, &mut scratch.phases);
+                            merge_phases(g, &mut scratch.phases, img);
+                        }
+                        None => col2im(g, &dcol, ld, at, img),
                     }
                 }
             }
