@@ -36,24 +36,29 @@ fn same_dims(a: &Layout, b: &Layout, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// Per channel, Σ over the batch and pixels of `f(plane of a, plane of b, plane of c)`'s two
-/// sums, accumulated in f64 across planes (each plane is summed in f32: at most a feature map).
-/// Each task takes a block of channels and walks it image by image, so that (N, C) rows
-/// (one-pixel planes) are read along memory rather than down its columns.
-fn channel_sums<F>(n: usize, c: usize, hw: usize, f: F) -> Vec<[f64; 2]>
+/// Per channel, Σ over the batch and pixels of two sums: `plane(channel, range)` gives them
+/// for one plane (summed in f32: at most a feature map), accumulated in f64 across planes.
+/// One-pixel planes ((N, C) rows: batch norm over features, as in the projection heads)
+/// go through `value(channel, index)` instead, per value, in a loop across the channels of
+/// a row that vectorises; one call per plane there was one call per value.
+fn channel_sums<P, V>(n: usize, c: usize, hw: usize, plane: P, value: V) -> Vec<[f64; 2]>
 where
-    F: Fn(usize, std::ops::Range<usize>) -> [f32; 2] + Sync,
+    P: Fn(usize, std::ops::Range<usize>) -> [f32; 2] + Sync,
+    V: Fn(usize, usize) -> [f32; 2] + Sync,
 {
     let block = (c / (4 * rayon::current_num_threads().max(1))).max(1);
     let blocks: Vec<Vec<[f64; 2]>> = (0..c.div_ceil(block))
         .into_par_iter()
         .map(|b| {
             let channels = b * block..((b + 1) * block).min(c);
+            if hw == 1 {
+                return row_sums(n, c, channels, &value);
+            }
             let mut acc = vec![[0f64; 2]; channels.len()];
             for img in 0..n {
                 for (a, ch) in acc.iter_mut().zip(channels.clone()) {
                     let start = (img * c + ch) * hw;
-                    let [s0, s1] = f(ch, start..start + hw);
+                    let [s0, s1] = plane(ch, start..start + hw);
                     a[0] += f64::from(s0);
                     a[1] += f64::from(s1);
                 }
@@ -64,10 +69,41 @@ where
     blocks.concat()
 }
 
+/// [`channel_sums`] of `channels` over the `n` rows of an (N, C) matrix.
+fn row_sums<V: Fn(usize, usize) -> [f32; 2]>(
+    n: usize,
+    c: usize,
+    channels: std::ops::Range<usize>,
+    value: &V,
+) -> Vec<[f64; 2]> {
+    vectorized(
+        #[inline(always)]
+        || {
+            let (mut s0, mut s1) = (vec![0f64; channels.len()], vec![0f64; channels.len()]);
+            for row in 0..n {
+                let base = row * c;
+                for ((a0, a1), ch) in s0.iter_mut().zip(s1.iter_mut()).zip(channels.clone()) {
+                    let [v0, v1] = value(ch, base + ch);
+                    *a0 += f64::from(v0);
+                    *a1 += f64::from(v1);
+                }
+            }
+            s0.into_iter().zip(s1).map(|(a, b)| [a, b]).collect()
+        },
+    )
+}
+
 /// `g` where the ReLU passed its input (`y > 0`), else zero; the identity without ReLU.
 #[inline(always)]
 fn gate<const RELU: bool>(g: f32, y: f32) -> f32 {
     if RELU && y <= 0.0 { 0.0 } else { g }
+}
+
+/// One value's terms of [`grad_sums`].
+#[inline(always)]
+fn grad_value<const RELU: bool>(x: f32, dy: f32, y: f32, m: f32) -> [f32; 2] {
+    let g = gate::<RELU>(dy, y);
+    [g, g * (x - m)]
 }
 
 /// (Σ g, Σ g·(x − m)) with g = dy, zeroed where y ≤ 0 under ReLU (`RELU`).
@@ -83,7 +119,8 @@ fn grad_sums<const RELU: bool>(x: &[f32], dy: &[f32], y: &[f32], m: f32) -> [f32
 /// ConvNet training step); as a map of its own it is a vector blend.
 #[inline(always)]
 fn grad_sums_in<const RELU: bool>(x: &[f32], dy: &[f32], y: &[f32], m: f32) -> [f32; 2] {
-    const BLOCK: usize = 256;
+    // Small: the buffer is zeroed on every call, and planes can be a few values (2×2 maps).
+    const BLOCK: usize = 64;
     let (mut s0, mut s1) = ([0f32; LANES], [0f32; LANES]);
     let mut gated = [0f32; BLOCK];
     let (mut t0, mut t1) = (0f32, 0f32);
@@ -119,12 +156,19 @@ impl CustomOp1 for ChannelStats {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (x, n, c, hw) = planes(s, l)?;
         let count = (n * hw) as f64;
-        let sums = channel_sums(n, c, hw, |_, r| [sum(&x[r]), 0.0]);
+        let sums = channel_sums(n, c, hw, |_, r| [sum(&x[r]), 0.0], |_, i| [x[i], 0.0]);
         let mean: Vec<f64> = sums.iter().map(|s| s[0] / count).collect();
         // Two passes: subtracting the mean before squaring keeps the variance accurate when
         // the mean is large against the spread.
-        let sq = channel_sums(n, c, hw, |ch, r| [sum_sq_dev(&x[r], mean[ch] as f32), 0.0]);
-        let mut out: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
+        let mean32: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
+        let sq = channel_sums(
+            n,
+            c,
+            hw,
+            |ch, r| [sum_sq_dev(&x[r], mean32[ch]), 0.0],
+            |ch, i| [(x[i] - mean32[ch]) * (x[i] - mean32[ch]), 0.0],
+        );
+        let mut out = mean32;
         out.extend(sq.iter().map(|s| (s[0] / count) as f32));
         Ok((CpuStorage::F32(out), Shape::from((2, c))))
     }
@@ -182,19 +226,34 @@ impl CustomOp3 for BatchNormTrain {
         let coef = self.affine(&vec2(ss, sl, c, "stats")?, &vec2(ws, wl, c, "weight and bias")?, c);
         let mut y = vec![0f32; x.len()];
         let relu = self.relu;
-        y.par_chunks_mut(c * hw).zip(x.par_chunks(c * hw)).for_each(|(yi, xi)| {
-            vectorized(
-                #[inline(always)]
-                || {
-                    for ((yp, xp), &(scale, shift, _)) in yi.chunks_mut(hw).zip(xi.chunks(hw)).zip(&coef) {
-                        for (o, &v) in yp.iter_mut().zip(xp) {
-                            let t = v * scale + shift;
-                            *o = if relu { t.max(0.0) } else { t };
+        let act = |t: f32| if relu { t.max(0.0) } else { t };
+        if hw == 1 {
+            // (N, C) rows: one loop along each row, over channel-wise coefficients.
+            let (scale, shift): (Vec<f32>, Vec<f32>) = coef.iter().map(|&(a, b, _)| (a, b)).unzip();
+            y.par_chunks_mut(c).zip(x.par_chunks(c)).for_each(|(yi, xi)| {
+                vectorized(
+                    #[inline(always)]
+                    || {
+                        for ((o, &v), (&a, &b)) in yi.iter_mut().zip(xi).zip(scale.iter().zip(&shift)) {
+                            *o = act(v * a + b);
                         }
-                    }
-                },
-            );
-        });
+                    },
+                );
+            });
+        } else {
+            y.par_chunks_mut(c * hw).zip(x.par_chunks(c * hw)).for_each(|(yi, xi)| {
+                vectorized(
+                    #[inline(always)]
+                    || {
+                        for ((yp, xp), &(scale, shift, _)) in yi.chunks_mut(hw).zip(xi.chunks(hw)).zip(&coef) {
+                            for (o, &v) in yp.iter_mut().zip(xp) {
+                                *o = act(v * scale + shift);
+                            }
+                        }
+                    },
+                );
+            });
+        }
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
 
@@ -261,9 +320,21 @@ impl CustomOp3 for GradSums {
         let (y, ..) = planes(ys, yl)?;
         let mean = &self.mean;
         let sums = if self.relu {
-            channel_sums(n, c, hw, |ch, r| grad_sums::<true>(&x[r.clone()], &g[r.clone()], &y[r], mean[ch]))
+            channel_sums(
+                n,
+                c,
+                hw,
+                |ch, r| grad_sums::<true>(&x[r.clone()], &g[r.clone()], &y[r], mean[ch]),
+                |ch, i| grad_value::<true>(x[i], g[i], y[i], mean[ch]),
+            )
         } else {
-            channel_sums(n, c, hw, |ch, r| grad_sums::<false>(&x[r.clone()], &g[r.clone()], &y[r], mean[ch]))
+            channel_sums(
+                n,
+                c,
+                hw,
+                |ch, r| grad_sums::<false>(&x[r.clone()], &g[r.clone()], &y[r], mean[ch]),
+                |ch, i| grad_value::<false>(x[i], g[i], y[i], mean[ch]),
+            )
         };
         let mut out: Vec<f32> = sums.iter().map(|s| s[0] as f32).collect();
         out.extend(sums.iter().map(|s| s[1] as f32));
@@ -283,6 +354,21 @@ fn input_grad_plane_in<const RELU: bool>(dx: &mut [f32], x: &[f32], g: &[f32], y
     for (((o, &xv), &gv), &yv) in dx.iter_mut().zip(x).zip(g).zip(y) {
         *o = scale * gate::<RELU>(gv, yv) - kx * (xv - mean) + k0;
     }
+}
+
+/// One (N, C) row of [`InputGrad`]: value j is channel j's, with its coefficients.
+type Coefs<'a> = (&'a [f32], &'a [f32], &'a [f32], &'a [f32]);
+
+fn input_grad_row<const RELU: bool>(dx: &mut [f32], (x, g, y): (&[f32], &[f32], &[f32]), k: Coefs<'_>) {
+    let (scale, kx, k0, mean) = k;
+    vectorized(
+        #[inline(always)]
+        || {
+            for (j, o) in dx.iter_mut().enumerate() {
+                *o = scale[j] * gate::<RELU>(g[j], y[j]) - kx[j] * (x[j] - mean[j]) + k0[j];
+            }
+        },
+    );
 }
 
 /// (x, dy, y) → dx = scale·g − kx·(x − mean) + k0 per channel: (scale, kx, k0, mean).
@@ -311,6 +397,21 @@ impl CustomOp3 for InputGrad {
         let (g, ..) = planes(gs, gl)?;
         let (y, ..) = planes(ys, yl)?;
         let mut dx = vec![0f32; x.len()];
+        if hw == 1 {
+            // (N, C) rows: the plane kernel run along each row, one channel per value.
+            let column = |f: fn(&(f32, f32, f32, f32)) -> f32| self.k.iter().map(f).collect::<Vec<f32>>();
+            let (scale, kx, k0, mean) = (column(|t| t.0), column(|t| t.1), column(|t| t.2), column(|t| t.3));
+            dx.par_chunks_mut(c).enumerate().for_each(|(row, di)| {
+                let r = row * c..(row + 1) * c;
+                let (x, g, y) = (&x[r.clone()], &g[r.clone()], &y[r]);
+                if self.relu {
+                    input_grad_row::<true>(di, (x, g, y), (&scale, &kx, &k0, &mean));
+                } else {
+                    input_grad_row::<false>(di, (x, g, y), (&scale, &kx, &k0, &mean));
+                }
+            });
+            return Ok((CpuStorage::F32(dx), xl.shape().clone()));
+        }
         dx.par_chunks_mut(c * hw).enumerate().for_each(|(img, di)| {
             let base = img * c * hw;
             for (ch, dp) in di.chunks_mut(hw).enumerate() {
