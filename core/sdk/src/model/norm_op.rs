@@ -343,9 +343,11 @@ impl CustomOp3 for GradSums {
 }
 
 /// One plane of [`InputGrad`], with the ReLU gate fixed at compile time (see [`gate`]).
-#[inline(never)]
 fn input_grad_plane<const RELU: bool>(dx: &mut [f32], x: &[f32], g: &[f32], y: &[f32], k: (f32, f32, f32, f32)) {
-    vectorized(|| input_grad_plane_in::<RELU>(dx, x, g, y, k));
+    vectorized(
+        #[inline(always)]
+        || input_grad_plane_in::<RELU>(dx, x, g, y, k),
+    );
 }
 
 #[inline(always)]

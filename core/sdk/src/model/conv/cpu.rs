@@ -26,7 +26,8 @@ const GROUP_COLUMNS: usize = 256;
 /// offsets (see [`tap_table`]) instead of row by row.
 const TABLE_PIXELS: usize = 64;
 
-/// Where a table entry reads padding (a zero, which the lowered buffer already holds).
+/// A table entry for a position in the padding: an offset past any image, which the
+/// lowering reads as zero and the un-lowering skips.
 const PADDING: u32 = u32::MAX;
 
 /// A shape or buffer the kernels cannot work with. The op layer checks shapes before calling
@@ -242,30 +243,60 @@ fn im2col(g: &Geometry, x: &[f32], col: &mut [f32], ld: usize, at: usize) {
     vectorized(
         #[inline(always)]
         || {
-            let (p, s, wo) = (g.padding, g.stride, g.wo);
-            let plane = g.h * g.w;
-            for (c, xc) in x.chunks_exact(plane).enumerate() {
-                for ki in 0..g.k {
-                    let (oh0, oh1) = g.valid(ki, g.h, g.ho);
-                    for kj in 0..g.k {
-                        let (ow0, ow1) = g.valid(kj, g.w, wo);
-                        if ow1 <= ow0 {
-                            continue;
-                        }
-                        let row_start = ((c * g.k + ki) * g.k + kj) * ld + at;
-                        let row = &mut col[row_start..row_start + g.pixels()];
-                        let iw0 = ow0 * s + kj - p;
-                        for oh in oh0..oh1 {
-                            let ih = oh * s + ki - p;
-                            let src = &xc[ih * g.w + iw0..(ih + 1) * g.w];
-                            let dst = &mut row[oh * wo + ow0..oh * wo + ow1];
-                            strided_copy(dst, src, s);
-                        }
-                    }
-                }
-            }
+            for_tap_runs(
+                g,
+                #[inline(always)]
+                |run| {
+                    let src = &x[run.input_row(g)][run.iw0..];
+                    let start = run.tap_row * ld + at + run.oh * g.wo;
+                    strided_copy(&mut col[start + run.cols.0..start + run.cols.1], src, g.stride);
+                },
+            );
         },
     );
+}
+
+/// One output row of one kernel tap that reads inside the image, for [`im2col`] and
+/// [`col2im`]: input row `ih` of channel `c`, from column `iw0` on, feeds output row `oh`
+/// at columns `cols` of lowered row `tap_row`.
+struct TapRun {
+    c: usize,
+    tap_row: usize,
+    ih: usize,
+    iw0: usize,
+    oh: usize,
+    cols: (usize, usize),
+}
+
+impl TapRun {
+    /// The whole input row this run reads, as a range of the image.
+    #[inline(always)]
+    fn input_row(&self, g: &Geometry) -> std::ops::Range<usize> {
+        let start = (self.c * g.h + self.ih) * g.w;
+        start..start + g.w
+    }
+}
+
+/// Calls `f` for every [`TapRun`] of one image: every tap (c, ki, kj) and every output row
+/// whose input row lies inside the image.
+#[inline(always)]
+fn for_tap_runs(g: &Geometry, mut f: impl FnMut(&TapRun)) {
+    let (p, s) = (g.padding, g.stride);
+    for c in 0..g.c {
+        for ki in 0..g.k {
+            let (oh0, oh1) = g.valid(ki, g.h, g.ho);
+            for kj in 0..g.k {
+                let cols = g.valid(kj, g.w, g.wo);
+                if cols.1 <= cols.0 {
+                    continue;
+                }
+                let (tap_row, iw0) = ((c * g.k + ki) * g.k + kj, cols.0 * s + kj - p);
+                for oh in oh0..oh1 {
+                    f(&TapRun { c, tap_row, ih: oh * s + ki - p, iw0, oh, cols });
+                }
+            }
+        }
+    }
 }
 
 /// `dst[j] = src[j·stride]` for every `j` in `dst`. Stride 2 (every downsampling layer) gets
@@ -518,28 +549,15 @@ fn col2im(g: &Geometry, col: &[f32], ld: usize, at: usize, dx: &mut [f32]) {
     vectorized(
         #[inline(always)]
         || {
-            let (p, s, wo) = (g.padding, g.stride, g.wo);
-            let plane = g.h * g.w;
-            for (c, dxc) in dx.chunks_exact_mut(plane).enumerate() {
-                for ki in 0..g.k {
-                    let (oh0, oh1) = g.valid(ki, g.h, g.ho);
-                    for kj in 0..g.k {
-                        let (ow0, ow1) = g.valid(kj, g.w, wo);
-                        if ow1 <= ow0 {
-                            continue;
-                        }
-                        let row_start = ((c * g.k + ki) * g.k + kj) * ld + at;
-                        let row = &col[row_start..row_start + g.pixels()];
-                        for oh in oh0..oh1 {
-                            let ih = oh * s + ki - p;
-                            let dst = &mut dxc[ih * g.w..(ih + 1) * g.w];
-                            let src = &row[oh * wo + ow0..oh * wo + ow1];
-                            let iw0 = ow0 * s + kj - p;
-                            strided_add(&mut dst[iw0..], src, s);
-                        }
-                    }
-                }
-            }
+            for_tap_runs(
+                g,
+                #[inline(always)]
+                |run| {
+                    let start = run.tap_row * ld + at + run.oh * g.wo;
+                    let dst = &mut dx[run.input_row(g)][run.iw0..];
+                    strided_add(dst, &col[start + run.cols.0..start + run.cols.1], g.stride);
+                },
+            );
         },
     );
 }

@@ -178,6 +178,20 @@ fn matches_stock_conv_through_phase_planes() {
 }
 
 #[test]
+fn matches_stock_conv_row_by_row() {
+    // Maps over 64 output pixels without same padding lower row by row: strided (and so
+    // not covered by the random shapes, whose strided maps all go through the table) and not.
+    let mut rng = StdRng::seed_from_u64(17);
+    for &(n, c, (h, w), o, k, stride, pad) in
+        &[(2, 3, (27, 25), 4, 3, 2, 0), (2, 2, (30, 22), 3, 5, 2, 1), (2, 3, (14, 12), 4, 3, 1, 0)]
+    {
+        let x = random(&mut rng, &[n, c, h, w]);
+        let wt = random(&mut rng, &[o, c, k, k]);
+        compare(&x, &wt, stride, pad, &mut rng);
+    }
+}
+
+#[test]
 fn non_contiguous_inputs_match() {
     let mut rng = StdRng::seed_from_u64(3);
     // Channels-first storage viewed as NCHW, a narrowed batch and a transposed kernel.
