@@ -11,9 +11,10 @@ mod cli;
 fn main() -> std::process::ExitCode {
     use clap::Parser;
     use std::process::ExitCode;
+    // First, while the process has one thread: it may set environment variables.
+    pretext_core::host::tune_for_training();
     let args = cli::Cli::parse();
     cli::init_logging(args.verbose);
-    pretext_core::host::keep_freed_memory();
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

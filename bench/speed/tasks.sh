@@ -44,7 +44,8 @@ if ! "$venv/bin/python" -c "import torchvision, threadpoolctl" 2>/dev/null; then
     "$venv/bin/pip" install --quiet torchvision threadpoolctl
 fi
 
-cargo build --release --workspace --examples
+# The CLI, the plugin libraries and the two examples below (`--examples` alone builds only examples).
+cargo build --release --workspace --lib --bins --examples
 pretext=target/release/pretext
 work=$(mktemp -d)
 results=$work/results.jsonl

@@ -31,7 +31,7 @@ fn views(aug: &SimclrAugment, batch: &ByteImages, seed: u64) -> FloatImages {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // As the `pretext` binary does at start-up: keep freed buffers instead of returning them.
-    pretext_core::host::keep_freed_memory();
+    pretext_core::host::tune_for_training();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let images: usize = args.first().and_then(|s| s.parse().ok()).unwrap_or(10_000);
     let batch: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(256).max(1);

@@ -15,7 +15,7 @@ use std::time::Instant;
 use pretext_core::data::{OpenOptions, Prefetch, batches, epoch_order, open_with};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    pretext_core::host::keep_freed_memory();
+    pretext_core::host::tune_for_training();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let dir = args.first().ok_or("usage: data_speed DIR [size] [workers] [epochs] [batch]")?;
     let size: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(64);

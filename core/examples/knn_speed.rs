@@ -39,7 +39,7 @@ fn write_raw(path: &Path, bytes: impl Iterator<Item = [u8; 4]>) -> std::io::Resu
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // As the `pretext` binary does at start-up: keep freed buffers instead of returning them.
-    pretext_core::host::keep_freed_memory();
+    pretext_core::host::tune_for_training();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(dir) = args.first() else {
         return Err("usage: knn_speed DIR [bank] [queries] [dim]".into());

@@ -10,7 +10,7 @@ use candle_core::{Device, Tensor};
 
 /// Queries per similarity block: bounds memory at `CHUNK × bank` floats. Small enough that a
 /// block over a 60 000-image bank (31 MB) stays under the mmap threshold the binary sets
-/// (`host::keep_freed_memory`), so blocks reuse memory instead of faulting in fresh pages.
+/// (`host::tune_for_training`), so blocks reuse memory instead of faulting in fresh pages.
 const CHUNK: usize = 128;
 
 #[derive(Clone, Copy, Debug, PartialEq)]

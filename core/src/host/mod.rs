@@ -4,16 +4,17 @@
 //! pretext-sdk version and capabilities, and refuses a mismatch with a sentence that says
 //! what to rebuild. Libraries are never unloaded (a session or a log callback may outlive
 //! any handle we hold). All `unsafe` of the host side lives in [`library`] and [`session`],
-//! plus one `mallopt` call in [`alloc`] that tunes the allocator plugins share.
+//! plus two process-wide settings in [`process`] (malloc, candle's worker threads) that
+//! the plugins share.
 
-mod alloc;
 mod discover;
 mod error;
 mod library;
+mod process;
 mod session;
 
-pub use alloc::keep_freed_memory;
 pub use discover::{Discovery, Refusal, discover, plugin_dirs, resolve};
 pub use error::{CallError, LoadError};
 pub use library::{Plugin, load};
+pub use process::tune_for_training;
 pub use session::{PluginSession, PreparedBatch};
