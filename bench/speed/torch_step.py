@@ -6,7 +6,7 @@ linear; 1x28x28, batch 256) or the CIFAR ResNet-18 (3x3 stem, no max-pool, full 
 3x32x32, batch 64), printing one JSON line like the Rust binary. It only measures: keep
 the networks identical to the Rust ones, or the ratio means nothing.
 
-    python torch_step.py convnet|resnet18|vit-tiny [steps]
+    python torch_step.py convnet|tiles|resnet18|vit-tiny [steps]
 
 vit-tiny is timm's VisionTransformer (`pip install timm`) at Pretext's vit-tiny layout for
 Fashion-MNIST: 1x28x28 images, 4 px patches, width 192, 12 blocks, 3 heads, batch 64.
@@ -66,6 +66,9 @@ def main():
     torch.manual_seed(0)
     if model_name == "convnet":
         net, x = small_convnet(), torch.randn(256, 1, 28, 28)
+    elif model_name == "tiles":
+        # The same ConvNet on Jigsaw's puzzle pieces: 256 images x 9 tiles of 7x7 pixels.
+        net, x = small_convnet(), torch.randn(256 * 9, 1, 7, 7)
     elif model_name == "resnet18":
         net, x = cifar_resnet18(), torch.randn(64, 3, 32, 32)
     elif model_name == "vit-tiny":
@@ -76,7 +79,7 @@ def main():
                                 num_classes=10)
         x = torch.randn(64, 1, 28, 28)
     else:
-        raise SystemExit(f"unknown model {model_name!r} (convnet, resnet18 or vit-tiny)")
+        raise SystemExit(f"unknown model {model_name!r} (convnet, tiles, resnet18 or vit-tiny)")
     y = torch.arange(x.shape[0]) % 10
     net.train()
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)

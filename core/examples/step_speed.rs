@@ -5,7 +5,7 @@
 //! It only measures; the table and ratios are made by `bench/speed/table.py`. It must build
 //! the same networks as `bench/speed/torch_step.py`, or the comparison means nothing.
 //!
-//! `cargo run --release -p pretext-core --example step_speed -- [convnet|resnet18] [stock|fast] [steps]`
+//! `cargo run --release -p pretext-core --example step_speed -- [convnet|tiles|resnet18|vit-tiny] [stock|fast] [steps]`
 
 use std::time::Instant;
 
@@ -62,12 +62,15 @@ fn setup(model: &str, dev: &Device) -> Result<Setup> {
     let vb = seeded_var_builder(&map, 0, DType::F32, dev);
     let (net, batch, shape, feat) = match model {
         "convnet" => (Net::Small(SmallConvNet::new(&vb.pp("net"))?), 256, (1, 28, 28), 32),
+        // The same network on Jigsaw's puzzle pieces: 256 images × 9 tiles of 7×7 pixels,
+        // where every map is small and per-call overhead weighs more than arithmetic.
+        "tiles" => (Net::Small(SmallConvNet::new(&vb.pp("net"))?), 256 * 9, (1, 7, 7), 32),
         "resnet18" => (Net::Resnet(ResNet18::new(3, 64, vb.pp("net"))?), 64, (3, 32, 32), 512),
         "vit-tiny" => {
             let shape = VitShape { dim: 192, depth: 12, heads: 3, patch: 4, image: 28 };
             (Net::Vit(Vit::new(1, shape, vb.pp("net"))?), 64, (1, 28, 28), 192)
         }
-        other => candle_core::bail!("unknown model `{other}` (convnet, resnet18 or vit-tiny)"),
+        other => candle_core::bail!("unknown model `{other}` (convnet, tiles, resnet18 or vit-tiny)"),
     };
     let head = linear(feat, 10, &vb.pp("head"))?;
     let x = Tensor::randn(0f32, 1.0, (batch, shape.0, shape.1, shape.2), dev)?;
@@ -101,7 +104,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() -> Result<()> {
-    pretext_core::host::keep_freed_memory();
+    pretext_core::host::tune_for_training();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let model = args.first().map_or("convnet", String::as_str);
     let which = args.get(1).map_or("fast", String::as_str);

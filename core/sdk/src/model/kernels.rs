@@ -59,8 +59,9 @@ pub(crate) fn sum(x: &[f32]) -> f32 {
     )
 }
 
+/// [`sum`] for a caller already inside [`vectorized`] (one dispatch for many short rows).
 #[inline(always)]
-fn sum_in(x: &[f32]) -> f32 {
+pub(crate) fn sum_in(x: &[f32]) -> f32 {
     let mut acc = [0f32; LANES];
     let chunks = x.chunks_exact(LANES);
     let tail: f32 = chunks.remainder().iter().sum();
@@ -80,8 +81,9 @@ pub(crate) fn sum_sq_dev(x: &[f32], m: f32) -> f32 {
     )
 }
 
+/// [`sum_sq_dev`] for a caller already inside [`vectorized`].
 #[inline(always)]
-fn sum_sq_dev_in(x: &[f32], m: f32) -> f32 {
+pub(crate) fn sum_sq_dev_in(x: &[f32], m: f32) -> f32 {
     let mut acc = [0f32; LANES];
     let chunks = x.chunks_exact(LANES);
     let tail: f32 = chunks.remainder().iter().map(|v| (v - m) * (v - m)).sum();

@@ -11,7 +11,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::kernels::{LANES, lanes_total, sum, sum_sq_dev, vectorized};
+use super::kernels::{LANES, lanes_total, sum_in, sum_sq_dev_in, vectorized};
 
 /// A contiguous (N, C, H·W) view of a 4-D storage, or an error for anything else; `norm.rs`
 /// makes inputs contiguous first.
@@ -36,61 +36,95 @@ fn same_dims(a: &Layout, b: &Layout, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// Per channel, Σ over the batch and pixels of two sums: `plane(channel, range)` gives them
+/// The (x, dy, y) planes a reduction reads, all (N, C, H·W); a reduction of `x` alone
+/// passes it three times.
+type Inputs<'a> = [&'a [f32]; 3];
+
+/// Per channel, Σ over the batch and pixels of two sums of the `inputs` and the channel's
+/// `coef` (its mean). Large planes go through `plane(x, dy, y, coef)`, which gives both
 /// for one plane (summed in f32: at most a feature map), accumulated in f64 across planes.
 /// One-pixel planes ((N, C) rows: batch norm over features, as in the projection heads)
-/// go through `value(channel, index)` instead, per value, in a loop across the channels of
-/// a row that vectorises; one call per plane there was one call per value.
-fn channel_sums<P, V>(n: usize, c: usize, hw: usize, plane: P, value: V) -> Vec<[f64; 2]>
+/// go through `value` instead, the same for one value, accumulated per channel in f64 down
+/// the rows in a loop across the channels of a row; one call per plane there was one call
+/// per value.
+///
+/// Either runs inside one [`vectorized`] call per rayon task, so `plane` and `value` must be
+/// `#[inline(always)]` (closures or functions) over the `_in` kernels: dispatching per plane
+/// cost more than the sums on small maps.
+fn channel_sums<P, V>(
+    (n, c, hw): (usize, usize, usize),
+    inputs: Inputs<'_>,
+    coef: &[f32],
+    plane: P,
+    value: V,
+) -> Vec<[f64; 2]>
 where
-    P: Fn(usize, std::ops::Range<usize>) -> [f32; 2] + Sync,
-    V: Fn(usize, usize) -> [f32; 2] + Sync,
+    P: Fn(&[f32], &[f32], &[f32], f32) -> [f32; 2] + Sync,
+    V: Fn(f32, f32, f32, f32) -> [f32; 2] + Sync,
 {
+    if hw == 1 {
+        return row_sums(n, c, inputs, coef, &value);
+    }
+    let [x, g, y] = inputs;
     let block = (c / (4 * rayon::current_num_threads().max(1))).max(1);
     let blocks: Vec<Vec<[f64; 2]>> = (0..c.div_ceil(block))
         .into_par_iter()
         .map(|b| {
             let channels = b * block..((b + 1) * block).min(c);
-            if hw == 1 {
-                return row_sums(n, c, channels, &value);
-            }
-            let mut acc = vec![[0f64; 2]; channels.len()];
-            for img in 0..n {
-                for (a, ch) in acc.iter_mut().zip(channels.clone()) {
-                    let start = (img * c + ch) * hw;
-                    let [s0, s1] = plane(ch, start..start + hw);
-                    a[0] += f64::from(s0);
-                    a[1] += f64::from(s1);
-                }
-            }
-            acc
+            vectorized(
+                #[inline(always)]
+                || {
+                    let mut acc = vec![[0f64; 2]; channels.len()];
+                    for img in 0..n {
+                        for (a, ch) in acc.iter_mut().zip(channels.clone()) {
+                            let r = (img * c + ch) * hw..(img * c + ch + 1) * hw;
+                            let [s0, s1] = plane(&x[r.clone()], &g[r.clone()], &y[r], coef[ch]);
+                            a[0] += f64::from(s0);
+                            a[1] += f64::from(s1);
+                        }
+                    }
+                    acc
+                },
+            )
         })
         .collect();
     blocks.concat()
 }
 
-/// [`channel_sums`] of `channels` over the `n` rows of an (N, C) matrix.
-fn row_sums<V: Fn(usize, usize) -> [f32; 2]>(
-    n: usize,
-    c: usize,
-    channels: std::ops::Range<usize>,
-    value: &V,
-) -> Vec<[f64; 2]> {
-    vectorized(
-        #[inline(always)]
-        || {
-            let (mut s0, mut s1) = (vec![0f64; channels.len()], vec![0f64; channels.len()]);
-            for row in 0..n {
-                let base = row * c;
-                for ((a0, a1), ch) in s0.iter_mut().zip(s1.iter_mut()).zip(channels.clone()) {
-                    let [v0, v1] = value(ch, base + ch);
-                    *a0 += f64::from(v0);
-                    *a1 += f64::from(v1);
-                }
-            }
-            s0.into_iter().zip(s1).map(|(a, b)| [a, b]).collect()
-        },
-    )
+/// Per column of `n` rows of `cols` values ((N, C) data), the two sums of
+/// `value(x, dy, y, coef)` down the rows; blocks of columns run as rayon tasks, each row's
+/// block as one loop over slices.
+fn row_sums<V>(n: usize, cols: usize, inputs: Inputs<'_>, coef: &[f32], value: &V) -> Vec<[f64; 2]>
+where
+    V: Fn(f32, f32, f32, f32) -> [f32; 2] + Sync,
+{
+    let [x, g, y] = inputs;
+    let block = (cols / (4 * rayon::current_num_threads().max(1))).max(1);
+    let blocks: Vec<Vec<[f64; 2]>> = (0..cols.div_ceil(block))
+        .into_par_iter()
+        .map(|b| {
+            let span = b * block..((b + 1) * block).min(cols);
+            vectorized(
+                #[inline(always)]
+                || {
+                    let (mut s0, mut s1) = (vec![0f64; span.len()], vec![0f64; span.len()]);
+                    let m = &coef[span.clone()];
+                    for row in 0..n {
+                        let r = row * cols + span.start..row * cols + span.end;
+                        let (x, g, y) = (&x[r.clone()], &g[r.clone()], &y[r]);
+                        let sums = s0.iter_mut().zip(s1.iter_mut());
+                        for ((((a0, a1), &xv), (&gv, &yv)), &mv) in sums.zip(x).zip(g.iter().zip(y)).zip(m) {
+                            let [v0, v1] = value(xv, gv, yv, mv);
+                            *a0 += f64::from(v0);
+                            *a1 += f64::from(v1);
+                        }
+                    }
+                    s0.into_iter().zip(s1).map(|(a, b)| [a, b]).collect::<Vec<_>>()
+                },
+            )
+        })
+        .collect();
+    blocks.concat()
 }
 
 /// `g` where the ReLU passed its input (`y > 0`), else zero; the identity without ReLU.
@@ -106,14 +140,9 @@ fn grad_value<const RELU: bool>(x: f32, dy: f32, y: f32, m: f32) -> [f32; 2] {
     [g, g * (x - m)]
 }
 
-/// (Σ g, Σ g·(x − m)) with g = dy, zeroed where y ≤ 0 under ReLU (`RELU`).
-fn grad_sums<const RELU: bool>(x: &[f32], dy: &[f32], y: &[f32], m: f32) -> [f32; 2] {
-    vectorized(
-        #[inline(always)]
-        || grad_sums_in::<RELU>(x, dy, y, m),
-    )
-}
-
+/// (Σ g, Σ g·(x − m)) with g = dy, zeroed where y ≤ 0 under ReLU (`RELU`), for a caller
+/// inside [`vectorized`].
+///
 /// The gated gradient goes through a small buffer first: folded into the sums, the
 /// compiler turned the gate into a conditional load per value (scalar code, a fifth of a
 /// ConvNet training step); as a map of its own it is a vector blend.
@@ -156,17 +185,28 @@ impl CustomOp1 for ChannelStats {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (x, n, c, hw) = planes(s, l)?;
         let count = (n * hw) as f64;
-        let sums = channel_sums(n, c, hw, |_, r| [sum(&x[r]), 0.0], |_, i| [x[i], 0.0]);
+        let zeros = vec![0f32; c];
+        let sums = channel_sums(
+            (n, c, hw),
+            [x; 3],
+            &zeros,
+            #[inline(always)]
+            |x, _, _, _| [sum_in(x), 0.0],
+            #[inline(always)]
+            |x, _, _, _| [x, 0.0],
+        );
         let mean: Vec<f64> = sums.iter().map(|s| s[0] / count).collect();
         // Two passes: subtracting the mean before squaring keeps the variance accurate when
         // the mean is large against the spread.
         let mean32: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
         let sq = channel_sums(
-            n,
-            c,
-            hw,
-            |ch, r| [sum_sq_dev(&x[r], mean32[ch]), 0.0],
-            |ch, i| [(x[i] - mean32[ch]) * (x[i] - mean32[ch]), 0.0],
+            (n, c, hw),
+            [x; 3],
+            &mean32,
+            #[inline(always)]
+            |x, _, _, m| [sum_sq_dev_in(x, m), 0.0],
+            #[inline(always)]
+            |x, _, _, m| [(x - m) * (x - m), 0.0],
         );
         let mut out = mean32;
         out.extend(sq.iter().map(|s| (s[0] / count) as f32));
@@ -318,23 +358,11 @@ impl CustomOp3 for GradSums {
         let (x, n, c, hw) = planes(xs, xl)?;
         let (g, ..) = planes(gs, gl)?;
         let (y, ..) = planes(ys, yl)?;
-        let mean = &self.mean;
+        let (dims, inputs, mean) = ((n, c, hw), [x, g, y], &self.mean);
         let sums = if self.relu {
-            channel_sums(
-                n,
-                c,
-                hw,
-                |ch, r| grad_sums::<true>(&x[r.clone()], &g[r.clone()], &y[r], mean[ch]),
-                |ch, i| grad_value::<true>(x[i], g[i], y[i], mean[ch]),
-            )
+            channel_sums(dims, inputs, mean, grad_sums_in::<true>, grad_value::<true>)
         } else {
-            channel_sums(
-                n,
-                c,
-                hw,
-                |ch, r| grad_sums::<false>(&x[r.clone()], &g[r.clone()], &y[r], mean[ch]),
-                |ch, i| grad_value::<false>(x[i], g[i], y[i], mean[ch]),
-            )
+            channel_sums(dims, inputs, mean, grad_sums_in::<false>, grad_value::<false>)
         };
         let mut out: Vec<f32> = sums.iter().map(|s| s[0] as f32).collect();
         out.extend(sums.iter().map(|s| s[1] as f32));
@@ -342,14 +370,8 @@ impl CustomOp3 for GradSums {
     }
 }
 
-/// One plane of [`InputGrad`], with the ReLU gate fixed at compile time (see [`gate`]).
-fn input_grad_plane<const RELU: bool>(dx: &mut [f32], x: &[f32], g: &[f32], y: &[f32], k: (f32, f32, f32, f32)) {
-    vectorized(
-        #[inline(always)]
-        || input_grad_plane_in::<RELU>(dx, x, g, y, k),
-    );
-}
-
+/// One plane of [`InputGrad`], with the ReLU gate fixed at compile time (see [`gate`]), for
+/// a caller inside [`vectorized`].
 #[inline(always)]
 fn input_grad_plane_in<const RELU: bool>(dx: &mut [f32], x: &[f32], g: &[f32], y: &[f32], k: (f32, f32, f32, f32)) {
     let (scale, kx, k0, mean) = k;
@@ -414,17 +436,23 @@ impl CustomOp3 for InputGrad {
             });
             return Ok((CpuStorage::F32(dx), xl.shape().clone()));
         }
+        // One dispatch per image, not per plane (see `channel_sums`).
         dx.par_chunks_mut(c * hw).enumerate().for_each(|(img, di)| {
-            let base = img * c * hw;
-            for (ch, dp) in di.chunks_mut(hw).enumerate() {
-                let r = base + ch * hw..base + (ch + 1) * hw;
-                let (x, g, y) = (&x[r.clone()], &g[r.clone()], &y[r]);
-                if self.relu {
-                    input_grad_plane::<true>(dp, x, g, y, self.k[ch]);
-                } else {
-                    input_grad_plane::<false>(dp, x, g, y, self.k[ch]);
-                }
-            }
+            vectorized(
+                #[inline(always)]
+                || {
+                    let base = img * c * hw;
+                    for (ch, dp) in di.chunks_mut(hw).enumerate() {
+                        let r = base + ch * hw..base + (ch + 1) * hw;
+                        let (x, g, y) = (&x[r.clone()], &g[r.clone()], &y[r]);
+                        if self.relu {
+                            input_grad_plane_in::<true>(dp, x, g, y, self.k[ch]);
+                        } else {
+                            input_grad_plane_in::<false>(dp, x, g, y, self.k[ch]);
+                        }
+                    }
+                },
+            );
         });
         Ok((CpuStorage::F32(dx), xl.shape().clone()))
     }
