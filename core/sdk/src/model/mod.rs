@@ -14,7 +14,7 @@ mod convnet;
 mod gelu;
 mod init;
 #[cfg(not(target_arch = "wasm32"))]
-mod kernels;
+pub(crate) mod kernels;
 mod layer_norm;
 mod linear;
 mod matmul;

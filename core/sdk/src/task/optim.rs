@@ -289,24 +289,28 @@ mod tests {
         let run = |inplace: bool| {
             let w = Var::new(&[[0.3f32, -1.7, 2.2], [0.01, -0.5, 4.0]], &Device::Cpu).unwrap();
             let b = Var::new(&[0.25f32, -3.0, 1e-3], &Device::Cpu).unwrap();
-            let vars = vec![("b".to_string(), b.clone()), ("w".to_string(), w.clone())];
+            // 37 values: whole vectors of 8 and 16 lanes and a tail.
+            let c = Var::new((0..37).map(|i| (i as f32 * 0.7).sin()).collect::<Vec<f32>>(), &Device::Cpu).unwrap();
+            let vars = vec![("b".to_string(), b.clone()), ("c".to_string(), c.clone()), ("w".to_string(), w.clone())];
             let mut opt = Optimizer::new(OptimizerConfig::default(), vars);
             for step in 0..4 {
-                // Gradients that change each step: d/dw of sum(w³)·(step + 1) + sum(b·w).
+                // Gradients that change each step: d/dw of sum(w³)·(step + 1) + sum(b·w) + sum(c⁴).
                 let loss = ((w.as_tensor().powf(3.0).unwrap().sum_all().unwrap() * f64::from(step + 1)).unwrap()
-                    + w.as_tensor().broadcast_mul(b.as_tensor()).unwrap().sum_all().unwrap())
+                    + w.as_tensor().broadcast_mul(b.as_tensor()).unwrap().sum_all().unwrap()
+                    + c.as_tensor().powf(4.0).unwrap().sum_all().unwrap())
                 .unwrap();
                 opt.step_with(&loss.backward().unwrap(), 0.05, inplace).unwrap();
             }
             let mut out: Vec<f32> = w.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
             out.extend(b.as_tensor().to_vec1::<f32>().unwrap());
+            out.extend(c.as_tensor().to_vec1::<f32>().unwrap());
             for (_, t) in opt.state().unwrap() {
                 out.extend(t.flatten_all().unwrap().to_vec1::<f32>().unwrap());
             }
             out
         };
         let (fused, reference) = (run(true), run(false));
-        assert_eq!(fused.len(), 6 + 3 + 2 * 9);
+        assert_eq!(fused.len(), 6 + 3 + 37 + 2 * (6 + 3 + 37));
         assert_eq!(fused, reference);
     }
 
