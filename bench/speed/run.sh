@@ -35,7 +35,7 @@ bin=target/release/examples/step_speed
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT
 
-echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+echo "machine: $(getconf _NPROCESSORS_ONLN) cores, $(lscpu | sed -n 's/^Model name: *//p'), load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 for round in $(seq "$ROUNDS"); do
     for model in $MODELS; do
         case $model in convnet | tiles) steps=$STEPS_CONVNET ;; *) steps=$STEPS_RESNET ;; esac
