@@ -4,8 +4,9 @@
 # softmax, GELU and bias gradients) and PyTorch, for the ConvNet (batch 256,
 # 1x28x28), the same ConvNet on Jigsaw's tiles (`tiles`: batch 2304, 1x7x7), the
 # full-width CIFAR ResNet-18 (batch 64, 3x32x32) and ViT-Tiny on 28 px with 4 px patches
-# (batch 64, 1x28x28; timm's VisionTransformer on the PyTorch side), 2 threads each. Runs are interleaved round by round so that load from other processes hits all
-# three alike; the table takes medians. Timing only: nothing here is a test.
+# (batch 64, 1x28x28; timm's VisionTransformer on the PyTorch side), 2 threads each. Runs
+# are interleaved round by round so that load from other processes hits all three alike;
+# the table takes medians. Timing only: nothing here is a test.
 #
 #   bench/speed/run.sh                       # ROUNDS=3 STEPS_CONVNET=10 STEPS_RESNET=3 (also the ViT's)
 #   ROUNDS=1 MODELS="convnet vit-tiny" bench/speed/run.sh

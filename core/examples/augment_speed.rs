@@ -30,7 +30,8 @@ fn views(aug: &SimclrAugment, batch: &ByteImages, seed: u64) -> FloatImages {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // As the `pretext` binary does at start-up: keep freed buffers instead of returning them.
+    // As the `pretext` binary does at start-up (malloc keeps freed buffers; candle's idle
+    // workers park).
     pretext_core::host::tune_for_training();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let images: usize = args.first().and_then(|s| s.parse().ok()).unwrap_or(10_000);

@@ -38,7 +38,8 @@ fn write_raw(path: &Path, bytes: impl Iterator<Item = [u8; 4]>) -> std::io::Resu
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // As the `pretext` binary does at start-up: keep freed buffers instead of returning them.
+    // As the `pretext` binary does at start-up (malloc keeps freed buffers; candle's idle
+    // workers park).
     pretext_core::host::tune_for_training();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(dir) = args.first() else {

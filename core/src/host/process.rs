@@ -40,8 +40,8 @@ fn keep_freed_memory() {
 /// By default each worker spins 25 000 times after every large elementwise op, waiting for
 /// the next one. Our convolutions, matrix products and norms run on rayon's threads, so on a
 /// machine with as many cores as threads the spinner takes a core from them: 12% of a
-/// Jigsaw step's samples were that spin, and turning it off took the benchmark's Jigsaw run
-/// from about 4 500 to 6 400 images/s (docs/benchmarks.md). Changing the environment is
+/// Jigsaw step's samples were that spin, and turning it off took a Jigsaw training run from
+/// 3 800–5 300 to about 6 400 images/s (docs/benchmarks.md). Changing the environment is
 /// only sound while no other thread can read it, so this does nothing once the process has
 /// a second thread.
 fn park_idle_candle_workers() {

@@ -66,29 +66,23 @@ where
         return row_sums(n, c, inputs, coef, &value);
     }
     let [x, g, y] = inputs;
-    let block = (c / (4 * rayon::current_num_threads().max(1))).max(1);
-    let blocks: Vec<Vec<[f64; 2]>> = (0..c.div_ceil(block))
-        .into_par_iter()
-        .map(|b| {
-            let channels = b * block..((b + 1) * block).min(c);
-            vectorized(
-                #[inline(always)]
-                || {
-                    let mut acc = vec![[0f64; 2]; channels.len()];
-                    for img in 0..n {
-                        for (a, ch) in acc.iter_mut().zip(channels.clone()) {
-                            let r = (img * c + ch) * hw..(img * c + ch + 1) * hw;
-                            let [s0, s1] = plane(&x[r.clone()], &g[r.clone()], &y[r], coef[ch]);
-                            a[0] += f64::from(s0);
-                            a[1] += f64::from(s1);
-                        }
+    in_blocks(c, |channels| {
+        vectorized(
+            #[inline(always)]
+            || {
+                let mut acc = vec![[0f64; 2]; channels.len()];
+                for img in 0..n {
+                    for (a, ch) in acc.iter_mut().zip(channels.clone()) {
+                        let r = (img * c + ch) * hw..(img * c + ch + 1) * hw;
+                        let [s0, s1] = plane(&x[r.clone()], &g[r.clone()], &y[r], coef[ch]);
+                        a[0] += f64::from(s0);
+                        a[1] += f64::from(s1);
                     }
-                    acc
-                },
-            )
-        })
-        .collect();
-    blocks.concat()
+                }
+                acc
+            },
+        )
+    })
 }
 
 /// Per column of `n` rows of `cols` values ((N, C) data), the two sums of
@@ -99,31 +93,37 @@ where
     V: Fn(f32, f32, f32, f32) -> [f32; 2] + Sync,
 {
     let [x, g, y] = inputs;
-    let block = (cols / (4 * rayon::current_num_threads().max(1))).max(1);
-    let blocks: Vec<Vec<[f64; 2]>> = (0..cols.div_ceil(block))
-        .into_par_iter()
-        .map(|b| {
-            let span = b * block..((b + 1) * block).min(cols);
-            vectorized(
-                #[inline(always)]
-                || {
-                    let (mut s0, mut s1) = (vec![0f64; span.len()], vec![0f64; span.len()]);
-                    let m = &coef[span.clone()];
-                    for row in 0..n {
-                        let r = row * cols + span.start..row * cols + span.end;
-                        let (x, g, y) = (&x[r.clone()], &g[r.clone()], &y[r]);
-                        let sums = s0.iter_mut().zip(s1.iter_mut());
-                        for ((((a0, a1), &xv), (&gv, &yv)), &mv) in sums.zip(x).zip(g.iter().zip(y)).zip(m) {
-                            let [v0, v1] = value(xv, gv, yv, mv);
-                            *a0 += f64::from(v0);
-                            *a1 += f64::from(v1);
-                        }
+    in_blocks(cols, |span| {
+        vectorized(
+            #[inline(always)]
+            || {
+                let (mut s0, mut s1) = (vec![0f64; span.len()], vec![0f64; span.len()]);
+                let m = &coef[span.clone()];
+                for row in 0..n {
+                    let r = row * cols + span.start..row * cols + span.end;
+                    let (x, g, y) = (&x[r.clone()], &g[r.clone()], &y[r]);
+                    let sums = s0.iter_mut().zip(s1.iter_mut());
+                    for ((((a0, a1), &xv), (&gv, &yv)), &mv) in sums.zip(x).zip(g.iter().zip(y)).zip(m) {
+                        let [v0, v1] = value(xv, gv, yv, mv);
+                        *a0 += f64::from(v0);
+                        *a1 += f64::from(v1);
                     }
-                    s0.into_iter().zip(s1).map(|(a, b)| [a, b]).collect::<Vec<_>>()
-                },
-            )
-        })
-        .collect();
+                }
+                s0.into_iter().zip(s1).map(|(a, b)| [a, b]).collect::<Vec<_>>()
+            },
+        )
+    })
+}
+
+/// `sums(range)` over about four ranges per rayon thread that cover `0..len` (channels or
+/// columns), run as rayon tasks; their results concatenated in order.
+fn in_blocks<F>(len: usize, sums: F) -> Vec<[f64; 2]>
+where
+    F: Fn(std::ops::Range<usize>) -> Vec<[f64; 2]> + Sync,
+{
+    let block = (len / (4 * rayon::current_num_threads().max(1))).max(1);
+    let blocks: Vec<Vec<[f64; 2]>> =
+        (0..len.div_ceil(block)).into_par_iter().map(|b| sums(b * block..((b + 1) * block).min(len))).collect();
     blocks.concat()
 }
 

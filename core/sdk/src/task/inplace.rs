@@ -6,9 +6,10 @@
 //! Barlow Twins and VICReg that cost a tenth of the training step. These kernels overwrite
 //! the buffers in one pass each and compute every element with the same f32 operations, in
 //! the same order, as the tensor expressions in `optim.rs` and `teacher.rs`, so results are
-//! bit-identical (at any vector width: see [`vectorized`]). They take contiguous f32 CPU tensors only: [`applies`] says when, and
-//! callers keep the tensor expressions for everything else (CUDA among it). They must not
-//! allocate per element or touch anything but their destination.
+//! bit-identical (at any vector width: see [`vectorized`]). They take contiguous f32 CPU
+//! tensors only: [`applies`] says when, and callers keep the tensor expressions for
+//! everything else (CUDA among it). They must not allocate per element or touch anything
+//! but their destination.
 
 use candle_core::{CpuStorage, InplaceOp2, InplaceOp3, Layout, Result, Tensor};
 use rayon::prelude::*;
