@@ -16,7 +16,7 @@ use candle_nn::VarBuilder;
 use pretext_sdk::dist;
 use pretext_sdk::images::ByteImages;
 use pretext_sdk::task::heads::Mlp;
-use pretext_sdk::task::losses::diagonal;
+use pretext_sdk::task::losses::{cross_diagonal, cross_norm_sq};
 use pretext_sdk::task::{
     ImageRngs, InputSpec, MultiCrop, PairAugment, PretextTask, Sample, Step, TaskError, TaskInfo, TaskOutput, Views,
 };
@@ -68,11 +68,14 @@ pub fn barlow_twins(z1: &Tensor, z2: &Tensor, lambda: f64, scale: f64) -> candle
     if n < 2 {
         candle_core::bail!("Barlow Twins needs at least two images per batch, got {n}");
     }
+    // C = z1nᵀ·z2n / N, summed through its diagonal and its squared entries without forming
+    // it (see cross_norm_sq).
     #[allow(clippy::cast_precision_loss)]
-    let c = (standardize(z1)?.t()?.matmul(&standardize(z2)?)? / n as f64)?;
-    let diag = diagonal(&c)?;
+    let n = n as f64;
+    let (a, b) = (standardize(z1)?, standardize(z2)?);
+    let diag = (cross_diagonal(&a, &b)? / n)?;
     let on_diag = diag.affine(1.0, -1.0)?.sqr()?.sum_all()?;
-    let off_diag = (c.sqr()?.sum_all()? - diag.sqr()?.sum_all()?)?;
+    let off_diag = ((cross_norm_sq(&a, &b)? / (n * n))? - diag.sqr()?.sum_all()?)?;
     let loss = ((on_diag + (off_diag * lambda)?)? * scale)?;
     Ok((loss, diag.mean_all()?))
 }

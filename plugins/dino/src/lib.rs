@@ -26,7 +26,7 @@ use candle_core::{D, DType, Device, Tensor};
 use candle_nn::{Init, VarBuilder};
 use pretext_sdk::augment::{SimclrAugment, check_crop_scale};
 use pretext_sdk::images::ByteImages;
-use pretext_sdk::model::{Linear, gelu};
+use pretext_sdk::model::{Linear, batch_matmul, gelu};
 use pretext_sdk::task::losses::l2_normalize;
 use pretext_sdk::task::{
     CropGroup, Freeze, GradClip, ImageRngs, InputSpec, Momentum, MultiCrop, PretextTask, Sample, Step, TaskError,
@@ -146,7 +146,7 @@ impl DinoHead {
         let h = gelu(&self.mlp[0].forward(x)?)?;
         let h = gelu(&self.mlp[1].forward(&h)?)?;
         let h = l2_normalize(&self.mlp[2].forward(&h)?)?;
-        h.matmul(&l2_normalize(&self.last_v)?.t()?)
+        batch_matmul(&h, &l2_normalize(&self.last_v)?, false, true)
     }
 }
 
@@ -174,22 +174,19 @@ pub fn dino_loss(
     let crops = student_rows / n;
     let log_p = candle_nn::ops::log_softmax(&(student / student_temp)?, D::Minus1)?;
     let q = candle_nn::ops::softmax_last_dim(&(teacher.broadcast_sub(center)? / teacher_temp)?)?.detach();
-    let mut total: Option<Tensor> = None;
-    let mut terms = 0usize;
-    for iq in 0..2 {
-        let q_i = q.narrow(0, iq * n, n)?;
-        for v in (0..crops).filter(|&v| v != iq) {
-            let ce = (q_i.neg()? * log_p.narrow(0, v * n, n)?)?.sum(D::Minus1)?.mean_all()?;
-            total = Some(match total {
-                Some(t) => (t + ce)?,
-                None => ce,
-            });
-            terms += 1;
-        }
-    }
-    let total = total.ok_or_else(|| candle_core::Error::Msg("DINO has no crop pairs".into()))?;
+    // Σ over the pairs (teacher crop iq, student crop v ≠ iq) of −q_iq·log p_v is one
+    // weighted sum: student crop 0 is weighted by q_1, crop 1 by q_0, every local crop by
+    // q_0 + q_1. The weights are constants (the teacher has no gradient), so the loss is one
+    // product with log p, where pair by pair it was 2·(crops − 1) products and as many
+    // crop-sized slices, each differentiated into a zero-padded copy of all crops.
+    let (q0, q1) = (q.narrow(0, 0, n)?, q.narrow(0, n, n)?);
+    let both = (&q0 + &q1)?;
+    let mut weights = vec![q1, q0];
+    weights.resize(crops, both);
+    let weights = Tensor::cat(&weights, 0)?;
+    let terms = 2 * (crops - 1);
     #[allow(clippy::cast_precision_loss)]
-    let loss = (total / terms as f64)?;
+    let loss = ((weights * log_p)?.sum_all()? * (-1.0 / (n * terms) as f64))?;
     // Over the global batch in a data-parallel run, as DINO's `update_center` all-reduces it.
     let batch_center = pretext_sdk::dist::mean_over_ranks(&teacher.detach().mean_keepdim(0)?)?;
     let new_center = ((center * center_momentum)? + (batch_center * (1.0 - center_momentum))?)?;
@@ -297,12 +294,15 @@ impl PretextTask for Dino {
     fn loss(&self, step: &mut Step<'_, DinoHead>) -> candle_core::Result<TaskOutput> {
         let c = &self.config;
         let global = step.view(0)?;
-        // The student sees every crop, each size in one pass; the teacher only the global ones.
-        let mut student = vec![step.head().forward(&step.encode(global)?)?];
+        // The student sees every crop, each size in one backbone pass; the teacher only the
+        // global ones. The head (row by row, no batch statistics) takes all crops' features
+        // at once: each of its weights then gets one gradient product, not one per crop size
+        // added up (16 MB tensors, for the 2048-wide layers).
+        let mut features = vec![step.encode(global)?];
         if let Ok(local) = step.view(1) {
-            student.push(step.head().forward(&step.encode(local)?)?);
+            features.push(step.encode(local)?);
         }
-        let student = Tensor::cat(&student, 0)?;
+        let student = step.head().forward(&Tensor::cat(&features, 0)?)?;
         let teacher = step.teacher(global, DinoHead::forward)?;
         let teacher_temp =
             step.schedule().warmup_by_epoch(c.warmup_teacher_temp, c.teacher_temp, c.warmup_teacher_temp_epochs);
@@ -355,6 +355,34 @@ mod tests {
         // Centre: 0.9·(0.5, 0) + 0.1·mean(t) = (0.45 + 0.05, 0).
         let c: Vec<Vec<f32>> = new_center.to_vec2().unwrap();
         assert!((c[0][0] - 0.5).abs() < 1e-6 && c[0][1].abs() < 1e-6, "{c:?}");
+    }
+
+    #[test]
+    fn the_weighted_sum_matches_the_pairs_written_out_with_their_gradient() {
+        // Four crops of three images, five prototypes: DINO's loop over (teacher crop,
+        // student crop) pairs, as in the paper's listing, against dino_loss.
+        let (n, crops, k) = (3, 4, 5);
+        let s = candle_core::Var::randn(0f32, 2., (crops * n, k), &cpu()).unwrap();
+        let t = Tensor::randn(0f32, 2., (2 * n, k), &cpu()).unwrap();
+        let center = Tensor::randn(0f32, 0.1, (1, k), &cpu()).unwrap();
+        let (loss, _) = dino_loss(&s, &t, &center, (0.1, 0.04), 0.9).unwrap();
+        let log_p = candle_nn::ops::log_softmax(&(s.as_tensor() / 0.1).unwrap(), D::Minus1).unwrap();
+        let q = candle_nn::ops::softmax_last_dim(&(t.broadcast_sub(&center).unwrap() / 0.04).unwrap()).unwrap();
+        let mut pairs = Vec::new();
+        for iq in 0..2 {
+            for v in (0..crops).filter(|&v| v != iq) {
+                let q_i = q.narrow(0, iq * n, n).unwrap();
+                let ce = (q_i.neg().unwrap() * log_p.narrow(0, v * n, n).unwrap()).unwrap();
+                pairs.push(ce.sum(D::Minus1).unwrap().mean_all().unwrap());
+            }
+        }
+        let want = (Tensor::stack(&pairs, 0).unwrap().sum_all().unwrap() / pairs.len() as f64).unwrap();
+        let (w, g) = (want.to_scalar::<f32>().unwrap(), loss.to_scalar::<f32>().unwrap());
+        assert!((w - g).abs() < 1e-5 * w.abs(), "{g} vs {w}");
+        let (gw, gg) = (want.backward().unwrap(), loss.backward().unwrap());
+        let (a, b) = (gw.get(&s).unwrap(), gg.get(&s).unwrap());
+        let diff = (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff < 1e-6, "gradient differs by {diff}");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use candle_nn::VarBuilder;
 use pretext_sdk::dist;
 use pretext_sdk::images::ByteImages;
 use pretext_sdk::task::heads::Mlp;
-use pretext_sdk::task::losses::diagonal;
+use pretext_sdk::task::losses::cross_norm_sq;
 use pretext_sdk::task::{
     ImageRngs, InputSpec, MultiCrop, PairAugment, PretextTask, Sample, Step, TaskError, TaskInfo, TaskOutput, Views,
 };
@@ -69,10 +69,12 @@ fn spread_terms(z: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
     let centred = z.broadcast_sub(&z.mean_keepdim(0)?)?;
     #[allow(clippy::cast_precision_loss)]
     let (n1, d) = ((n - 1) as f64, d as f64);
-    let std = ((centred.sqr()?.sum(0)? / n1)? + 1e-4)?.sqrt()?;
+    // The covariance matrix's diagonal is the variance; its squared entries are summed
+    // without forming it (see cross_norm_sq).
+    let var = (centred.sqr()?.sum(0)? / n1)?;
+    let std = (&var + 1e-4)?.sqrt()?;
     let variance = std.affine(-1.0, 1.0)?.relu()?.mean_all()?;
-    let cov = (centred.t()?.matmul(&centred)? / n1)?;
-    let off = (cov.sqr()?.sum_all()? - diagonal(&cov)?.sqr()?.sum_all()?)?;
+    let off = ((cross_norm_sq(&centred, &centred)? / (n1 * n1))? - var.sqr()?.sum_all()?)?;
     Ok((variance, (off / d)?))
 }
 
@@ -173,6 +175,19 @@ mod tests {
         assert!((scalar(&t.invariance) - 0.5).abs() < 1e-6);
         assert!((scalar(&t.variance) - 0.2475).abs() < 1e-5, "{}", scalar(&t.variance));
         assert!((scalar(&t.covariance) - 16.0).abs() < 1e-4, "{}", scalar(&t.covariance));
+    }
+
+    #[test]
+    fn the_covariance_term_matches_the_formed_matrix_when_dimensions_outnumber_images() {
+        // 6 images of 10 dimensions: cross_norm_sq takes its Gram-matrix form here.
+        let z = Tensor::randn(0f32, 1., (6, 10), &Device::Cpu).unwrap();
+        let centred = z.broadcast_sub(&z.mean_keepdim(0).unwrap()).unwrap();
+        let cov = (centred.t().unwrap().matmul(&centred).unwrap() / 5.0).unwrap();
+        let eye = Tensor::eye(10, DType::F32, &Device::Cpu).unwrap();
+        let off = (cov.sqr().unwrap() * eye.affine(-1.0, 1.0).unwrap()).unwrap().sum_all().unwrap();
+        let want = scalar(&off) / 10.0;
+        let (_, got) = spread_terms(&z).unwrap();
+        assert!((scalar(&got) - want).abs() < 1e-5 * want, "{} vs {want}", scalar(&got));
     }
 
     #[test]

@@ -16,7 +16,7 @@
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use crate::model::kernels::{GemmError, MatRef, gemm_f32, vectorized};
+use crate::model::kernels::{GemmError, MatRef, gemm_f32, transpose, vectorized};
 
 /// Lowered images per GEMM are grouped until their output pixels reach this many columns:
 /// below it the GEMM micro-kernels spend more time packing than multiplying.
@@ -562,23 +562,6 @@ fn col2im(g: &Geometry, col: &[f32], ld: usize, at: usize, dx: &mut [f32]) {
     );
 }
 
-/// The transpose of a row-major `rows`×`cols` matrix, row-major (`cols`×`rows`).
-fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut t = vec![0f32; rows * cols];
-    // Blocks keep both the reads and the writes within a few cache lines.
-    const B: usize = 16;
-    for r0 in (0..rows).step_by(B) {
-        for c0 in (0..cols).step_by(B) {
-            for r in r0..(r0 + B).min(rows) {
-                for c in c0..(c0 + B).min(cols) {
-                    t[c * rows + r] = m[r * cols + c];
-                }
-            }
-        }
-    }
-    t
-}
-
 /// Copies `count` images' (`rows`×`pixels`) planes side by side into a `rows`×(count·pixels)
 /// matrix with rows `ld` apart, so a group of images becomes one GEMM operand.
 fn gather_planes(src: &[f32], count: usize, rows: usize, pixels: usize, ld: usize, dst: &mut [f32]) {
@@ -773,7 +756,7 @@ pub fn kernel_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Result<Vec<f32>, Conv
     for part in partials {
         dw_t.iter_mut().zip(&part).for_each(|(a, b)| *a += *b);
     }
-    Ok(transpose(&dw_t, g.taps(), g.o))
+    Ok(transpose(&dw_t, g.taps(), g.o, g.o, false))
 }
 
 #[cfg(test)]
