@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Issue 3's speed comparison, in one run, on CPU at one thread count (default 2):
-#  - training images/s per task (all seven by default; TASKS to choose): `pretext train` on Fashion-MNIST
-#    (ConvNet w=16, batch 256, 2 prefetch workers) against the seed article's PyTorch code,
-#    corrected (bench/speed/torch_tasks.py, same model, heads, batch, optimizer, 2 DataLoader
-#    workers), with the ratio;
+#  - training images/s per task (all eight by default; TASKS to choose): `pretext train` on Fashion-MNIST
+#    (ConvNet w=16, or ViT-Tiny with 4 px patches for MAE, which masks a ViT's patches; batch 256,
+#    2 prefetch workers) against the seed article's PyTorch code, corrected
+#    (bench/speed/torch_tasks.py, same backbone, heads, batch, optimizer, 2 DataLoader workers),
+#    with the ratio;
 #  - SimCLR augmentation throughput (two views per image): SimclrAugment over rayon's
 #    threads (core/examples/augment_speed.rs) against torchvision's PIL transforms through a
 #    2-worker DataLoader;
@@ -26,7 +27,7 @@ THREADS=${THREADS:-2}
 LIMIT=${LIMIT:-2560}
 BATCH=${BATCH:-256}
 ROUNDS=${ROUNDS:-1}
-TASKS=${TASKS:-"simclr jigsaw rotation byol dino barlow vicreg"}
+TASKS=${TASKS:-"simclr jigsaw rotation byol dino barlow vicreg mae"}
 AUG_IMAGES_PRETEXT=${AUG_IMAGES_PRETEXT:-60000}
 AUG_IMAGES_TORCH=${AUG_IMAGES_TORCH:-5000}
 export RAYON_NUM_THREADS=$THREADS CANDLE_NUM_THREADS=$THREADS OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
@@ -39,9 +40,10 @@ if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
     "$venv/bin/pip" install --quiet --upgrade pip
     "$venv/bin/pip" install --quiet torch
 fi
-if ! "$venv/bin/python" -c "import torchvision, threadpoolctl" 2>/dev/null; then
-    # torchvision's wheels declare the torch they need (>=), so pip keeps the torch above.
-    "$venv/bin/pip" install --quiet torchvision threadpoolctl
+if ! "$venv/bin/python" -c "import torchvision, threadpoolctl, timm" 2>/dev/null; then
+    # torchvision's wheels declare the torch they need (>=), so pip keeps the torch above;
+    # timm is MAE's ViT (torch_tasks.py's vit-tiny).
+    "$venv/bin/pip" install --quiet torchvision threadpoolctl timm
 fi
 
 # The CLI, the plugin libraries and the two examples below (`--examples` alone builds only examples).
@@ -58,7 +60,11 @@ for round in $(seq "$ROUNDS"); do
         out=$work/$task-$round
         settings=()
         [ -e "bench/speed/$task.toml" ] && settings=(--config "bench/speed/$task.toml")
-        "$pretext" train --task "$task" --data fashion-mnist --backbone convnet --batch-size "$BATCH" \
+        case $task in
+            mae) backbone=vit-tiny ;;  # Pretext's default 4 px patches: 49 tokens of a 28 px image
+            *) backbone=convnet ;;
+        esac
+        "$pretext" train --task "$task" --data fashion-mnist --backbone "$backbone" --batch-size "$BATCH" \
             --epochs 2 --limit "$LIMIT" --knn-every 0 --workers 2 "${settings[@]}" --out "$out" > /dev/null
         python3 - "$out/metrics.jsonl" "$task" "$THREADS" "$BATCH" <<'EOF' | tee -a "$results" >&2
 import json, sys
@@ -70,8 +76,8 @@ print(json.dumps({"kind": "train", "impl": "pretext", "task": task, "threads": t
                   "images_per_s": round(last["images_per_sec"], 2),
                   "first_epoch_images_per_s": round(ends[0]["images_per_sec"], 2), "loss": round(last["loss"], 4)}))
 EOF
-        "$venv/bin/python" bench/speed/torch_tasks.py train "$task" --limit "$LIMIT" --batch "$BATCH" \
-            --threads "$THREADS" | tee -a "$results" >&2
+        "$venv/bin/python" bench/speed/torch_tasks.py train "$task" --backbone "$backbone" --limit "$LIMIT" \
+            --batch "$BATCH" --threads "$THREADS" | tee -a "$results" >&2
     done
     echo "round $round/$ROUNDS: augmentation" >&2
     target/release/examples/augment_speed "$AUG_IMAGES_PRETEXT" "$BATCH" | tee -a "$results" >&2

@@ -1,7 +1,7 @@
 """PyTorch side of `bench/speed/tasks.sh`: the seed article's SimCLR and Jigsaw training
 code, corrected as docs/DESIGN.md asks, plus RotNet in the same style, at Pretext's model,
 batch, image size and thread count. It only measures; keep it identical in work to the
-plugins (plugins/{simclr,jigsaw,rotation}/src/lib.rs), or the ratio means nothing. Where
+plugins (plugins/<task>/src/lib.rs), or the ratio means nothing. Where
 the plugins' defaults have moved past these listings (rotation's MLP head and crop,
 jigsaw's per-tile layer), tasks.sh runs Pretext with bench/speed/<task>.toml, which sets
 them back to what is implemented here.
@@ -23,6 +23,22 @@ What was corrected or fitted against the seed's listings:
   Linear(9D, 512)-ReLU-Linear(512, 100) (the seed stacked the tiles into one image);
 - RotNet (not in the seed): each image flipped with p 0.5, then at 0/90/180/270 degrees
   (torch.rot90), Linear(D, 4), cross-entropy;
+- MAE (not in the seed; plugins/mae at its defaults, `--backbone vit-tiny` on both sides,
+  written as the MAE repository's models_mae.py): Pretext's ViT-Tiny (torch_step.py's timm
+  VisionTransformer: 1x28x28, 4 px patches so 49 tokens and a CLS, width 192, 12 blocks, 3
+  heads, learnable position embeddings) encodes the CLS and the 12 patches (int(49 x 0.25))
+  a per-image argsort of uniform noise keeps; the decoder is Linear(192, 128), a learnable
+  mask token at the 37 dropped places, the tokens gathered back into image order, fixed 2-D
+  sine-cosine positions (zero for the CLS), 2 timm Blocks of width 128 and 4 heads (qkv
+  bias, 4x GELU MLP, LayerNorm eps 1e-6), LayerNorm, Linear(128, 4 x 4 x 1) on every
+  token; the loss is the MSE per patch against the normalised view's pixels normalised per
+  patch (mean, unbiased variance + 1e-6: norm_pix_loss), averaged over the dropped patches
+  only. One view per image: RandomResizedCrop(28, scale=(0.2, 1)) and a flip, no colour.
+  Pretext draws each image's patch order on its prefetch threads and gathers with it on
+  the device; here the noise and both argsorts run in the step, as in models_mae.py
+  (microseconds at 256 x 49). Attention goes through timm's fused
+  scaled_dot_product_attention, PyTorch's fastest path; Pretext's ViT computes the same
+  softmax(QK^T / sqrt(d)) V with explicit matmuls;
 - AdamW (lr 1e-3, weight decay 1e-4, Pretext's defaults) instead of Adam; inputs
   normalised with the training set's mean/std on the batch, as Pretext's session does;
 - Fashion-MNIST (1x28x28) read from Debian's IDX .gz files with numpy, as PIL "L" images
@@ -30,12 +46,14 @@ What was corrected or fitted against the seed's listings:
 - a DataLoader with 2 worker processes (Pretext's 2 prefetch threads; the seed had 4),
   persistent across the warm-up and the timed epoch; `torch.set_num_threads(threads)`.
 
-    python torch_tasks.py train simclr|jigsaw|rotation|byol|dino|barlow|vicreg [--limit N] [--batch B] [--threads T]
-        [--device cpu|cuda] [--backbone convnet|resnet18] [--data fashion-mnist|random]
+    python torch_tasks.py train simclr|jigsaw|rotation|byol|dino|barlow|vicreg|mae [--limit N] [--batch B]
+        [--threads T] [--device cpu|cuda] [--backbone convnet|resnet18|vit-tiny] [--data fashion-mnist|random]
         [--workers W] [--step-only N]
     python torch_tasks.py augment [--images N] [--threads T]
 
-The defaults are issue 3's CPU comparison. scripts/gpu-check.sh uses the rest for the GPU
+The defaults are issue 3's CPU comparison; mae needs `--backbone vit-tiny` (timm, as in
+torch_step.py; `--width` sets its embedding width, the heads stay 3 as Pretext's; the other
+tasks take it too, on its CLS features). scripts/gpu-check.sh uses the rest for the GPU
 comparison: `--backbone resnet18` is the CIFAR ResNet-18 of torch_step.py (3x3 stem, no
 max-pool, full width) without its classifier; `--data random` is seeded uniform RGB noise at
 3x32x32 (the GPU machine has no data sets and no network; the work per image does not depend
@@ -54,6 +72,7 @@ views per image, PIL, to tensors) through the same 2-worker DataLoader and print
 
 import argparse
 import copy
+import functools
 import gzip
 import itertools
 import json
@@ -133,6 +152,34 @@ class ResNet18(nn.Module):
 
     def forward(self, x):
         return self.features(x)
+
+
+class ViT(nn.Module):
+    """torch_step.py's vit-tiny: timm's VisionTransformer at Pretext's layout (core/sdk/src/model/
+    vit.rs): 4 px patches by a strided conv, a CLS token, learnable position embeddings, 12
+    pre-norm blocks (qkv bias, 4x GELU MLP, LayerNorm eps 1e-6) of width 192 and 3 heads, a final
+    LayerNorm; the features are the normalised CLS token. Like Pretext's `Vit` it also takes
+    token sequences (`embed_patches`, `encode_tokens`), so MAE can drop patches first."""
+
+    def __init__(self, in_channels=1, size=28, width=192, patch=4):
+        super().__init__()
+        import timm  # only the ViT needs it; the GPU bundle's other runs do without
+
+        self.net = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=size, patch_size=patch,
+                                     in_chans=in_channels, num_classes=0, embed_dim=width)
+        self.dim, self.patch = width, patch
+
+    def forward(self, x):
+        return self.net(x)
+
+    def embed_patches(self, x):
+        """(N, C, H, W) -> patch tokens with their position embeddings (N, L, D), row-major."""
+        return self.net.patch_embed(x) + self.net.pos_embed[:, 1:]
+
+    def encode_tokens(self, tokens):
+        """The CLS token (with its position embedding) before `tokens`, the blocks, the norm."""
+        cls = (self.net.cls_token + self.net.pos_embed[:, :1]).expand(tokens.shape[0], -1, -1)
+        return self.net.norm(self.net.blocks(torch.cat([cls, tokens], dim=1)))
 
 
 # ---------------------------------------------------------------- SimCLR (seed listing, corrected)
@@ -408,6 +455,87 @@ class RotationModel(nn.Module):
         return self.classifier(self.backbone(x))
 
 
+# ---------------------------------------------------------------- MAE, after models_mae.py
+# plugins/mae/src/lib.rs at its defaults, written as the MAE repository's models_mae.py is
+# (random_masking, forward_decoder, forward_loss with norm_pix_loss), on the ViT above.
+
+class MaeTransform:
+    """The paper's only augmentations: a random resized crop (20-100% of the area) and a flip."""
+
+    def __init__(self, size, scale=(0.2, 1.0)):
+        self.transform = transforms.Compose([
+            transforms.RandomResizedCrop(size=size, scale=scale),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+        ])
+
+    def __call__(self, x):
+        return (self.transform(x),)
+
+
+def sincos_positions(dim, rows, cols):
+    """models_mae's get_2d_sincos_pos_embed with a zero CLS row: (1, 1 + rows*cols, dim); token
+    r*cols + c holds (sin, cos)(c*w) then (sin, cos)(r*w), w = 10000^(-k/(dim/4)), k < dim/4."""
+    omega = 1.0 / 10000 ** (np.arange(dim // 4, dtype=np.float64) / (dim // 4))
+    r, c = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+
+    def half(coord):
+        angles = coord.reshape(-1, 1) * omega
+        return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
+    pos = np.concatenate([np.zeros((1, dim)), np.concatenate([half(c), half(r)], axis=1)])
+    return torch.tensor(pos, dtype=torch.float32).unsqueeze(0)
+
+
+class MAE(nn.Module):
+    def __init__(self, vit, channels, size, mask_ratio=0.75, dim=128, depth=2, heads=4):
+        super().__init__()
+        from timm.models.vision_transformer import Block
+
+        self.encoder, self.p, self.grid = vit, vit.patch, size // vit.patch
+        self.patches = self.grid * self.grid
+        self.keep = max(1, int(self.patches * (1 - mask_ratio)))
+        self.decoder_embed = nn.Linear(vit.dim, dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        nn.init.normal_(self.mask_token, std=0.02)
+        self.register_buffer("decoder_pos_embed", sincos_positions(dim, self.grid, self.grid), persistent=False)
+        norm = functools.partial(nn.LayerNorm, eps=1e-6)
+        self.decoder_blocks = nn.Sequential(*[Block(dim, heads, 4.0, qkv_bias=True, norm_layer=norm)
+                                              for _ in range(depth)])
+        self.decoder_norm = norm(dim)
+        self.decoder_pred = nn.Linear(dim, self.p * self.p * channels)
+
+    def patchify(self, x):
+        """(N, C, H, W) -> (N, L, p*p*C), channels innermost (models_mae's einsum nchpwq->nhwpqc)."""
+        n, c, p, g = x.shape[0], x.shape[1], self.p, self.grid
+        return x.reshape(n, c, g, p, g, p).permute(0, 2, 4, 3, 5, 1).reshape(n, g * g, p * p * c)
+
+    def loss(self, x):
+        n = x.shape[0]
+        # random_masking: each image's patches in the order of uniform noise, the first kept.
+        ids_shuffle = torch.argsort(torch.rand(n, self.patches, device=x.device), dim=1)
+        ids_restore = torch.argsort(ids_shuffle, dim=1)
+        tokens = self.encoder.embed_patches(x)
+        d = tokens.shape[2]
+        visible = torch.gather(tokens, 1, ids_shuffle[:, :self.keep, None].expand(-1, -1, d))
+        latent = self.encoder.encode_tokens(visible)
+        mask = torch.ones(n, self.patches, device=x.device)
+        mask[:, :self.keep] = 0
+        mask = torch.gather(mask, 1, ids_restore)  # 1 at the dropped patches, image order
+        # forward_decoder: mask tokens after the kept ones, unshuffled, fixed positions.
+        y = self.decoder_embed(latent)
+        fill = self.mask_token.expand(n, self.patches - self.keep, -1)
+        ordered = torch.gather(torch.cat([y[:, 1:], fill], dim=1), 1,
+                               ids_restore[:, :, None].expand(-1, -1, y.shape[2]))
+        y = torch.cat([y[:, :1], ordered], dim=1) + self.decoder_pos_embed
+        pred = self.decoder_pred(self.decoder_norm(self.decoder_blocks(y)))[:, 1:]
+        # forward_loss, norm_pix_loss: each target patch to zero mean, unit (unbiased) variance.
+        target = self.patchify(x)
+        mean, var = target.mean(dim=-1, keepdim=True), target.var(dim=-1, keepdim=True)
+        target = (target - mean) / (var + 1e-6) ** 0.5
+        per_patch = (pred - target).pow(2).mean(dim=-1)
+        return (per_patch * mask).sum() / mask.sum()
+
+
 # ---------------------------------------------------------------- data and training
 
 class ImageSet(Dataset):
@@ -441,6 +569,8 @@ def build(task, images, args):
 
     if args.backbone == "convnet":
         backbone = ConvNet(channels, args.width or 16)
+    elif args.backbone == "vit-tiny":
+        backbone = ViT(channels, size, args.width or 192)
     else:
         backbone = ResNet18(channels, args.width or 64)
     if task == "simclr":
@@ -486,8 +616,15 @@ def build(task, images, args):
         def step_loss(data):
             # Each view encoded on its own (its own batch statistics), as the plugins do.
             return loss_fn(model(norm(data[0])), model(norm(data[1])))
+    elif task == "mae":
+        if not isinstance(backbone, ViT):
+            raise SystemExit("mae masks a ViT's patches: run it with --backbone vit-tiny")
+        model, transform = MAE(backbone, channels, size), MaeTransform(size)
+
+        def step_loss(data):
+            return model.loss(norm(data[0]))
     else:
-        raise SystemExit(f"unknown task {task!r} (simclr, jigsaw, rotation, byol, dino, barlow or vicreg)")
+        raise SystemExit(f"unknown task {task!r} (simclr, jigsaw, rotation, byol, dino, barlow, vicreg or mae)")
     return model, step_loss, loader(images, transform, args.batch, args.workers)
 
 
@@ -592,7 +729,8 @@ def augment(args):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("mode", choices=["train", "augment"])
-    p.add_argument("task", nargs="?", default="simclr")
+    p.add_argument("task", nargs="?", default="simclr",
+                   choices=["simclr", "jigsaw", "rotation", "byol", "dino", "barlow", "vicreg", "mae"])
     p.add_argument("--limit", type=int, default=2560, help="training images in the timed epoch")
     p.add_argument("--images", type=int, default=10000, help="images for augment")
     p.add_argument("--batch", type=int, default=256)
@@ -600,8 +738,8 @@ def main():
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")))
     p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--backbone", choices=["convnet", "resnet18"], default="convnet")
-    p.add_argument("--width", type=int, default=0, help="base width (0: convnet 16, resnet18 64)")
+    p.add_argument("--backbone", choices=["convnet", "resnet18", "vit-tiny"], default="convnet")
+    p.add_argument("--width", type=int, default=0, help="base width (0: convnet 16, resnet18 64, vit-tiny 192)")
     p.add_argument("--data", choices=["fashion-mnist", "random"], default="fashion-mnist")
     p.add_argument("--step-only", type=int, default=0, help="also time N steps on one batch, no loader")
     args = p.parse_args()

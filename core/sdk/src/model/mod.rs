@@ -17,6 +17,8 @@ mod init;
 pub(crate) mod kernels;
 mod layer_norm;
 mod linear;
+#[cfg(not(target_arch = "wasm32"))]
+mod math;
 mod matmul;
 mod norm;
 #[cfg(not(target_arch = "wasm32"))]
