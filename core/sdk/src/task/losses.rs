@@ -41,7 +41,7 @@ pub fn cross_diagonal(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
 ///
 /// With fewer rows than columns (a batch of 256 projected to 2048 dimensions) the D × D
 /// matrix is never formed: `‖aᵀb‖² = tr(aᵀb·bᵀa) = Σ_rs (a·aᵀ)_rs·(b·bᵀ)_rs`, two N × N
-/// Gram matrices, D/N times fewer multiply-adds, and element-wise work on N² values instead
+/// Gram matrices, D/2N times fewer multiply-adds, and element-wise work on N² values instead
 /// of D² (a 16 MB matrix, squared, summed and differentiated, was most of Barlow Twins'
 /// loss). The two forms agree up to float rounding; the other is used when N ≥ D.
 pub fn cross_norm_sq(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
