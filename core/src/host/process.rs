@@ -49,6 +49,7 @@ fn keep_freed_memory() {
 /// step's samples. A short spin keeps the worker for back-to-back ops: against 0, Barlow
 /// Twins +9%, SimCLR +6%, BYOL and MAE +4–5%; Jigsaw, DINO, rotation and ViT-Tiny's step
 /// unchanged.
+///
 /// Changing the environment is only sound while no other thread can read it, so this does
 /// nothing once the process has a second thread.
 fn park_idle_candle_workers() {

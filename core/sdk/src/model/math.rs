@@ -41,20 +41,21 @@ pub(crate) fn exp(x: f32) -> f32 {
 pub(crate) fn erf(x: f32) -> f32 {
     let x = x.clamp(-4.0, 4.0);
     let x2 = x * x;
-    let p = -2.726_142_3e-10_f32;
-    let p = p.mul_add(x2, 2.770_681_4e-8);
-    let p = p.mul_add(x2, -2.101_024e-6);
-    let p = p.mul_add(x2, -5.692_506_4e-5);
-    let p = p.mul_add(x2, -7.349_906e-4);
-    let p = p.mul_add(x2, -2.954_6e-3);
-    let p = p.mul_add(x2, -1.609_603_3e-2);
-    let q = -1.456_607_2e-5_f32;
-    let q = q.mul_add(x2, -2.133_740_6e-4);
-    let q = q.mul_add(x2, -1.682_827e-3);
-    let q = q.mul_add(x2, -7.373_329e-3);
-    let q = q.mul_add(x2, -1.426_474e-2);
+    let p = horner(
+        x2,
+        [-2.726_142_3e-10, 2.770_681_4e-8, -2.101_024e-6, -5.692_506_4e-5, -7.349_906e-4, -2.954_6e-3, -1.609_603_3e-2],
+    );
+    let q = horner(x2, [-1.456_607_2e-5, -2.133_740_6e-4, -1.682_827e-3, -7.373_329e-3, -1.426_474e-2]);
     // Past ±3.85 the exact value rounds to ±1 in f32, and the ratio drifts from it.
     if x.abs() >= 3.85 { 1f32.copysign(x) } else { x * p / q }
+}
+
+/// The polynomial with `coefs` (highest degree first) at `x`, by Horner's rule with fused
+/// multiply-adds; an array, so that the loop unrolls into straight-line vector code.
+#[inline(always)]
+fn horner<const N: usize>(x: f32, coefs: [f32; N]) -> f32 {
+    // The first step, 0·x + c, is exactly c.
+    coefs.iter().fold(0.0, |acc, &c| acc.mul_add(x, c))
 }
 
 #[cfg(test)]
