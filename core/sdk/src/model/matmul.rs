@@ -68,6 +68,59 @@ fn nth(data: &[f32], i: usize, rows: usize, cols: usize, transpose: bool) -> Mat
     if transpose { MatRef::transposed(one, rows, cols) } else { MatRef::row_major(one, rows, cols) }
 }
 
+/// `op_a(a) · op_b(b)` over the batch dimensions on the CPU, into a new buffer; with `bias`
+/// (one value per output column), `… + bias` with the bias written first and the product
+/// added to it, so that a linear layer does not pass over its output twice.
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn cpu_batch_matmul(
+    (s1, l1): (&CpuStorage, &Layout),
+    (s2, l2): (&CpuStorage, &Layout),
+    ta: bool,
+    tb: bool,
+    bias: Option<&[f32]>,
+) -> Result<(CpuStorage, Shape)> {
+    let (a, b) = (contiguous(s1, l1, "batch_matmul")?, contiguous(s2, l2, "batch_matmul")?);
+    let ((batch, ar, ac), (batch2, br, bc)) = (batch_dims(l1)?, batch_dims(l2)?);
+    let (m, k) = if ta { (ac, ar) } else { (ar, ac) };
+    let (k2, n) = if tb { (bc, br) } else { (br, bc) };
+    if batch != batch2 || l1.dims()[..l1.dims().len() - 2] != l2.dims()[..l2.dims().len() - 2] || k != k2 {
+        candle_core::bail!("batch_matmul: cannot multiply {:?} by {:?}", l1.dims(), l2.dims());
+    }
+    let mut out = match bias {
+        None => vec![0f32; batch * m * n],
+        Some(bias) if bias.len() == n => bias.repeat(batch * m),
+        Some(bias) => candle_core::bail!("a bias of {} values for products of {n} columns", bias.len()),
+    };
+    let product = |i: usize, dst: &mut [f32], parallelism| {
+        let (lhs, rhs) = (nth(a, i, ar, ac, ta), nth(b, i, br, bc, tb));
+        gemm_f32(dst, n, lhs, rhs, bias.is_some(), parallelism)
+            .map_err(|e| candle_core::Error::Msg(format!("batch_matmul: {e}")))
+    };
+    let threads = rayon::current_num_threads();
+    if m * n == 0 {
+        // Nothing to compute: an empty product.
+    } else if batch < threads {
+        // Too few products to go round: each is split by the GEMM, when big enough.
+        let split = threads > 1 && m * n * k >= 32_768 * threads;
+        let parallelism = if split { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+        for (i, d) in out.chunks_mut(m * n).enumerate() {
+            product(i, d, parallelism)?;
+        }
+    } else {
+        // Whole products per task, about 32k multiply-adds each at the least.
+        let per_task = (32_768 / (m * n * k).max(1)).max(1);
+        out.par_chunks_mut(per_task * m * n).enumerate().try_for_each(|(t, dst)| {
+            for (j, d) in dst.chunks_mut(m * n).enumerate() {
+                product(t * per_task + j, d, gemm::Parallelism::None)?;
+            }
+            Ok::<(), candle_core::Error>(())
+        })?;
+    }
+    let mut shape = l1.dims()[..l1.dims().len() - 2].to_vec();
+    shape.extend([m, n]);
+    Ok((CpuStorage::F32(out), Shape::from(shape)))
+}
+
 #[cfg(not(target_arch = "wasm32"))]
 impl CustomOp2 for BatchMatmul {
     fn name(&self) -> &'static str {
@@ -75,42 +128,7 @@ impl CustomOp2 for BatchMatmul {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (a, b) = (contiguous(s1, l1, "batch_matmul")?, contiguous(s2, l2, "batch_matmul")?);
-        let ((batch, ar, ac), (batch2, br, bc)) = (batch_dims(l1)?, batch_dims(l2)?);
-        let (m, k) = if self.ta { (ac, ar) } else { (ar, ac) };
-        let (k2, n) = if self.tb { (bc, br) } else { (br, bc) };
-        if batch != batch2 || l1.dims()[..l1.dims().len() - 2] != l2.dims()[..l2.dims().len() - 2] || k != k2 {
-            candle_core::bail!("batch_matmul: cannot multiply {:?} by {:?}", l1.dims(), l2.dims());
-        }
-        let mut out = vec![0f32; batch * m * n];
-        let product = |i: usize, dst: &mut [f32], parallelism| {
-            let (lhs, rhs) = (nth(a, i, ar, ac, self.ta), nth(b, i, br, bc, self.tb));
-            gemm_f32(dst, n, lhs, rhs, false, parallelism)
-                .map_err(|e| candle_core::Error::Msg(format!("batch_matmul: {e}")))
-        };
-        let threads = rayon::current_num_threads();
-        if m * n == 0 {
-            // Nothing to compute: an empty product.
-        } else if batch < threads {
-            // Too few products to go round: each is split by the GEMM, when big enough.
-            let split = threads > 1 && m * n * k >= 32_768 * threads;
-            let parallelism = if split { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
-            for (i, d) in out.chunks_mut(m * n).enumerate() {
-                product(i, d, parallelism)?;
-            }
-        } else {
-            // Whole products per task, about 32k multiply-adds each at the least.
-            let per_task = (32_768 / (m * n * k).max(1)).max(1);
-            out.par_chunks_mut(per_task * m * n).enumerate().try_for_each(|(t, dst)| {
-                for (j, d) in dst.chunks_mut(m * n).enumerate() {
-                    product(t * per_task + j, d, gemm::Parallelism::None)?;
-                }
-                Ok::<(), candle_core::Error>(())
-            })?;
-        }
-        let mut shape = l1.dims()[..l1.dims().len() - 2].to_vec();
-        shape.extend([m, n]);
-        Ok((CpuStorage::F32(out), Shape::from(shape)))
+        cpu_batch_matmul((s1, l1), (s2, l2), self.ta, self.tb, None)
     }
 
     /// With `C = op_a(A)·op_b(B)`: `op_a(A)`'s gradient is `dC·op_b(B)ᵀ` and `op_b(B)`'s is
@@ -129,10 +147,7 @@ mod tests {
     use candle_core::{Device, Var};
 
     use super::*;
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
-    }
+    use crate::model::tests::max_diff;
 
     #[test]
     fn products_and_gradients_match_candles_matmul_for_every_transpose() {

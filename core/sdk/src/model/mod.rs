@@ -9,6 +9,7 @@
 //! for wasm32 (the browser viewer runs backbones), so it must not use threads or files there:
 //! the multi-threaded CPU convolution kernels are compiled only off wasm32.
 
+mod attention;
 mod conv;
 mod convnet;
 mod gelu;

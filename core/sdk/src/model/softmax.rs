@@ -45,14 +45,7 @@ impl CustomOp1 for Softmax {
                     #[inline(always)]
                     || {
                         for (yr, xr) in yc.chunks_mut(d).zip(xc.chunks(d)) {
-                            let max = xr.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                            // The exponentials first, then their sum: a running sum in the
-                            // same loop is a serial chain that keeps it one value at a time.
-                            for (o, &v) in yr.iter_mut().zip(xr) {
-                                *o = exp(v - max);
-                            }
-                            let inv = 1.0 / sum_in(yr);
-                            yr.iter_mut().for_each(|o| *o *= inv);
+                            softmax_row(yr, xr, 1.0);
                         }
                     },
                 );
@@ -87,15 +80,38 @@ impl CustomOp2 for SoftmaxGrad {
             dx.par_chunks_mut(chunk_len(d)).zip(y.par_chunks(chunk_len(d)).zip(g.par_chunks(chunk_len(d)))).for_each(
                 |(dc, (yc, gc))| {
                     for ((dr, yr), gr) in dc.chunks_mut(d).zip(yc.chunks(d)).zip(gc.chunks(d)) {
-                        let dot: f32 = yr.iter().zip(gr).map(|(a, b)| a * b).sum();
-                        for ((o, &yv), &gv) in dr.iter_mut().zip(yr).zip(gr) {
-                            *o = yv * (gv - dot);
-                        }
+                        softmax_grad_row(dr, yr, gr, 1.0);
                     }
                 },
             );
         }
         Ok((CpuStorage::F32(dx), yl.shape().clone()))
+    }
+}
+
+/// `y = softmax(scale·x)` for one row (`scale` > 0); inlined, so that it takes the vector
+/// width of the caller's [`vectorized`].
+#[cfg(not(target_arch = "wasm32"))]
+#[inline(always)]
+pub(crate) fn softmax_row(y: &mut [f32], x: &[f32], scale: f32) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    // The exponentials first, then their sum: a running sum in the same loop is a serial
+    // chain that keeps it one value at a time.
+    for (o, &v) in y.iter_mut().zip(x) {
+        *o = exp(scale * (v - max));
+    }
+    let inv = 1.0 / sum_in(y);
+    y.iter_mut().for_each(|o| *o *= inv);
+}
+
+/// The gradient of `softmax(scale·x)` for one row, from its output `y` and the output's
+/// gradient `dy`: `scale · y·(dy − Σ dy·y)`.
+#[cfg(not(target_arch = "wasm32"))]
+#[inline(always)]
+pub(crate) fn softmax_grad_row(dx: &mut [f32], y: &[f32], dy: &[f32], scale: f32) {
+    let dot: f32 = y.iter().zip(dy).map(|(a, b)| a * b).sum();
+    for ((o, &yv), &gv) in dx.iter_mut().zip(y).zip(dy) {
+        *o = scale * yv * (gv - dot);
     }
 }
 

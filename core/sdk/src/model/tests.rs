@@ -7,6 +7,12 @@ use candle_nn::{VarBuilder, VarMap};
 
 use super::*;
 
+/// The largest absolute difference between two tensors of one shape; the model's op tests
+/// compare against candle's own ops with it.
+pub(crate) fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
+}
+
 fn build(spec: &BackboneSpec) -> (VarMap, Backbone) {
     let map = VarMap::new();
     let vb = VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu);

@@ -16,12 +16,11 @@
 use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
+use super::attention::{attention_weights, self_attention};
 use super::conv::Conv2d;
 use super::gelu::gelu;
 use super::layer_norm::LayerNorm;
 use super::linear::Linear;
-use super::matmul::batch_matmul;
-use super::softmax::softmax_last_dim;
 
 /// timm's ViT LayerNorm epsilon.
 pub const LN_EPS: f64 = 1e-6;
@@ -44,17 +43,9 @@ struct Attention {
 impl Attention {
     /// (N, T, D) → the output (N, T, D) and, if asked, the attention (N, heads, T, T).
     fn forward(&self, x: &Tensor, keep_attention: bool) -> Result<(Tensor, Option<Tensor>)> {
-        let (n, t, d) = x.dims3()?;
-        let head_dim = d / self.heads;
-        // (N, T, 3, H, d) → (3, N, H, T, d), as timm's reshape and permute.
-        let qkv = self.qkv.forward(x)?.reshape((n, t, 3, self.heads, head_dim))?.permute((2, 0, 3, 1, 4))?;
-        let (q, k, v) = (qkv.get(0)?.contiguous()?, qkv.get(1)?.contiguous()?, qkv.get(2)?.contiguous()?);
-        #[allow(clippy::cast_precision_loss)]
-        let scale = 1.0 / (head_dim as f64).sqrt();
-        let scores = batch_matmul(&(q * scale)?, &k, false, true)?;
-        let attn = softmax_last_dim(&scores)?;
-        let out = batch_matmul(&attn, &v, false, false)?.transpose(1, 2)?.reshape((n, t, d))?;
-        Ok((self.proj.forward(&out)?, keep_attention.then_some(attn)))
+        let qkv = self.qkv.forward(x)?;
+        let attn = if keep_attention { Some(attention_weights(&qkv, self.heads)?) } else { None };
+        Ok((self.proj.forward(&self_attention(&qkv, self.heads)?)?, attn))
     }
 }
 

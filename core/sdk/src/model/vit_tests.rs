@@ -6,6 +6,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 
 use super::*;
+use crate::model::tests::max_diff;
 
 fn tiny(image: usize, patch: usize) -> VitShape {
     VitShape { dim: 24, depth: 4, heads: 3, patch, image }
@@ -21,10 +22,6 @@ fn images(n: usize, c: usize, side: usize) -> Tensor {
     let len = n * c * side * side;
     let data: Vec<f32> = (0..len).map(|i| ((i * 7919) % 251) as f32 / 125.0 - 1.0).collect();
     Tensor::from_vec(data, (n, c, side, side), &Device::Cpu).unwrap()
-}
-
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
 }
 
 #[test]
