@@ -8,21 +8,20 @@
 //! inputs, those reductions cost a fifth of the step. Here the input is flattened to rows
 //! and one op writes the bias into the output and adds the product to it (a separate bias
 //! op zeroed one output-sized buffer and copied another); its backward sums the rows of the
-//! gradient in one contiguous pass. Other devices
-//! broadcast as candle-nn does.
+//! gradient in one contiguous pass (`broadcast::row_sums`). Other devices broadcast as
+//! candle-nn does.
 
 #[cfg(not(target_arch = "wasm32"))]
-use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape};
-use candle_core::{Result, Tensor};
-use candle_nn::VarBuilder;
+use super::broadcast::row_sums;
 #[cfg(not(target_arch = "wasm32"))]
-use rayon::prelude::*;
-
-#[cfg(not(target_arch = "wasm32"))]
-use super::kernels::{chunk_len, contiguous};
+use super::kernels::contiguous;
 use super::matmul::batch_matmul;
 #[cfg(not(target_arch = "wasm32"))]
 use super::matmul::cpu_batch_matmul;
+#[cfg(not(target_arch = "wasm32"))]
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape};
+use candle_core::{Result, Tensor};
+use candle_nn::VarBuilder;
 
 #[derive(Clone, Debug)]
 pub struct Linear {
@@ -111,44 +110,8 @@ impl CustomOp3 for BiasedProduct {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let dx = batch_matmul(grad, w, false, false)?;
         let dw = batch_matmul(grad, x, true, false)?;
-        let db = grad.contiguous()?.apply_op1_no_bwd(&ColumnSums { out: b.elem_count() })?;
+        let db = row_sums(grad, b.shape())?;
         Ok((Some(dx), Some(dw), Some(db)))
-    }
-}
-
-/// (R, out) → (out): the sum of the rows.
-#[cfg(not(target_arch = "wasm32"))]
-struct ColumnSums {
-    out: usize,
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-impl CustomOp1 for ColumnSums {
-    fn name(&self) -> &'static str {
-        "pretext-column-sums"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let g = contiguous(s, l, "linear")?;
-        let out = self.out;
-        if out == 0 || !g.len().is_multiple_of(out) {
-            candle_core::bail!("linear: {} gradients do not split into rows of {out}", g.len());
-        }
-        let partial: Vec<Vec<f32>> = g
-            .par_chunks(chunk_len(out))
-            .map(|c| {
-                let mut acc = vec![0f32; out];
-                for row in c.chunks(out) {
-                    acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v);
-                }
-                acc
-            })
-            .collect();
-        let mut sums = vec![0f32; out];
-        for acc in partial {
-            sums.iter_mut().zip(acc).for_each(|(s, a)| *s += a);
-        }
-        Ok((CpuStorage::F32(sums), Shape::from(out)))
     }
 }
 

@@ -10,6 +10,7 @@
 //! the multi-threaded CPU convolution kernels are compiled only off wasm32.
 
 mod attention;
+mod broadcast;
 mod conv;
 mod convnet;
 mod gelu;
@@ -24,6 +25,7 @@ mod matmul;
 mod norm;
 #[cfg(not(target_arch = "wasm32"))]
 mod norm_op;
+mod residual;
 mod resnet;
 mod softmax;
 mod vit;

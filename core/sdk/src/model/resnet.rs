@@ -10,6 +10,7 @@ use candle_nn::VarBuilder;
 
 use super::conv::Conv2d;
 use super::norm::BatchNorm;
+use super::residual::add_relu;
 
 /// Global average pool: (N, C, H, W) → (N, C).
 pub(crate) fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
@@ -49,7 +50,7 @@ impl BasicBlock {
             Some((conv, bn)) => bn.forward_t(&conv.forward(x)?, train)?,
             None => x.clone(),
         };
-        (out + identity)?.relu()
+        add_relu(&out, &identity)
     }
 }
 

@@ -17,6 +17,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
 use super::attention::{attention_weights, self_attention};
+use super::broadcast::add_repeated;
 use super::conv::Conv2d;
 use super::gelu::gelu;
 use super::layer_norm::LayerNorm;
@@ -185,7 +186,7 @@ impl Vit {
         let (rows, cols) = (h.div_ceil(p), w.div_ceil(p));
         let x = x.pad_with_zeros(2, 0, rows * p - h)?.pad_with_zeros(3, 0, cols * p - w)?;
         let tokens = self.patch_embed.forward(&x)?.flatten_from(2)?.transpose(1, 2)?;
-        tokens.broadcast_add(&self.patch_positions(rows, cols)?)
+        add_repeated(&tokens, &self.patch_positions(rows, cols)?)
     }
 
     /// Position embeddings of an `rows × cols` patch grid, (1, rows·cols, D): the stored ones
