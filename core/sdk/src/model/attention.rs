@@ -19,7 +19,11 @@ use candle_core::{Result, Tensor};
 use rayon::prelude::*;
 
 #[cfg(not(target_arch = "wasm32"))]
-use super::kernels::{MatRef, contiguous, gemm_f32, vectorized};
+use super::kernels::{MatRef, contiguous, gemm_error, gemm_f32, vectorized};
+
+/// The name the errors of this file's ops give.
+#[cfg(not(target_arch = "wasm32"))]
+const OP: &str = "attention";
 use super::matmul::batch_matmul;
 use super::softmax::softmax_last_dim;
 #[cfg(not(target_arch = "wasm32"))]
@@ -100,7 +104,7 @@ fn head_views(x: &[f32], s: AttentionShape, h: usize) -> [MatRef<'_>; 3] {
 #[cfg(not(target_arch = "wasm32"))]
 fn weights_into(p: &mut [f32], scores: &mut [f32], q: MatRef<'_>, k: MatRef<'_>, scale: f32) -> Result<()> {
     let t = q.rows;
-    gemm_f32(scores, t, q, k.t(), false, gemm::Parallelism::None).map_err(gemm_error)?;
+    gemm_f32(scores, t, q, k.t(), false, gemm::Parallelism::None).map_err(gemm_error(OP))?;
     vectorized(
         #[inline(always)]
         || {
@@ -112,16 +116,10 @@ fn weights_into(p: &mut [f32], scores: &mut [f32], q: MatRef<'_>, k: MatRef<'_>,
     Ok(())
 }
 
-#[cfg(not(target_arch = "wasm32"))]
-#[allow(clippy::needless_pass_by_value)]
-fn gemm_error(e: super::kernels::GemmError) -> candle_core::Error {
-    candle_core::Error::Msg(format!("attention: {e}"))
-}
-
 /// The packed projection of a contiguous `(N, T, 3D)` input, checked against `s`.
 #[cfg(not(target_arch = "wasm32"))]
 fn projection<'a>(st: &'a CpuStorage, l: &Layout, s: AttentionShape) -> Result<&'a [f32]> {
-    let x = contiguous(st, l, "attention")?;
+    let x = contiguous(st, l, OP)?;
     if l.dims() != [s.n, s.tokens, 3 * s.dim] {
         candle_core::bail!(
             "attention: expected a projection of shape {:?}, got {:?}",
@@ -158,7 +156,7 @@ impl CustomOp1 for SelfAttention {
                         weights_into(p, scores, q, k, s.scale())?;
                         let p = MatRef::row_major(p, t, t);
                         gemm_f32(&mut o[h * s.head_dim()..], d, p, v, false, gemm::Parallelism::None)
-                            .map_err(gemm_error)?;
+                            .map_err(gemm_error(OP))?;
                     }
                     Ok::<(), candle_core::Error>(())
                 },
@@ -189,7 +187,7 @@ impl CustomOp2 for SelfAttentionGrad {
         let s = self.shape;
         let x = projection(st, l, s)?;
         let (t, d, hd) = (s.tokens, s.dim, s.head_dim());
-        let g = contiguous(gs, gl, "attention")?;
+        let g = contiguous(gs, gl, OP)?;
         if gl.dims() != [s.n, t, d] {
             candle_core::bail!(
                 "attention: expected an output gradient of shape {:?}, got {:?}",
@@ -212,8 +210,9 @@ impl CustomOp2 for SelfAttentionGrad {
                         weights_into(p, scores, q, k, s.scale())?;
                         let pm = MatRef::row_major(p, t, t);
                         let none = gemm::Parallelism::None;
-                        gemm_f32(&mut dxi[2 * d + h * hd..], 3 * d, pm.t(), d_out, false, none).map_err(gemm_error)?;
-                        gemm_f32(dp, t, d_out, v.t(), false, none).map_err(gemm_error)?;
+                        gemm_f32(&mut dxi[2 * d + h * hd..], 3 * d, pm.t(), d_out, false, none)
+                            .map_err(gemm_error(OP))?;
+                        gemm_f32(dp, t, d_out, v.t(), false, none).map_err(gemm_error(OP))?;
                         vectorized(
                             #[inline(always)]
                             || {
@@ -223,8 +222,8 @@ impl CustomOp2 for SelfAttentionGrad {
                             },
                         );
                         let dsm = MatRef::row_major(ds, t, t);
-                        gemm_f32(&mut dxi[h * hd..], 3 * d, dsm, k, false, none).map_err(gemm_error)?;
-                        gemm_f32(&mut dxi[d + h * hd..], 3 * d, dsm.t(), q, false, none).map_err(gemm_error)?;
+                        gemm_f32(&mut dxi[h * hd..], 3 * d, dsm, k, false, none).map_err(gemm_error(OP))?;
+                        gemm_f32(&mut dxi[d + h * hd..], 3 * d, dsm.t(), q, false, none).map_err(gemm_error(OP))?;
                     }
                     Ok::<(), candle_core::Error>(())
                 },

@@ -29,6 +29,12 @@ pub enum GemmError {
     Shapes { m: usize, k: usize, k2: usize, n: usize, len: usize },
 }
 
+/// Turns a [`GemmError`] from [`gemm_f32`] into candle's error, naming `op`: for the ops'
+/// `map_err`.
+pub(crate) fn gemm_error(op: &'static str) -> impl Fn(GemmError) -> candle_core::Error {
+    move |e| candle_core::Error::Msg(format!("{op}: {e}"))
+}
+
 /// The values of a contiguous f32 tensor, or an error naming `op`.
 pub(crate) fn contiguous<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
     let data = s.as_slice::<f32>()?;

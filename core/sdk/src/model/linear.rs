@@ -12,16 +12,17 @@
 //! candle-nn does.
 
 #[cfg(not(target_arch = "wasm32"))]
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape};
+use candle_core::{Result, Tensor};
+use candle_nn::VarBuilder;
+
+#[cfg(not(target_arch = "wasm32"))]
 use super::broadcast::row_sums;
 #[cfg(not(target_arch = "wasm32"))]
 use super::kernels::contiguous;
 use super::matmul::batch_matmul;
 #[cfg(not(target_arch = "wasm32"))]
 use super::matmul::cpu_batch_matmul;
-#[cfg(not(target_arch = "wasm32"))]
-use candle_core::{CpuStorage, CustomOp3, Layout, Shape};
-use candle_core::{Result, Tensor};
-use candle_nn::VarBuilder;
 
 #[derive(Clone, Debug)]
 pub struct Linear {
@@ -124,14 +125,14 @@ mod tests {
 
     #[test]
     fn matches_candle_nn_on_three_dimensional_inputs() {
-        // A small layer, and one large enough for the GEMM to split its product over the
-        // threads, adding to the bias it starts from.
-        for (n, t, input, output) in [(2, 3, 4, 5), (4, 40, 64, 96)] {
-            check_against_candle_nn(n, t, input, output);
-        }
+        // A small layer, within 1e-5 of candle-nn, and one large enough for the GEMM to
+        // split its product over the threads, adding to the bias it starts from: its
+        // weight gradient sums 160 rows (values near 100), so within 1e-5 relative there.
+        check_against_candle_nn((2, 3, 4, 5), |_| 1e-5);
+        check_against_candle_nn((4, 40, 64, 96), |v| 1e-5 * v.abs().max(1.0));
     }
 
-    fn check_against_candle_nn(n: usize, t: usize, input: usize, output: usize) {
+    fn check_against_candle_nn((n, t, input, output): (usize, usize, usize, usize), tolerance: fn(f32) -> f32) {
         let dev = Device::Cpu;
         #[allow(clippy::cast_precision_loss)]
         let wave = |n: usize, f: f32| -> Vec<f32> { (0..n).map(|i| (f * i as f32).sin()).collect() };
@@ -155,7 +156,7 @@ mod tests {
         let (a, c) = (run(ours.forward(x.as_tensor()).unwrap()), run(theirs.forward(x.as_tensor()).unwrap()));
         for (p, q) in a.iter().zip(&c) {
             for (u, v) in p.iter().zip(q) {
-                assert!((u - v).abs() < 1e-5 * v.abs().max(1.0), "{u} vs {v}");
+                assert!((u - v).abs() < tolerance(*v), "{u} vs {v}");
             }
         }
     }

@@ -23,7 +23,7 @@ use candle_core::{Result, Tensor};
 use rayon::prelude::*;
 
 #[cfg(not(target_arch = "wasm32"))]
-use super::kernels::{MatRef, contiguous, gemm_f32};
+use super::kernels::{MatRef, contiguous, gemm_error, gemm_f32};
 
 /// `op(a) · op(b)` over the leading (batch) dimensions, `op` a transpose of the last two
 /// dimensions where `transpose_a` / `transpose_b` say: for `(…, m, k)` by `(…, k, n)`
@@ -93,8 +93,7 @@ pub(crate) fn cpu_batch_matmul(
     };
     let product = |i: usize, dst: &mut [f32], parallelism| {
         let (lhs, rhs) = (nth(a, i, ar, ac, ta), nth(b, i, br, bc, tb));
-        gemm_f32(dst, n, lhs, rhs, bias.is_some(), parallelism)
-            .map_err(|e| candle_core::Error::Msg(format!("batch_matmul: {e}")))
+        gemm_f32(dst, n, lhs, rhs, bias.is_some(), parallelism).map_err(gemm_error("batch_matmul"))
     };
     let threads = rayon::current_num_threads();
     if m * n == 0 {
