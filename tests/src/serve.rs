@@ -50,6 +50,31 @@ impl Served {
         self.raw(format!("{method} {target} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.addr).as_bytes())
     }
 
+    /// A connection that stays open between requests, as a browser's do.
+    pub fn connect(&self) -> TcpStream {
+        let stream = TcpStream::connect(self.addr).expect("cannot connect to pretext serve");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("a read timeout");
+        stream
+    }
+
+    /// Sends a keep-alive `GET target` on `stream` and reads exactly its answer (by its
+    /// `Content-Length`), leaving the connection open; `None` if none came within 10 s.
+    pub fn get_on(&self, stream: &mut TcpStream, target: &str) -> Option<Reply> {
+        let request = format!("GET {target} HTTP/1.1\r\nHost: {}\r\nConnection: keep-alive\r\n\r\n", self.addr);
+        stream.write_all(request.as_bytes()).ok()?;
+        let mut bytes = Vec::new();
+        let mut byte = [0u8; 1];
+        while !bytes.ends_with(b"\r\n\r\n") {
+            stream.read_exact(&mut byte).ok()?;
+            bytes.push(byte[0]);
+        }
+        let head = Reply::parse(&bytes);
+        let len: usize = head.header("content-length").and_then(|v| v.parse().ok()).expect("a Content-Length");
+        let mut body = vec![0u8; len];
+        stream.read_exact(&mut body).ok()?;
+        Some(Reply { body, ..head })
+    }
+
     /// Sends bytes as they are and reads the answer until the server closes.
     pub fn raw(&self, request: &[u8]) -> Reply {
         let mut stream = TcpStream::connect(self.addr).expect("cannot connect to pretext serve");

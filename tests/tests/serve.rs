@@ -1,7 +1,7 @@
 //! `pretext serve` as an attacker and a careless user meet it: traversal in every spelling,
 //! symlinks out of the runs directory, methods other than GET/HEAD, a very long path, and
-//! the start-up errors (port taken, viewer not built, no runs directory). The browser side
-//! is tests/web.rs.
+//! the start-up errors (port taken, viewer not built, no runs directory), and many
+//! connections kept open at once. The browser side is tests/web.rs.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -118,6 +118,30 @@ fn traversal_and_odd_requests_get_4xx_and_leak_nothing() {
     assert_eq!(s.request("GET", &long).status, 414);
     // Still serving after all that.
     assert_eq!(s.request("GET", "/api/runs").status, 200);
+}
+
+/// tiny_http, the server before, could leave a new connection queued behind kept-alive
+/// ones when several arrived at once; a browser's request on it waited for minutes (CI's
+/// browser test hung on it). Batches of connections that all stay open, as a browser's do,
+/// must each be answered, and each must answer again later.
+#[test]
+fn every_connection_is_answered_while_others_stay_open() {
+    let tmp = temp_dir();
+    fixture(tmp.path());
+    let s = Served::start(&tmp.path().join("runs"), &tmp.path().join("dist"));
+    let mut open = Vec::new();
+    for round in 0..20 {
+        let mut batch: Vec<_> = (0..6).map(|_| s.connect()).collect();
+        for (i, stream) in batch.iter_mut().enumerate() {
+            let reply = s.get_on(stream, "/api/runs");
+            assert_eq!(reply.map(|r| r.status), Some(200), "connection {i} of round {round} was not answered");
+        }
+        open.extend(batch);
+    }
+    for (i, stream) in open.iter_mut().enumerate() {
+        let reply = s.get_on(stream, "/runs/fixture/run.json");
+        assert_eq!(reply.map(|r| r.text()), Some(r#"{"format_version": 1}"#.to_string()), "connection {i}");
+    }
 }
 
 #[test]

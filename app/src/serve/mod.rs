@@ -4,22 +4,22 @@
 //! the encoding or the symlinks. It never writes to either folder.
 
 mod files;
+mod http;
 
-use std::io::Cursor;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-use tiny_http::{Header, Method, Request, Response, StatusCode};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::api::{self, BadPath, Listing, Route};
 pub use files::{VIEWER_FILES, is_viewer_dir, viewer_candidates};
+use http::Reply;
 
 /// Longer request paths are refused with 414: no file of a run has such a name.
 const MAX_URL: usize = 4096;
 
-/// Requests served at once; a slow client never blocks the others.
-const THREADS: usize = 4;
+/// Connections served at once (one thread each); more are closed at once.
+const MAX_CONNECTIONS: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -31,12 +31,10 @@ pub enum ServeError {
     PortTaken(String),
     #[error("cannot listen on {0}: {1}")]
     Bind(String, std::io::Error),
-    #[error("the HTTP server did not start: {0}")]
-    Server(String),
 }
 
 pub struct Server {
-    http: tiny_http::Server,
+    listener: TcpListener,
     runs: PathBuf,
     viewer: PathBuf,
 }
@@ -57,60 +55,56 @@ impl Server {
             std::io::ErrorKind::AddrInUse => ServeError::PortTaken(addr.to_string()),
             _ => ServeError::Bind(addr.to_string(), e),
         })?;
-        let http = tiny_http::Server::from_listener(listener, None).map_err(|e| ServeError::Server(e.to_string()))?;
-        Ok(Self { http, runs: runs_real, viewer })
+        Ok(Self { listener, runs: runs_real, viewer })
     }
 
     /// The address actually bound (the port, when 0 was asked for).
     pub fn addr(&self) -> Option<SocketAddr> {
-        self.http.server_addr().to_ip()
+        self.listener.local_addr().ok()
     }
 
-    /// Answers requests until the process ends.
+    /// Answers connections, each on its own thread, until the process ends.
     pub fn run(self) {
         let server = Arc::new(self);
-        let workers: Vec<_> = (1..THREADS)
-            .filter_map(|i| {
-                let server = Arc::clone(&server);
-                std::thread::Builder::new()
-                    .name(format!("pretext-serve-{i}"))
-                    .spawn(move || server.serve_forever())
-                    .ok()
-            })
-            .collect();
-        server.serve_forever();
-        for worker in workers {
-            let _ = worker.join();
-        }
-    }
-
-    fn serve_forever(&self) {
-        loop {
-            match self.http.recv() {
-                Ok(request) => self.answer(request),
-                Err(e) => log::warn!("a request could not be read: {e}"),
+        let open = Arc::new(AtomicUsize::new(0));
+        for stream in server.listener.incoming() {
+            match stream {
+                Ok(stream) => Self::spawn_connection(&server, &open, stream),
+                Err(e) => {
+                    // Out of file descriptors, say: wait for connections to close.
+                    log::warn!("a connection could not be accepted: {e}");
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
             }
         }
     }
 
-    fn answer(&self, request: Request) {
-        let method = request.method().clone();
-        let url = request.url().to_string();
-        let response = self.respond(&method, &url);
-        let status = response.status_code().0;
-        log::info!("{method} {} → {status}", shorten(&url));
-        if let Err(e) = request.respond(response) {
-            log::debug!("the client went away before the answer to {} was sent: {e}", shorten(&url));
+    fn spawn_connection(server: &Arc<Self>, open: &Arc<AtomicUsize>, stream: TcpStream) {
+        if open.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+            open.fetch_sub(1, Ordering::AcqRel);
+            // Closed unanswered: reading its request here would stall the accept loop.
+            log::warn!("{MAX_CONNECTIONS} connections are open; a new one is closed");
+            drop(stream);
+            return;
+        }
+        let (server, done) = (Arc::clone(server), Arc::clone(open));
+        let spawned = std::thread::Builder::new().name("pretext-serve".to_string()).spawn(move || {
+            http::serve_connection(stream, &|method, url| server.respond(method, url));
+            done.fetch_sub(1, Ordering::AcqRel);
+        });
+        if let Err(e) = spawned {
+            open.fetch_sub(1, Ordering::AcqRel);
+            log::warn!("no thread for a new connection: {e}");
         }
     }
 
     /// The whole answer to one request, decided from its method and URL alone.
-    fn respond(&self, method: &Method, url: &str) -> Response<Cursor<Vec<u8>>> {
-        if !matches!(method, Method::Get | Method::Head) {
-            return with_headers(error(405, "only GET and HEAD are served"), &[("Allow", "GET, HEAD")]);
+    fn respond(&self, method: &str, url: &str) -> Reply {
+        if !matches!(method, "GET" | "HEAD") {
+            return Reply::error(405, "only GET and HEAD are served").with("Allow", "GET, HEAD");
         }
         if url.len() > MAX_URL {
-            return error(414, "the request path is too long");
+            return Reply::error(414, "the request path is too long");
         }
         let path = url.split_once('?').map_or(url, |(path, _)| path);
         match api::route(path) {
@@ -118,84 +112,54 @@ impl Server {
             Ok(Route::Runs) => self.listing(&[], true),
             Ok(Route::List { run, dir }) => match files::confined(&self.runs, &[&run]) {
                 Some(_) => self.listing(&[&run, &dir], false),
-                None => error(404, "no such run"),
+                None => Reply::error(404, "no such run"),
             },
             Ok(Route::File { run, path }) => {
                 let mut parts: Vec<&str> = vec![&run];
                 parts.extend(path.iter().map(String::as_str));
                 self.file(&self.runs, &parts)
             }
-            Err(BadPath::Unsafe) => error(400, "a path segment is not allowed"),
-            Err(BadPath::Unknown) => error(404, "not found"),
+            Err(BadPath::Unsafe) => Reply::error(400, "a path segment is not allowed"),
+            Err(BadPath::Unknown) => Reply::error(404, "not found"),
         }
     }
 
-    fn file(&self, root: &Path, parts: &[&str]) -> Response<Cursor<Vec<u8>>> {
+    fn file(&self, root: &Path, parts: &[&str]) -> Reply {
         let Some(path) = files::confined(root, parts).filter(|p| p.is_file()) else {
-            return error(404, "not found");
+            return Reply::error(404, "not found");
         };
         match std::fs::read(&path) {
-            Ok(bytes) => {
-                let name = parts.last().copied().unwrap_or_default();
-                // no-cache: the viewer re-reads files of runs that are still training.
-                let headers = [
-                    ("Content-Type", files::content_type(name)),
-                    ("Cache-Control", "no-cache"),
-                    ("X-Content-Type-Options", "nosniff"),
-                ];
-                with_headers(Response::from_data(bytes), &headers)
-            }
+            // no-cache: the viewer re-reads files of runs that are still training.
+            Ok(bytes) => Reply::new(200, bytes)
+                .with("Content-Type", files::content_type(parts.last().copied().unwrap_or_default()))
+                .with("Cache-Control", "no-cache")
+                .with("X-Content-Type-Options", "nosniff"),
             Err(e) => {
                 log::warn!("cannot read {}: {e}", path.display());
-                error(500, "the file could not be read")
+                Reply::error(500, "the file could not be read")
             }
         }
     }
 
     /// The folders of the runs directory (`dirs`), or the files of one run folder.
-    fn listing(&self, parts: &[&str], dirs: bool) -> Response<Cursor<Vec<u8>>> {
+    fn listing(&self, parts: &[&str], dirs: bool) -> Reply {
         let mut dir = self.runs.clone();
         dir.extend(parts);
         // A folder that is a symlink out of the runs directory lists as empty.
         let inside = files::confined(&self.runs, parts).is_none_or(|real| real == dir);
         let names = if inside { files::list(&dir, dirs) } else { Ok(Vec::new()) };
         match names.map(|names| serde_json::to_vec(&Listing { names })) {
-            Ok(Ok(body)) => with_headers(
-                Response::from_data(body),
-                &[("Content-Type", "application/json"), ("Cache-Control", "no-cache")],
-            ),
+            Ok(Ok(body)) => {
+                Reply::new(200, body).with("Content-Type", "application/json").with("Cache-Control", "no-cache")
+            }
             Ok(Err(e)) => {
                 log::warn!("cannot encode a listing: {e}");
-                error(500, "the listing could not be encoded")
+                Reply::error(500, "the listing could not be encoded")
             }
             Err(e) => {
                 log::warn!("cannot list {}: {e}", dir.display());
-                error(500, "the folder could not be listed")
+                Reply::error(500, "the folder could not be listed")
             }
         }
     }
-}
-
-/// `response` with these headers; the names and values are ASCII constants of this file.
-fn with_headers(mut response: Response<Cursor<Vec<u8>>>, headers: &[(&str, &str)]) -> Response<Cursor<Vec<u8>>> {
-    for (name, value) in headers {
-        if let Ok(h) = Header::from_bytes(name.as_bytes(), value.as_bytes()) {
-            response.add_header(h);
-        }
-    }
-    response
-}
-
-fn error(code: u16, text: &str) -> Response<Cursor<Vec<u8>>> {
-    let response = Response::from_string(format!("{text}\n")).with_status_code(StatusCode(code));
-    with_headers(response, &[("Content-Type", "text/plain; charset=utf-8")])
-}
-
-/// A URL cut for the log, so a hostile request cannot flood it.
-fn shorten(url: &str) -> String {
-    if url.len() <= 120 {
-        return url.to_string();
-    }
-    let cut = (0..=120).rev().find(|&i| url.is_char_boundary(i)).unwrap_or(0);
-    format!("{}… ({} bytes)", &url[..cut], url.len())
 }
