@@ -5,7 +5,7 @@
 //! It only measures; the table and ratios are made by `bench/speed/table.py`. It must build
 //! the same networks as `bench/speed/torch_step.py`, or the comparison means nothing.
 //!
-//! `cargo run --release -p pretext-core --example step_speed -- [convnet|tiles|resnet18|vit-tiny] [stock|fast] [steps]`
+//! `cargo run --release -p pretext-core --example step_speed -- [convnet|tiles|resnet18|vit-tiny] [stock|lowered|fast] [steps]`
 
 use std::time::Instant;
 
@@ -109,7 +109,11 @@ fn main() -> Result<()> {
     let model = args.first().map_or("convnet", String::as_str);
     let which = args.get(1).map_or("fast", String::as_str);
     let steps: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10);
-    set_conv_impl(if which == "stock" { ConvImpl::Stock } else { ConvImpl::Fast });
+    set_conv_impl(match which {
+        "stock" => ConvImpl::Stock,
+        "lowered" => ConvImpl::Lowered,
+        _ => ConvImpl::Fast,
+    });
     let dev = Device::Cpu;
     let s = setup(model, &dev)?;
     let mut opt = Optimizer::new(OptimizerConfig::default(), named_vars(&s.map)?);

@@ -71,7 +71,7 @@ impl BatchNorm {
                 return if relu { y.relu() } else { Ok(y) };
             }
             #[cfg(not(target_arch = "wasm32"))]
-            if super::conv_impl() == super::ConvImpl::Fast
+            if super::conv_impl() != super::ConvImpl::Stock
                 && x.device().is_cpu()
                 && x.dtype() == candle_core::DType::F32
                 && matches!(dims.len(), 2 | 4)

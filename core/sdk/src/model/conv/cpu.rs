@@ -16,6 +16,7 @@
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::winograd;
 use crate::model::kernels::{GemmError, MatRef, gemm_f32, transpose, vectorized};
 
 /// Lowered images per GEMM are grouped until their output pixels reach this many columns:
@@ -638,11 +639,30 @@ impl<'t> Scratch<'t> {
     }
 }
 
-/// Forward: `y[n] = W × im2col(x[n])` for (N, C, H, W) `x` and (O, C, k, k) `w`; returns the
-/// (N, O, Ho, Wo) output.
-pub fn forward(g: &Geometry, x: &[f32], w: &[f32]) -> Result<Vec<f32>, ConvError> {
+/// Forward: the (N, O, Ho, Wo) output for (N, C, H, W) `x` and (O, C, k, k) `w`; by
+/// Winograd's method where `winograd` allows and it applies, else lowered.
+pub fn forward(g: &Geometry, x: &[f32], w: &[f32], winograd: bool) -> Result<Vec<f32>, ConvError> {
     check_len("input", x.len(), g.input_len())?;
     check_len("kernel", w.len(), g.weight_len())?;
+    if winograd && winograd::applies(g) { winograd::forward(g, x, w) } else { lowered_forward(g, x, w) }
+}
+
+/// Input gradient: the (N, C, H, W) gradient from the (N, O, Ho, Wo) output gradient.
+pub fn input_grad(g: &Geometry, dy: &[f32], w: &[f32], winograd: bool) -> Result<Vec<f32>, ConvError> {
+    check_len("output gradient", dy.len(), g.output_len())?;
+    check_len("kernel", w.len(), g.weight_len())?;
+    if winograd && winograd::applies(g) { winograd::input_grad(g, dy, w) } else { lowered_input_grad(g, dy, w) }
+}
+
+/// Kernel gradient: the (O, C, k, k) gradient summed over the images.
+pub fn kernel_grad(g: &Geometry, x: &[f32], dy: &[f32], winograd: bool) -> Result<Vec<f32>, ConvError> {
+    check_len("input", x.len(), g.input_len())?;
+    check_len("output gradient", dy.len(), g.output_len())?;
+    if winograd && winograd::applies(g) { winograd::kernel_grad(g, x, dy) } else { lowered_kernel_grad(g, x, dy) }
+}
+
+/// `y[n] = W × im2col(x[n])`; the caller has checked the lengths.
+pub(super) fn lowered_forward(g: &Geometry, x: &[f32], w: &[f32]) -> Result<Vec<f32>, ConvError> {
     let plan = Plan::new(g, 2);
     let table = tap_table(g);
     let (in_len, out_len) = (g.image_len(), g.out_image_len());
@@ -671,10 +691,8 @@ pub fn forward(g: &Geometry, x: &[f32], w: &[f32]) -> Result<Vec<f32>, ConvError
     Ok(y)
 }
 
-/// Input gradient: `dx[n] = col2im(Wᵀ × dy[n])`; returns the (N, C, H, W) gradient.
-pub fn input_grad(g: &Geometry, dy: &[f32], w: &[f32]) -> Result<Vec<f32>, ConvError> {
-    check_len("output gradient", dy.len(), g.output_len())?;
-    check_len("kernel", w.len(), g.weight_len())?;
+/// `dx[n] = col2im(Wᵀ × dy[n])`; the caller has checked the lengths.
+pub(super) fn lowered_input_grad(g: &Geometry, dy: &[f32], w: &[f32]) -> Result<Vec<f32>, ConvError> {
     let plan = Plan::new(g, 2);
     let table = tap_table(g);
     let (in_len, out_len) = (g.image_len(), g.out_image_len());
@@ -716,17 +734,14 @@ pub fn input_grad(g: &Geometry, dy: &[f32], w: &[f32]) -> Result<Vec<f32>, ConvE
     Ok(dx)
 }
 
-/// Kernel gradient: `dW = Σₙ dy[n] × im2col(x[n])ᵀ`; returns the (O, C, k, k) gradient.
-/// Each task sums its own images into a private buffer; the buffers are added at the end.
+/// `dW = Σₙ dy[n] × im2col(x[n])ᵀ`; the caller has checked the lengths. Each task sums its own images into a private buffer; the buffers are added at the end.
 ///
 /// The product is taken transposed, `dWᵀ += im2col(x[n]) × dy[n]ᵀ`. `gemm` re-packs (copies
 /// and transposes) whichever operand it cannot read in place, for every call; in the
 /// direct form that is the lowered input, taps × pixels values per image, which with the
 /// AVX-512 kernels took a seventh of a ResNet-18 step. In the transposed form it is the
 /// output gradient, a ninth the size in ResNet-18 (taps = 9·C, and O = C there or 2·C).
-pub fn kernel_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Result<Vec<f32>, ConvError> {
-    check_len("input", x.len(), g.input_len())?;
-    check_len("output gradient", dy.len(), g.output_len())?;
+pub(super) fn lowered_kernel_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Result<Vec<f32>, ConvError> {
     let plan = Plan::new(g, 1);
     let table = tap_table(g);
     let (in_len, out_len) = (g.image_len(), g.out_image_len());
@@ -751,12 +766,17 @@ pub fn kernel_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Result<Vec<f32>, Conv
             Ok(acc_t)
         })
         .collect::<Result<Vec<_>, ConvError>>()?;
+    Ok(transpose(&sum_partials(partials, g.weight_len()), g.taps(), g.o, g.o, false))
+}
+
+/// The element-wise sum of the tasks' partial kernel gradients (`len` zeros for none).
+pub(super) fn sum_partials(partials: Vec<Vec<f32>>, len: usize) -> Vec<f32> {
     let mut partials = partials.into_iter();
-    let mut dw_t = partials.next().unwrap_or_else(|| vec![0f32; g.weight_len()]);
+    let mut sum = partials.next().unwrap_or_else(|| vec![0f32; len]);
     for part in partials {
-        dw_t.iter_mut().zip(&part).for_each(|(a, b)| *a += *b);
+        sum.iter_mut().zip(&part).for_each(|(a, b)| *a += *b);
     }
-    Ok(transpose(&dw_t, g.taps(), g.o, g.o, false))
+    sum
 }
 
 #[cfg(test)]
@@ -810,7 +830,7 @@ mod tests {
             let g = Geometry::new((n, c, h, w), o, k, s, p).unwrap();
             let x = seq(g.input_len(), 1.0);
             let wt = seq(g.weight_len(), 0.5);
-            let got = forward(&g, &x, &wt).unwrap();
+            let got = forward(&g, &x, &wt, true).unwrap();
             let want = naive(&g, &x, &wt);
             for (a, b) in got.iter().zip(&want) {
                 assert!((a - b).abs() < 1e-5, "{g:?}: {a} vs {b}");
@@ -823,7 +843,7 @@ mod tests {
         assert!(Geometry::new((1, 1, 2, 2), 1, 5, 1, 1).is_err());
         assert!(Geometry::new((1, 0, 2, 2), 1, 1, 1, 0).is_err());
         let g = Geometry::new((1, 1, 3, 3), 1, 3, 1, 1).unwrap();
-        assert!(forward(&g, &[0.0; 8], &[0.0; 9]).is_err());
-        assert!(kernel_grad(&g, &[0.0; 9], &[0.0; 8]).is_err());
+        assert!(forward(&g, &[0.0; 8], &[0.0; 9], true).is_err());
+        assert!(kernel_grad(&g, &[0.0; 9], &[0.0; 8], true).is_err());
     }
 }

@@ -5,11 +5,12 @@
 //! directly. Parameters are named as PyTorch's `nn.Conv2d` (`weight`, `bias`).
 //!
 //! On the CPU with f32 data the convolution runs as our own custom ops (`op.rs` over the
-//! im2col/GEMM kernels of `cpu.rs`), whose backward pass avoids candle's slow direct-loop
-//! `conv_transpose2d`; every other device, dtype or target (wasm32 has no threads) uses
-//! candle's `conv2d`. [`set_conv_impl`] or the `PRETEXT_CONV=stock` environment variable
-//! switch back to candle's for comparisons. This module must not change results beyond
-//! floating-point summation order.
+//! im2col/GEMM kernels of `cpu.rs`, and `winograd.rs` for wide 3×3 stride-1 layers), whose
+//! backward pass avoids candle's slow direct-loop `conv_transpose2d`; every other device,
+//! dtype or target (wasm32 has no threads) uses candle's `conv2d`. [`set_conv_impl`] or the
+//! `PRETEXT_CONV` environment variable (`stock`, `lowered`) switch back to candle's or to
+//! the lowering alone for comparisons. This module must not change results beyond
+//! floating-point rounding (summation order; Winograd's transforms round differently).
 
 #[cfg(not(target_arch = "wasm32"))]
 mod cpu;
@@ -17,6 +18,8 @@ mod cpu;
 mod op;
 #[cfg(all(test, not(target_arch = "wasm32")))]
 mod parity;
+#[cfg(not(target_arch = "wasm32"))]
+mod winograd;
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -28,13 +31,17 @@ use candle_nn::{Init, VarBuilder};
 pub enum ConvImpl {
     /// candle's `Tensor::conv2d` and its backward.
     Stock,
-    /// Pretext's im2col/GEMM custom ops (CPU, f32); anything else still goes to candle's.
+    /// Pretext's custom ops (CPU, f32): Winograd's method for wide 3×3 stride-1 layers, the
+    /// im2col/GEMM lowering for the rest; anything else still goes to candle's.
     Fast,
+    /// Pretext's custom ops with every convolution lowered (no Winograd), for comparisons.
+    Lowered,
 }
 
 const UNSET: u8 = 0;
 const STOCK: u8 = 1;
 const FAST: u8 = 2;
+const LOWERED: u8 = 3;
 
 // Process-wide, not per model: a benchmark flips it between two runs of the same network.
 // Each plugin library carries its own copy of this crate, which is why the environment
@@ -43,36 +50,52 @@ static CONV_IMPL: AtomicU8 = AtomicU8::new(UNSET);
 
 /// Selects the implementation for every later convolution in this copy of the crate.
 pub fn set_conv_impl(which: ConvImpl) {
-    CONV_IMPL.store(if which == ConvImpl::Stock { STOCK } else { FAST }, Ordering::Relaxed);
+    let v = match which {
+        ConvImpl::Stock => STOCK,
+        ConvImpl::Fast => FAST,
+        ConvImpl::Lowered => LOWERED,
+    };
+    CONV_IMPL.store(v, Ordering::Relaxed);
 }
 
-/// The implementation in use: [`set_conv_impl`]'s choice, else `PRETEXT_CONV` (`stock` or
-/// `fast`), else [`ConvImpl::Fast`].
+/// The implementation in use: [`set_conv_impl`]'s choice, else `PRETEXT_CONV` (`stock`,
+/// `lowered` or `fast`), else [`ConvImpl::Fast`].
 pub fn conv_impl() -> ConvImpl {
     let mut v = CONV_IMPL.load(Ordering::Relaxed);
     if v == UNSET {
-        let stock = std::env::var("PRETEXT_CONV").is_ok_and(|s| s.trim().eq_ignore_ascii_case("stock"));
-        v = if stock { STOCK } else { FAST };
+        let named = std::env::var("PRETEXT_CONV").map(|s| s.trim().to_ascii_lowercase()).unwrap_or_default();
+        v = match named.as_str() {
+            "stock" => STOCK,
+            "lowered" => LOWERED,
+            _ => FAST,
+        };
         // A racing `set_conv_impl` wins: only replace the unset marker.
         v = match CONV_IMPL.compare_exchange(UNSET, v, Ordering::Relaxed, Ordering::Relaxed) {
             Ok(_) => v,
             Err(current) => current,
         };
     }
-    if v == STOCK { ConvImpl::Stock } else { ConvImpl::Fast }
+    match v {
+        STOCK => ConvImpl::Stock,
+        LOWERED => ConvImpl::Lowered,
+        _ => ConvImpl::Fast,
+    }
 }
 
 /// `conv2d(x, w)` for (N, C, H, W) `x` and (O, C, k, k) `w`: zero padding, no dilation, one
 /// group, no bias. Accepts non-contiguous inputs.
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
     #[cfg(not(target_arch = "wasm32"))]
-    if conv_impl() == ConvImpl::Fast
-        && x.device().is_cpu()
-        && w.device().is_cpu()
-        && x.dtype() == candle_core::DType::F32
-        && w.dtype() == candle_core::DType::F32
     {
-        return x.apply_op2(w, op::Conv2dOp { stride, padding });
+        let which = conv_impl();
+        if which != ConvImpl::Stock
+            && x.device().is_cpu()
+            && w.device().is_cpu()
+            && x.dtype() == candle_core::DType::F32
+            && w.dtype() == candle_core::DType::F32
+        {
+            return x.apply_op2(w, op::Conv2dOp { stride, padding, winograd: which == ConvImpl::Fast });
+        }
     }
     x.conv2d(w, padding, stride, 1, 1)
 }

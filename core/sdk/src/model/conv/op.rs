@@ -71,6 +71,8 @@ fn geometry(x: &Layout, w: &Layout, stride: usize, padding: usize) -> Result<Geo
 pub struct Conv2dOp {
     pub stride: usize,
     pub padding: usize,
+    /// Whether Winograd's method may be used where it applies (`cpu::forward`).
+    pub winograd: bool,
 }
 
 impl CustomOp2 for Conv2dOp {
@@ -80,7 +82,7 @@ impl CustomOp2 for Conv2dOp {
 
     fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, ws: &CpuStorage, wl: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = geometry(xl, wl, self.stride, self.padding)?;
-        let y = cpu::forward(&g, &dense(xs, xl)?, &dense(ws, wl)?).map_err(wrap)?;
+        let y = cpu::forward(&g, &dense(xs, xl)?, &dense(ws, wl)?, self.winograd).map_err(wrap)?;
         Ok((CpuStorage::F32(y), Shape::from((g.n, g.o, g.ho, g.wo))))
     }
 
@@ -88,13 +90,13 @@ impl CustomOp2 for Conv2dOp {
         let (_, _, h, wd) = x.dims4()?;
         // The images usually need no gradient (a first layer): skip its GEMM and col2im.
         let dx = if x.track_op() {
-            let op = InputGradOp { stride: self.stride, padding: self.padding, h, w: wd };
+            let op = InputGradOp { stride: self.stride, padding: self.padding, h, w: wd, winograd: self.winograd };
             Some(dy.apply_op2_no_bwd(w, &op)?)
         } else {
             None
         };
         let dw = if w.track_op() {
-            let op = KernelGradOp { stride: self.stride, padding: self.padding, k: w.dim(2)? };
+            let op = KernelGradOp { stride: self.stride, padding: self.padding, k: w.dim(2)?, winograd: self.winograd };
             Some(x.apply_op2_no_bwd(dy, &op)?)
         } else {
             None
@@ -111,6 +113,7 @@ pub struct InputGradOp {
     pub padding: usize,
     pub h: usize,
     pub w: usize,
+    pub winograd: bool,
 }
 
 impl CustomOp2 for InputGradOp {
@@ -128,7 +131,7 @@ impl CustomOp2 for InputGradOp {
         if (g.ho, g.wo) != (ho, wo) {
             candle_core::bail!("conv2d backward: gradient is {ho}×{wo}, the forward made {}×{}", g.ho, g.wo);
         }
-        let dx = cpu::input_grad(&g, &dense(dys, dyl)?, &dense(ws, wl)?).map_err(wrap)?;
+        let dx = cpu::input_grad(&g, &dense(dys, dyl)?, &dense(ws, wl)?, self.winograd).map_err(wrap)?;
         Ok((CpuStorage::F32(dx), Shape::from((n, c, self.h, self.w))))
     }
 }
@@ -139,6 +142,7 @@ pub struct KernelGradOp {
     pub stride: usize,
     pub padding: usize,
     pub k: usize,
+    pub winograd: bool,
 }
 
 impl CustomOp2 for KernelGradOp {
@@ -157,7 +161,7 @@ impl CustomOp2 for KernelGradOp {
                 g.wo
             );
         }
-        let dw = cpu::kernel_grad(&g, &dense(xs, xl)?, &dense(dys, dyl)?).map_err(wrap)?;
+        let dw = cpu::kernel_grad(&g, &dense(xs, xl)?, &dense(dys, dyl)?, self.winograd).map_err(wrap)?;
         Ok((CpuStorage::F32(dw), Shape::from((o, c, self.k, self.k))))
     }
 }

@@ -31,7 +31,10 @@ fn run(which: ConvImpl, x: &Tensor, w: &Tensor, r: &Tensor, stride: usize, pad: 
     let wv = Var::from_tensor(w).unwrap();
     let y = match which {
         ConvImpl::Stock => xv.as_tensor().conv2d(wv.as_tensor(), pad, stride, 1, 1).unwrap(),
-        ConvImpl::Fast => xv.as_tensor().apply_op2(wv.as_tensor(), op::Conv2dOp { stride, padding: pad }).unwrap(),
+        ConvImpl::Fast | ConvImpl::Lowered => {
+            let op = op::Conv2dOp { stride, padding: pad, winograd: which == ConvImpl::Fast };
+            xv.as_tensor().apply_op2(wv.as_tensor(), op).unwrap()
+        }
     };
     let grads = (&y * r).unwrap().sum_all().unwrap().backward().unwrap();
     let dx = grads.get(xv.as_tensor()).unwrap().clone();
@@ -96,6 +99,18 @@ fn compare(x: &Tensor, w: &Tensor, stride: usize, pad: usize, rng: &mut StdRng) 
     for (name, ours, stock) in [("output", &y1, &y0), ("input grad", &dx1, &dx0), ("kernel grad", &dw1, &dw0)] {
         let e = rel_err(ours, stock);
         assert!(e < 1e-4, "{name} differs by {e:e} for {what}");
+    }
+}
+
+/// Layers wide enough for Winograd's method (both channel counts ≥ 128), on even and odd
+/// maps, against candle's convolution.
+#[test]
+fn the_winograd_layers_match_stock_conv() {
+    let mut rng = StdRng::seed_from_u64(11);
+    for (n, c, o, h, wd) in [(2, 128, 128, 4, 4), (1, 130, 144, 5, 7), (3, 128, 256, 2, 2)] {
+        let x = random(&mut rng, &[n, c, h, wd]);
+        let w = random(&mut rng, &[o, c, 3, 3]);
+        compare(&x, &w, 1, 1, &mut rng);
     }
 }
 
@@ -211,7 +226,7 @@ fn frozen_images_get_no_gradient_and_kernel_still_does() {
     let mut rng = StdRng::seed_from_u64(5);
     let x = random(&mut rng, &[2, 3, 6, 6]);
     let w = Var::from_tensor(&random(&mut rng, &[4, 3, 3, 3])).unwrap();
-    let y = x.apply_op2(w.as_tensor(), op::Conv2dOp { stride: 1, padding: 1 }).unwrap();
+    let y = x.apply_op2(w.as_tensor(), op::Conv2dOp { stride: 1, padding: 1, winograd: true }).unwrap();
     let grads = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
     assert!(grads.get(&x).is_none());
     assert_eq!(grads.get(w.as_tensor()).unwrap().dims(), &[4, 3, 3, 3]);
@@ -224,7 +239,7 @@ fn dispatch_falls_back_for_other_dtypes_and_rejects_bad_shapes() {
     assert_eq!(conv2d(&x, &w, 1, 1).unwrap().dims(), &[2, 4, 5, 5]);
     let x = Tensor::ones((2, 3, 5, 5), DType::F32, &Device::Cpu).unwrap();
     let w = Tensor::ones((4, 2, 3, 3), DType::F32, &Device::Cpu).unwrap();
-    assert!(x.apply_op2(&w, op::Conv2dOp { stride: 1, padding: 1 }).is_err());
+    assert!(x.apply_op2(&w, op::Conv2dOp { stride: 1, padding: 1, winograd: true }).is_err());
     let w = Tensor::ones((4, 3, 9, 9), DType::F32, &Device::Cpu).unwrap();
-    assert!(x.apply_op2(&w, op::Conv2dOp { stride: 1, padding: 1 }).is_err());
+    assert!(x.apply_op2(&w, op::Conv2dOp { stride: 1, padding: 1, winograd: true }).is_err());
 }
