@@ -34,10 +34,10 @@ const XI: usize = 16;
 const GROUP_TILES: usize = 256;
 
 /// Both channel counts must reach this. The transforms cost the same per tile and channel
-/// whatever the layer, while the products' work per tile grows with C·O: on a ResNet's
-/// 64-channel first stage the transforms ate the saving (one thread, batch 64: 32 ms
-/// against the lowered 28 ms forward), from 128 channels on the layers took 10–45% less
-/// (docs/benchmarks.md, 2026-12-07).
+/// whatever the layer, while the products' work per tile grows with C·O: with ResNet-18's
+/// 64-channel first stage included the step measured the same as without it, while the
+/// layers from 128 channels on took the step from 744 to 626 ms (docs/benchmarks.md,
+/// 2026-12-07).
 const MIN_CHANNELS: usize = 128;
 
 /// Whether `g` is a convolution this module computes: 3×3, stride 1, padding 1, and wide.
