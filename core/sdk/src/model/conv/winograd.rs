@@ -4,16 +4,17 @@
 //! Each 2×2 block of outputs is `Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A` for its 4×4 input patch `d`
 //! (Lavin & Gray, 2016): 16 multiplications instead of 36. Over channels the elementwise
 //! product becomes 16 matrix products, one per position ξ of the 4×4 transformed tile:
-//! `M[ξ] (O×T) = U[ξ] (O×C) · V[ξ] (C×T)` for T tiles. The gradients reuse the same
-//! transforms, transposed: `dV[ξ] = U[ξ]ᵀ · dM[ξ]` for the input and `dU[ξ] = dM[ξ] · V[ξ]ᵀ`
-//! for the kernel, with `dM = A dY Aᵀ`, `dd = B dV Bᵀ` and `dg = Gᵀ dU G`. The products do
+//! `M[ξ] = U[ξ] · V[ξ]` for U (O×C) and V (C×T, T tiles), held transposed here (one row per
+//! tile, channels contiguous). The gradients reuse the same transforms, transposed:
+//! `dV[ξ] = U[ξ]ᵀ · dM[ξ]` for the input and `dU[ξ] = dM[ξ] · V[ξ]ᵀ` for the kernel, with
+//! `dM = A dY Aᵀ`, `dd = B dV Bᵀ` and `dg = Gᵀ dU G`. The products do
 //! 2.25× fewer multiply-adds than the lowered (im2col) convolution of `cpu.rs`, which is
 //! where a ResNet step spends its time. The transforms run on images laid out pixel by pixel
 //! (each pixel's channels together), 16 channels per vector step, so every tile transform
 //! is a few dozen whole-register additions.
 //!
 //! Results differ from the lowered convolution by rounding only (the transforms add and
-//! halve before multiplying; measured relative error ~1e-6 on unit-scale data). Work is
+//! halve before multiplying; the tests hold them within 1e-5 of it, relative). Work is
 //! split over images as in `cpu.rs`, whose [`Geometry`] and errors this shares; it must not
 //! know about candle tensors.
 
