@@ -15,7 +15,7 @@ use candle_core::{Result, Tensor};
 use rayon::prelude::*;
 
 #[cfg(not(target_arch = "wasm32"))]
-use super::kernels::{chunk_len, contiguous, vectorized};
+use super::kernels::{chunk_len, contiguous, contiguous_pair, vectorized, zip_map};
 #[cfg(not(target_arch = "wasm32"))]
 use super::math::{erf, exp};
 
@@ -69,27 +69,14 @@ impl CustomOp2 for GeluGrad {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (x, g) = (contiguous(s1, l1, "gelu")?, contiguous(s2, l2, "gelu")?);
-        if x.len() != g.len() {
-            candle_core::bail!("gelu: gradient of {} elements for {} inputs", g.len(), x.len());
-        }
+        let (x, g) = contiguous_pair((s1, l1), (s2, l2), "gelu")?;
         // 1/√(2π)
         const INV_SQRT_2PI: f32 = 0.398_942_3;
-        let mut dx = vec![0f32; x.len()];
-        dx.par_chunks_mut(chunk_len(1)).zip(x.par_chunks(chunk_len(1)).zip(g.par_chunks(chunk_len(1)))).for_each(
-            |(d, (x, g))| {
-                vectorized(
-                    #[inline(always)]
-                    || {
-                        for ((d, &v), &gv) in d.iter_mut().zip(x).zip(g) {
-                            let cdf = 0.5 * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2));
-                            let pdf = INV_SQRT_2PI * exp(-0.5 * v * v);
-                            *d = gv * (cdf + v * pdf);
-                        }
-                    },
-                );
-            },
-        );
+        let dx = zip_map(x, g, |v, gv| {
+            let cdf = 0.5 * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2));
+            let pdf = INV_SQRT_2PI * exp(-0.5 * v * v);
+            gv * (cdf + v * pdf)
+        });
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
 }

@@ -1,5 +1,6 @@
 //! What the CPU custom ops of this module share: reading a tensor's storage as one
-//! contiguous f32 slice, how many rows one rayon task takes, fast f32 sums, a cache-aware
+//! contiguous f32 slice (or two of one length), an element-wise map of two slices, how many
+//! rows one rayon task takes, fast f32 sums, a cache-aware
 //! transpose, and the one bounds-checked call into the `gemm` crate (the module's only
 //! `unsafe` block). Off wasm32 only, like the ops themselves; no op logic lives here.
 
@@ -42,6 +43,38 @@ pub(crate) fn contiguous<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<
         Some(v) => Ok(v),
         None => candle_core::bail!("{op}: the input must be a contiguous f32 tensor"),
     }
+}
+
+/// The two same-length contiguous f32 inputs of an element-wise op, or an error naming `op`.
+pub(crate) fn contiguous_pair<'a>(
+    (s1, l1): (&'a CpuStorage, &Layout),
+    (s2, l2): (&'a CpuStorage, &Layout),
+    op: &str,
+) -> Result<(&'a [f32], &'a [f32])> {
+    let (a, b) = (contiguous(s1, l1, op)?, contiguous(s2, l2, op)?);
+    if a.len() != b.len() {
+        candle_core::bail!("{op}: {} values against {}", a.len(), b.len());
+    }
+    Ok((a, b))
+}
+
+/// `out[i] = f(a[i], b[i])` over rayon's threads, vectorised; `f` is inlined into each
+/// task's [`vectorized`] loop.
+pub(crate) fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Copy) -> Vec<f32> {
+    let mut out = vec![0f32; a.len()];
+    out.par_chunks_mut(chunk_len(1)).zip(a.par_chunks(chunk_len(1)).zip(b.par_chunks(chunk_len(1)))).for_each(
+        |(o, (a, b))| {
+            vectorized(
+                #[inline(always)]
+                || {
+                    for ((o, &x), &y) in o.iter_mut().zip(a).zip(b) {
+                        *o = f(x, y);
+                    }
+                },
+            );
+        },
+    );
+    out
 }
 
 /// Values per rayon task, in whole rows of `row` values: about 16k, so that small tensors

@@ -10,13 +10,10 @@
 //! about blocks or networks.
 
 #[cfg(not(target_arch = "wasm32"))]
+use super::kernels::{contiguous_pair, zip_map};
+#[cfg(not(target_arch = "wasm32"))]
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape};
 use candle_core::{Result, Tensor};
-#[cfg(not(target_arch = "wasm32"))]
-use rayon::prelude::*;
-
-#[cfg(not(target_arch = "wasm32"))]
-use super::kernels::{chunk_len, contiguous, vectorized};
 
 /// `relu(a + b)` for two tensors of one shape.
 pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
@@ -30,39 +27,6 @@ pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     (a + b)?.relu()
 }
 
-/// Two same-length contiguous inputs of an element-wise op, or an error naming it.
-#[cfg(not(target_arch = "wasm32"))]
-fn pair<'a>(
-    (s1, l1): (&'a CpuStorage, &Layout),
-    (s2, l2): (&'a CpuStorage, &Layout),
-    op: &str,
-) -> Result<(&'a [f32], &'a [f32])> {
-    let (a, b) = (contiguous(s1, l1, op)?, contiguous(s2, l2, op)?);
-    if a.len() != b.len() {
-        candle_core::bail!("{op}: {} values against {}", a.len(), b.len());
-    }
-    Ok((a, b))
-}
-
-/// `out[i] = f(a[i], b[i])` over rayon's threads, vectorised.
-#[cfg(not(target_arch = "wasm32"))]
-fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Copy) -> Vec<f32> {
-    let mut out = vec![0f32; a.len()];
-    out.par_chunks_mut(chunk_len(1)).zip(a.par_chunks(chunk_len(1)).zip(b.par_chunks(chunk_len(1)))).for_each(
-        |(o, (a, b))| {
-            vectorized(
-                #[inline(always)]
-                || {
-                    for ((o, &x), &y) in o.iter_mut().zip(a).zip(b) {
-                        *o = f(x, y);
-                    }
-                },
-            );
-        },
-    );
-    out
-}
-
 #[cfg(not(target_arch = "wasm32"))]
 struct AddRelu;
 
@@ -73,7 +37,7 @@ impl CustomOp2 for AddRelu {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (a, b) = pair((s1, l1), (s2, l2), "add_relu")?;
+        let (a, b) = contiguous_pair((s1, l1), (s2, l2), "add_relu")?;
         Ok((CpuStorage::F32(zip_map(a, b, |x, y| (x + y).max(0.0))), l1.shape().clone()))
     }
 
@@ -94,7 +58,7 @@ impl CustomOp2 for ReluGrad {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (y, g) = pair((s1, l1), (s2, l2), "add_relu")?;
+        let (y, g) = contiguous_pair((s1, l1), (s2, l2), "add_relu")?;
         Ok((CpuStorage::F32(zip_map(y, g, |y, g| if y > 0.0 { g } else { 0.0 })), l1.shape().clone()))
     }
 }

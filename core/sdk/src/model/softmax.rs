@@ -13,7 +13,7 @@ use candle_core::{D, Result, Tensor};
 use rayon::prelude::*;
 
 #[cfg(not(target_arch = "wasm32"))]
-use super::kernels::{chunk_len, contiguous, sum_in, vectorized};
+use super::kernels::{chunk_len, contiguous, contiguous_pair, sum_in, vectorized};
 #[cfg(not(target_arch = "wasm32"))]
 use super::math::exp;
 
@@ -70,10 +70,7 @@ impl CustomOp2 for SoftmaxGrad {
     }
 
     fn cpu_fwd(&self, ys: &CpuStorage, yl: &Layout, gs: &CpuStorage, gl: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (y, g) = (contiguous(ys, yl, "softmax")?, contiguous(gs, gl, "softmax")?);
-        if y.len() != g.len() {
-            candle_core::bail!("softmax grad: {} outputs against {} gradients", y.len(), g.len());
-        }
+        let (y, g) = contiguous_pair((ys, yl), (gs, gl), "softmax grad")?;
         let d = yl.dims().last().copied().unwrap_or(1);
         let mut dx = vec![0f32; y.len()];
         if d > 0 {

@@ -442,9 +442,10 @@ fn transform_output(t: &Tiling, m: &[f32], tiles: &Tiles, first: usize, y: &mut 
 }
 
 /// B dV Bᵀ of the tiles from row `first` of `dv`, summed where tiles overlap, into one
-/// image's padded input gradient (pixel-major, border 1), which must start at zero.
+/// image's padded input gradient (pixel-major, border 1), which this clears first.
 fn untransform_input(t: &Tiling, dv: &[f32], tiles: &Tiles, first: usize, dx: &mut PixelMajor) {
     let ch = dx.channels;
+    dx.data.fill(0.0);
     each_tile_lane(t, first, ch, |i, j, tile, k, len| {
         let mut vt = gather(dv, tiles, tile, ch, k, len);
         input_grad_tile(&mut vt);
@@ -473,7 +474,7 @@ impl Side {
 /// The work shared by the forward pass and the input gradient: each image of `src` (`from`
 /// channels) laid out pixel by pixel and turned into tiles (`to_tiles`), then for each ξ the
 /// tiles × `from` matrix times `kernel[ξ]` (`from` × `to`, row-major), then the products
-/// turned back into images of `to` channels (`from_tiles`, onto a zeroed buffer).
+/// turned back into images of `to` channels (`from_tiles`).
 fn through_tiles(
     g: &Geometry,
     src: &[f32],
@@ -506,7 +507,6 @@ fn through_tiles(
                 gemm_f32(tiles.matrix_mut(&mut b, to.channels, xi), to.channels, lhs, rhs, false, t.gemm)?;
             }
             for gi in 0..count {
-                dst_px.data.fill(0.0);
                 from_tiles(&t, &b, &tiles, gi * t.tiles(), &mut dst_px);
                 dst_px.drain(g, &mut dst_task[(start + gi) * out_len..][..out_len], to.border);
             }
