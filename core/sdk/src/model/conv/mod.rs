@@ -5,7 +5,7 @@
 //! directly. Parameters are named as PyTorch's `nn.Conv2d` (`weight`, `bias`).
 //!
 //! On the CPU with f32 data the convolution runs as our own custom ops (`op.rs` over the
-//! im2col/GEMM kernels of `cpu.rs`, and `winograd.rs` for wide 3×3 stride-1 layers), whose
+//! im2col/GEMM kernels of `cpu.rs`, and `winograd/` for wide 3×3 stride-1 layers), whose
 //! backward pass avoids candle's slow direct-loop `conv_transpose2d`; every other device,
 //! dtype or target (wasm32 has no threads) uses candle's `conv2d`. [`set_conv_impl`] or the
 //! `PRETEXT_CONV` environment variable (`stock`, `lowered`) switch back to candle's or to
