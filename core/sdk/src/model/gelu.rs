@@ -15,7 +15,7 @@ use candle_core::{Result, Tensor};
 use rayon::prelude::*;
 
 #[cfg(not(target_arch = "wasm32"))]
-use super::kernels::{chunk_len, contiguous, contiguous_pair, vectorized, zip_map};
+use super::kernels::{chunk_len, contiguous, contiguous_pair, vectorized, zeroed, zip_map};
 #[cfg(not(target_arch = "wasm32"))]
 use super::math::{erf, exp};
 
@@ -39,7 +39,7 @@ impl CustomOp1 for Gelu {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous(s, l, "gelu")?;
-        let mut y = vec![0f32; x.len()];
+        let mut y = zeroed(x.len());
         y.par_chunks_mut(chunk_len(1)).zip(x.par_chunks(chunk_len(1))).for_each(|(y, x)| {
             vectorized(
                 #[inline(always)]

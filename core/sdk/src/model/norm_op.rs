@@ -11,7 +11,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::kernels::{LANES, lanes_total, sum_in, sum_sq_dev_in, vectorized};
+use super::kernels::{LANES, lanes_total, sum_in, sum_sq_dev_in, vectorized, zeroed};
 
 /// A contiguous (N, C, H·W) view of a 4-D storage, or an error for anything else; `norm.rs`
 /// makes inputs contiguous first.
@@ -264,7 +264,7 @@ impl CustomOp3 for BatchNormTrain {
     ) -> Result<(CpuStorage, Shape)> {
         let (x, _, c, hw) = planes(xs, xl)?;
         let coef = self.affine(&vec2(ss, sl, c, "stats")?, &vec2(ws, wl, c, "weight and bias")?, c);
-        let mut y = vec![0f32; x.len()];
+        let mut y = zeroed(x.len());
         let relu = self.relu;
         let act = |t: f32| if relu { t.max(0.0) } else { t };
         if hw == 1 {
@@ -420,7 +420,7 @@ impl CustomOp3 for InputGrad {
         let (x, _, c, hw) = planes(xs, xl)?;
         let (g, ..) = planes(gs, gl)?;
         let (y, ..) = planes(ys, yl)?;
-        let mut dx = vec![0f32; x.len()];
+        let mut dx = zeroed(x.len());
         if hw == 1 {
             // (N, C) rows: the plane kernel run along each row, one channel per value.
             let column = |f: fn(&(f32, f32, f32, f32)) -> f32| self.k.iter().map(f).collect::<Vec<f32>>();

@@ -13,7 +13,7 @@ use candle_core::{D, Result, Tensor};
 use rayon::prelude::*;
 
 #[cfg(not(target_arch = "wasm32"))]
-use super::kernels::{chunk_len, contiguous, contiguous_pair, sum_in, vectorized};
+use super::kernels::{chunk_len, contiguous, contiguous_pair, sum_in, vectorized, zeroed};
 #[cfg(not(target_arch = "wasm32"))]
 use super::math::exp;
 
@@ -38,7 +38,7 @@ impl CustomOp1 for Softmax {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous(s, l, "softmax")?;
         let d = l.dims().last().copied().unwrap_or(1);
-        let mut y = vec![0f32; x.len()];
+        let mut y = zeroed(x.len());
         if d > 0 {
             y.par_chunks_mut(chunk_len(d)).zip(x.par_chunks(chunk_len(d))).for_each(|(yc, xc)| {
                 vectorized(
@@ -72,7 +72,7 @@ impl CustomOp2 for SoftmaxGrad {
     fn cpu_fwd(&self, ys: &CpuStorage, yl: &Layout, gs: &CpuStorage, gl: &Layout) -> Result<(CpuStorage, Shape)> {
         let (y, g) = contiguous_pair((ys, yl), (gs, gl), "softmax grad")?;
         let d = yl.dims().last().copied().unwrap_or(1);
-        let mut dx = vec![0f32; y.len()];
+        let mut dx = zeroed(y.len());
         if d > 0 {
             dx.par_chunks_mut(chunk_len(d)).zip(y.par_chunks(chunk_len(d)).zip(g.par_chunks(chunk_len(d)))).for_each(
                 |(dc, (yc, gc))| {

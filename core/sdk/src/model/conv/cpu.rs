@@ -17,7 +17,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::winograd;
-use crate::model::kernels::{GemmError, MatRef, gemm_f32, transpose, vectorized};
+use crate::model::kernels::{GemmError, MatRef, gemm_f32, transpose, vectorized, zeroed};
 
 /// Lowered images per GEMM are grouped until their output pixels reach this many columns:
 /// below it the GEMM micro-kernels spend more time packing than multiplying.
@@ -667,7 +667,7 @@ pub(super) fn lowered_forward(g: &Geometry, x: &[f32], w: &[f32]) -> Result<Vec<
     let table = tap_table(g);
     let (in_len, out_len) = (g.image_len(), g.out_image_len());
     let weights = MatRef::row_major(w, g.o, g.taps());
-    let mut y = vec![0f32; g.output_len()];
+    let mut y = zeroed(g.output_len());
     y.par_chunks_mut(plan.per_task * out_len).enumerate().try_for_each(|(t, y_task)| {
         let first = t * plan.per_task;
         let images = y_task.len() / out_len;
@@ -697,7 +697,7 @@ pub(super) fn lowered_input_grad(g: &Geometry, dy: &[f32], w: &[f32]) -> Result<
     let table = tap_table(g);
     let (in_len, out_len) = (g.image_len(), g.out_image_len());
     let weights_t = MatRef::transposed(w, g.o, g.taps());
-    let mut dx = vec![0f32; g.input_len()];
+    let mut dx = zeroed(g.input_len());
     dx.par_chunks_mut(plan.per_task * in_len).enumerate().try_for_each(|(t, dx_task)| {
         let first = t * plan.per_task;
         let images = dx_task.len() / in_len;
@@ -766,18 +766,25 @@ pub(super) fn lowered_kernel_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Result
             Ok(acc_t)
         })
         .collect::<Result<Vec<_>, ConvError>>()?;
-    Ok(transpose(&sum_partials(partials, g.weight_len()), g.taps(), g.o, g.o, false))
+    Ok(transpose(&sum_partials(partials, g.weight_len()), g.taps(), g.o, g.o, true))
 }
 
-/// The element-wise sum of the tasks' partial kernel gradients (`len` zeros for none).
+/// The element-wise sum of the tasks' partial kernel gradients (`len` zeros for none), in
+/// parallel: a 512-channel Winograd kernel gradient is 16 MB per task.
 pub(super) fn sum_partials(partials: Vec<Vec<f32>>, len: usize) -> Vec<f32> {
     let mut partials = partials.into_iter();
     let mut sum = partials.next().unwrap_or_else(|| vec![0f32; len]);
-    for part in partials {
-        sum.iter_mut().zip(&part).for_each(|(a, b)| *a += *b);
-    }
+    let rest: Vec<Vec<f32>> = partials.collect();
+    sum.par_chunks_mut(SUM_CHUNK).enumerate().for_each(|(i, s)| {
+        for part in &rest {
+            s.iter_mut().zip(&part[i * SUM_CHUNK..]).for_each(|(a, b)| *a += *b);
+        }
+    });
     sum
 }
+
+/// Values per task of [`sum_partials`].
+const SUM_CHUNK: usize = 1 << 14;
 
 #[cfg(test)]
 mod tests {

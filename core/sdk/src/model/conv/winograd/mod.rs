@@ -33,7 +33,7 @@ mod pixels;
 mod variant;
 
 use super::cpu::{ConvError, Geometry, sum_partials};
-use crate::model::kernels::{MatRef, gemm_f32, vectorized};
+use crate::model::kernels::{MatRef, gemm_f32, vectorized, zeroed};
 use lanes::{
     L, Lane, MAX_XI, Tile, add_to, g_lanes, gt_lanes, input_grad_tile, input_tile, load_into, output_grad_tile,
     output_tile, store,
@@ -85,16 +85,18 @@ impl Tiling {
     }
 }
 
-/// `G g Gᵀ` of every (o, c) kernel as one matrix per ξ: O×C (row-major) or, with `c_major`,
-/// C×O, the forward product's right-hand side. [`L`] kernels at a time along the rows.
+/// `G g Gᵀ` of every (o, c) kernel as one matrix per ξ: O×C or, with `c_major`, C×O, the
+/// forward product's right-hand side. The matrices are interleaved by rows, `[row][ξ][col]`
+/// (see [`kernel_matrix`]), so that the rows can be transformed in parallel: done on one
+/// thread, the transform of a 512-channel kernel took as long as its products on two.
 fn transform_kernel<V: Variant>(g: &Geometry, w: &[f32], c_major: bool) -> Vec<f32> {
     let (rows, cols) = if c_major { (g.c, g.o) } else { (g.o, g.c) };
-    let mut u = vec![0f32; V::XI * rows * cols];
+    let mut u = zeroed(V::XI * rows * cols);
     let kernel = |r: usize, col: usize| if c_major { col * g.c + r } else { r * g.c + col };
-    vectorized(
-        #[inline(always)]
-        || {
-            for r in 0..rows {
+    u.par_chunks_mut(V::XI * cols).enumerate().for_each(|(r, u_row)| {
+        vectorized(
+            #[inline(always)]
+            || {
                 for c0 in (0..cols).step_by(L) {
                     let len = L.min(cols - c0);
                     let mut taps = [[0f32; L]; 9];
@@ -108,44 +110,52 @@ fn transform_kernel<V: Variant>(g: &Geometry, w: &[f32], c_major: bool) -> Vec<f
                     for a in 0..V::PATCH {
                         let col = g_lanes::<V>(&rows_g[0][a], &rows_g[1][a], &rows_g[2][a]);
                         for (b, lane) in col.iter().take(V::PATCH).enumerate() {
-                            store(&mut u, ((V::PATCH * b + a) * rows + r) * cols + c0, len, lane);
+                            store(u_row, (V::PATCH * b + a) * cols + c0, len, lane);
                         }
                     }
                 }
-            }
-        },
-    );
+            },
+        );
+    });
     u
 }
 
-/// `Gᵀ dU G`: the (O, C, 3, 3) kernel gradient from one O×C matrix per ξ.
+/// Matrix ξ of a kernel laid out `[row][ξ][col]`: `rows` × `cols`, rows `XI · cols` apart.
+fn kernel_matrix<V: Variant>(u: &[f32], xi: usize, rows: usize, cols: usize) -> MatRef<'_> {
+    MatRef::strided(&u[xi * cols..], rows, cols, V::XI * cols)
+}
+
+/// `Gᵀ dU G`: the (O, C, 3, 3) kernel gradient from one O×C matrix per ξ, laid out
+/// `[o][ξ][c]` as [`transform_kernel`]'s; output channels in parallel.
 fn untransform_kernel<V: Variant>(g: &Geometry, du: &[f32]) -> Vec<f32> {
-    let oc_len = g.o * g.c;
-    let mut dw = vec![0f32; oc_len * 9];
-    vectorized(
-        #[inline(always)]
-        || {
-            for k0 in (0..oc_len).step_by(L) {
-                let len = L.min(oc_len - k0);
-                let mut d = [[0f32; L]; MAX_XI];
-                for (xi, lane) in d.iter_mut().take(V::XI).enumerate() {
-                    load_into(lane, du, xi * oc_len + k0, len);
-                }
-                let mut rows = [[[0f32; L]; 3]; MAX_PATCH];
-                for (b, row) in rows.iter_mut().take(V::PATCH).enumerate() {
-                    *row = gt_lanes::<V>(std::array::from_fn(|a| &d[(V::PATCH * b + a).min(MAX_XI - 1)]));
-                }
-                let taps: [[Lane; 3]; 3] = std::array::from_fn(|x| gt_lanes::<V>(std::array::from_fn(|b| &rows[b][x])));
-                for (i, k) in dw[k0 * 9..(k0 + len) * 9].chunks_exact_mut(9).enumerate() {
-                    for y in 0..3 {
-                        for x in 0..3 {
-                            k[3 * y + x] = taps[x][y][i];
+    let mut dw = zeroed(g.o * g.c * 9);
+    dw.par_chunks_mut(g.c * 9).zip(du.par_chunks(V::XI * g.c)).for_each(|(dw_o, du_o)| {
+        vectorized(
+            #[inline(always)]
+            || {
+                for k0 in (0..g.c).step_by(L) {
+                    let len = L.min(g.c - k0);
+                    let mut d = [[0f32; L]; MAX_XI];
+                    for (xi, lane) in d.iter_mut().take(V::XI).enumerate() {
+                        load_into(lane, du_o, xi * g.c + k0, len);
+                    }
+                    let mut rows = [[[0f32; L]; 3]; MAX_PATCH];
+                    for (b, row) in rows.iter_mut().take(V::PATCH).enumerate() {
+                        *row = gt_lanes::<V>(std::array::from_fn(|a| &d[(V::PATCH * b + a).min(MAX_XI - 1)]));
+                    }
+                    let taps: [[Lane; 3]; 3] =
+                        std::array::from_fn(|x| gt_lanes::<V>(std::array::from_fn(|b| &rows[b][x])));
+                    for (i, k) in dw_o[k0 * 9..(k0 + len) * 9].chunks_exact_mut(9).enumerate() {
+                        for y in 0..3 {
+                            for x in 0..3 {
+                                k[3 * y + x] = taps[x][y][i];
+                            }
                         }
                     }
                 }
-            }
-        },
-    );
+            },
+        );
+    });
     dw
 }
 
@@ -330,8 +340,7 @@ fn through_tiles<V: Variant>(
 ) -> Result<Vec<f32>, ConvError> {
     let t = Tiling::new::<V>(g, 2);
     let (in_len, out_len) = (from.channels * g.h * g.w, to.channels * g.h * g.w);
-    let kernel_len = from.channels * to.channels;
-    let mut dst = vec![0f32; g.n * out_len];
+    let mut dst = zeroed(g.n * out_len);
     dst.par_chunks_mut(t.per_task * out_len).enumerate().try_for_each(|(task, dst_task)| {
         let first = task * t.per_task;
         let images = dst_task.len() / out_len;
@@ -346,8 +355,7 @@ fn through_tiles<V: Variant>(
                 to_tiles(&t, &src_px, &tiles, gi * t.tiles(), &mut a);
             }
             for xi in 0..V::XI {
-                let rhs =
-                    MatRef::row_major(&kernel[xi * kernel_len..(xi + 1) * kernel_len], from.channels, to.channels);
+                let rhs = kernel_matrix::<V>(kernel, xi, from.channels, to.channels);
                 let lhs = tiles.matrix(&t, &a, from.channels, xi, count);
                 gemm_f32(tiles.matrix_mut(&mut b, to.channels, xi), to.channels, lhs, rhs, false, t.gemm)?;
             }
@@ -428,7 +436,7 @@ fn kernel_grad_by<V: Variant>(g: &Geometry, x: &[f32], dy: &[f32]) -> Result<Vec
                 for xi in 0..V::XI {
                     let lhs = tiles.matrix(&t, &dm, g.o, xi, count).t();
                     let rhs = tiles.matrix(&t, &v, g.c, xi, count);
-                    gemm_f32(&mut du[xi * g.o * g.c..(xi + 1) * g.o * g.c], g.c, lhs, rhs, true, t.gemm)?;
+                    gemm_f32(&mut du[xi * g.c..], V::XI * g.c, lhs, rhs, true, t.gemm)?;
                 }
             }
             Ok(du)
