@@ -188,18 +188,25 @@ impl Tiles {
     }
 }
 
-/// Calls `f(i, j, tile, k, len)` for every tile (i, j) of one image, whose tiles are the
-/// rows from `first` of the transformed buffers, and every run of `len` ≤ [`L`] of its `ch`
-/// channels from `k`; compiled for the CPU's widest vectors.
+/// Calls `f(i, j, tile, k, len, d, e)` for every tile (i, j) of one image, whose tiles are
+/// the rows from `first` of the transformed buffers, and every run of `len` ≤ [`L`] of its
+/// `ch` channels from `k`, with two tile buffers for the transform; compiled for the CPU's
+/// widest vectors.
 #[inline(always)]
-fn each_tile_lane(t: &Tiling, first: usize, ch: usize, mut f: impl FnMut(usize, usize, usize, usize, usize)) {
+fn each_tile_lane(
+    t: &Tiling,
+    first: usize,
+    ch: usize,
+    mut f: impl FnMut(usize, usize, usize, usize, usize, &mut Tile, &mut Tile),
+) {
+    let (mut d, mut e) = ([[0f32; L]; MAX_XI], [[0f32; L]; MAX_XI]);
     vectorized(
         #[inline(always)]
         || {
             for i in 0..t.th {
                 for j in 0..t.tw {
                     for k in (0..ch).step_by(L) {
-                        f(i, j, first + i * t.tw + j, k, L.min(ch - k));
+                        f(i, j, first + i * t.tw + j, k, L.min(ch - k), &mut d, &mut e);
                     }
                 }
             }
@@ -226,19 +233,18 @@ fn scatter<V: Variant>(lanes: &Tile, buf: &mut [f32], tiles: &Tiles, tile: usize
 /// `first` of `v`.
 fn transform_input<V: Variant>(t: &Tiling, pad: &PixelMajor, tiles: &Tiles, first: usize, v: &mut [f32]) {
     let ch = pad.channels;
-    let (mut d, mut e) = ([[0f32; L]; MAX_XI], [[0f32; L]; MAX_XI]);
     each_tile_lane(
         t,
         first,
         ch,
         #[inline(always)]
-        |i, j, tile, k, len| {
+        |i, j, tile, k, len, d, e| {
             let (tile_y, tile_x) = (V::TILE * i, V::TILE * j);
             for (p, lane) in d.iter_mut().take(V::XI).enumerate() {
                 load_into(lane, &pad.data, pad.at(tile_y + p / V::PATCH, tile_x + p % V::PATCH) + k, len);
             }
-            input_tile::<V>(&mut d, &mut e);
-            scatter::<V>(&d, v, tiles, tile, ch, k, len);
+            input_tile::<V>(d, e);
+            scatter::<V>(d, v, tiles, tile, ch, k, len);
         },
     );
 }
@@ -247,20 +253,19 @@ fn transform_input<V: Variant>(t: &Tiling, pad: &PixelMajor, tiles: &Tiles, firs
 /// whole tiles) into the rows from `first` of `dm`.
 fn transform_output_grad<V: Variant>(t: &Tiling, dy: &PixelMajor, tiles: &Tiles, first: usize, dm: &mut [f32]) {
     let ch = dy.channels;
-    let (mut d, mut e) = ([[0f32; L]; MAX_XI], [[0f32; L]; MAX_XI]);
     each_tile_lane(
         t,
         first,
         ch,
         #[inline(always)]
-        |i, j, tile, k, len| {
+        |i, j, tile, k, len, d, e| {
             for r in 0..V::TILE {
                 for s in 0..V::TILE {
                     load_into(&mut d[V::PATCH * r + s], &dy.data, dy.at(V::TILE * i + r, V::TILE * j + s) + k, len);
                 }
             }
-            output_grad_tile::<V>(&mut d, &mut e);
-            scatter::<V>(&d, dm, tiles, tile, ch, k, len);
+            output_grad_tile::<V>(d, e);
+            scatter::<V>(d, dm, tiles, tile, ch, k, len);
         },
     );
 }
@@ -269,19 +274,18 @@ fn transform_output_grad<V: Variant>(t: &Tiling, dy: &PixelMajor, tiles: &Tiles,
 /// border, whole tiles).
 fn transform_output<V: Variant>(t: &Tiling, m: &[f32], tiles: &Tiles, first: usize, y: &mut PixelMajor) {
     let ch = y.channels;
-    let (mut mt, mut e) = ([[0f32; L]; MAX_XI], [[0f32; L]; MAX_XI]);
     each_tile_lane(
         t,
         first,
         ch,
         #[inline(always)]
-        |i, j, tile, k, len| {
-            gather::<V>(&mut mt, m, tiles, tile, ch, k, len);
-            output_tile::<V>(&mut mt, &mut e);
+        |i, j, tile, k, len, d, e| {
+            gather::<V>(d, m, tiles, tile, ch, k, len);
+            output_tile::<V>(d, e);
             for r in 0..V::TILE {
                 for s in 0..V::TILE {
                     let at = y.at(V::TILE * i + r, V::TILE * j + s) + k;
-                    store(&mut y.data, at, len, &mt[V::PATCH * r + s]);
+                    store(&mut y.data, at, len, &d[V::PATCH * r + s]);
                 }
             }
         },
@@ -293,17 +297,16 @@ fn transform_output<V: Variant>(t: &Tiling, m: &[f32], tiles: &Tiles, first: usi
 fn untransform_input<V: Variant>(t: &Tiling, dv: &[f32], tiles: &Tiles, first: usize, dx: &mut PixelMajor) {
     let ch = dx.channels;
     dx.data.fill(0.0);
-    let (mut vt, mut e) = ([[0f32; L]; MAX_XI], [[0f32; L]; MAX_XI]);
     each_tile_lane(
         t,
         first,
         ch,
         #[inline(always)]
-        |i, j, tile, k, len| {
-            gather::<V>(&mut vt, dv, tiles, tile, ch, k, len);
-            input_grad_tile::<V>(&mut vt, &mut e);
+        |i, j, tile, k, len, d, e| {
+            gather::<V>(d, dv, tiles, tile, ch, k, len);
+            input_grad_tile::<V>(d, e);
             let (tile_y, tile_x) = (V::TILE * i, V::TILE * j);
-            for (p, lane) in vt.iter().take(V::XI).enumerate() {
+            for (p, lane) in d.iter().take(V::XI).enumerate() {
                 let at = dx.at(tile_y + p / V::PATCH, tile_x + p % V::PATCH) + k;
                 add_to(&mut dx.data, at, len, lane);
             }
