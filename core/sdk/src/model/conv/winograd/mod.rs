@@ -46,8 +46,8 @@ const GROUP_TILES: usize = 256;
 
 /// Both channel counts must reach this. The transforms cost the same per tile and channel
 /// whatever the layer, while the products' work per tile grows with C·O. With F(2×2) alone,
-/// ResNet-18's 64-channel 32×32 stage measured the same as lowered; with F(4×4) it is 20%
-/// faster (docs/benchmarks.md, 2026-12-07).
+/// ResNet-18's 64-channel 32×32 stage measured the same as lowered; with F(4×4) its three
+/// passes take 27.7 ms against 42.5 lowered (docs/benchmarks.md, 2026-12-07).
 const MIN_CHANNELS: usize = 64;
 
 /// Whether `g` is a convolution this module computes: 3×3, stride 1, padding 1, and wide.
@@ -375,8 +375,9 @@ fn through_tiles<V: Variant>(
 /// Whether `g` takes F(4×4, 3×3) rather than F(2×2, 3×3): maps of at least 16×16
 /// outputs. Its kernels transform into 36 matrices instead of 16, work that grows with
 /// C·O while the tiles' grows with N·H·W·C; on ResNet-18's 8×8 maps of 256 channels the
-/// kernel gradient took 15 ms with F(4×4) against 9 ms with F(2×2), while the 16×16 and
-/// 32×32 maps ran 11–20% faster with it (docs/benchmarks.md, 2026-12-07).
+/// kernel gradient took 15 ms with F(4×4) against 9 ms with F(2×2), while the three
+/// passes ran 11% faster with it on the 16×16 maps (23.0 against 25.9 ms) and 31% on the
+/// 32×32 ones (27.7 against 40.4 ms; docs/benchmarks.md, 2026-12-07).
 fn uses_f4(g: &Geometry) -> bool {
     g.h * g.w >= F4_MIN_PIXELS
 }
