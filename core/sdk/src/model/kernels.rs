@@ -1,6 +1,6 @@
 //! What the CPU custom ops of this module share: reading a tensor's storage as one
 //! contiguous f32 slice (or two of one length), an element-wise map of two slices, how many
-//! rows one rayon task takes, fast f32 sums, a cache-aware
+//! rows one rayon task takes, fast f32 sums, zeroed buffers written in parallel, a cache-aware
 //! transpose, and the one bounds-checked call into the `gemm` crate (the module's only
 //! `unsafe` block). Off wasm32 only, like the ops themselves; no op logic lives here.
 

@@ -734,7 +734,8 @@ pub(super) fn lowered_input_grad(g: &Geometry, dy: &[f32], w: &[f32]) -> Result<
     Ok(dx)
 }
 
-/// `dW = Σₙ dy[n] × im2col(x[n])ᵀ`; the caller has checked the lengths. Each task sums its own images into a private buffer; the buffers are added at the end.
+/// `dW = Σₙ dy[n] × im2col(x[n])ᵀ`; the caller has checked the lengths. Each task sums its
+/// own images into a private buffer; the buffers are added at the end.
 ///
 /// The product is taken transposed, `dWᵀ += im2col(x[n]) × dy[n]ᵀ`. `gemm` re-packs (copies
 /// and transposes) whichever operand it cannot read in place, for every call; in the

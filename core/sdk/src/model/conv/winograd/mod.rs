@@ -58,9 +58,7 @@ pub fn applies(g: &Geometry) -> bool {
 /// The tile grid of an image and how images are split over tasks and grouped per product.
 #[derive(Clone, Copy, Debug)]
 struct Tiling {
-    /// Outputs per tile side.
-    tile: usize,
-    /// Tile rows and columns: ⌈h/tile⌉ × ⌈w/tile⌉.
+    /// Tile rows and columns: ⌈h/TILE⌉ × ⌈w/TILE⌉.
     th: usize,
     tw: usize,
     per_task: usize,
@@ -70,14 +68,13 @@ struct Tiling {
 
 impl Tiling {
     fn new<V: Variant>(g: &Geometry, oversplit: usize) -> Self {
-        let tile = V::TILE;
-        let (th, tw) = (g.h.div_ceil(tile), g.w.div_ceil(tile));
+        let (th, tw) = (g.h.div_ceil(V::TILE), g.w.div_ceil(V::TILE));
         let threads = rayon::current_num_threads().max(1);
         let tasks = (threads * oversplit).min(g.n).max(1);
         let per_task = g.n.div_ceil(tasks);
         let group = GROUP_TILES.div_ceil(th * tw).clamp(1, per_task);
         let gemm = if g.n < threads { Parallelism::Rayon(threads) } else { Parallelism::None };
-        Self { tile, th, tw, per_task, group, gemm }
+        Self { th, tw, per_task, group, gemm }
     }
 
     fn tiles(&self) -> usize {
@@ -141,7 +138,7 @@ fn untransform_kernel<V: Variant>(g: &Geometry, du: &[f32]) -> Vec<f32> {
                     }
                     let mut rows = [[[0f32; L]; 3]; MAX_PATCH];
                     for (b, row) in rows.iter_mut().take(V::PATCH).enumerate() {
-                        *row = gt_lanes::<V>(std::array::from_fn(|a| &d[(V::PATCH * b + a).min(MAX_XI - 1)]));
+                        *row = gt_lanes::<V>(std::array::from_fn(|a| &d[V::PATCH * b + a]));
                     }
                     let taps: [[Lane; 3]; 3] =
                         std::array::from_fn(|x| gt_lanes::<V>(std::array::from_fn(|b| &rows[b][x])));
@@ -323,16 +320,16 @@ struct Side {
 }
 
 impl Side {
-    fn buffer(self, t: &Tiling) -> PixelMajor {
+    fn buffer<V: Variant>(self, t: &Tiling) -> PixelMajor {
         let extra = 2 * self.border;
-        PixelMajor::new(t.tile * t.th + extra, t.tile * t.tw + extra, self.channels)
+        PixelMajor::new(V::TILE * t.th + extra, V::TILE * t.tw + extra, self.channels, self.border)
     }
 }
 
 /// The work shared by the forward pass and the input gradient: each image of `src` (`from`
 /// channels) laid out pixel by pixel and turned into tiles (`to_tiles`), then for each ξ the
-/// tiles × `from` matrix times `kernel[ξ]` (`from` × `to`, row-major), then the products
-/// turned back into images of `to` channels (`from_tiles`).
+/// tiles × `from` matrix times the `from` × `to` kernel matrix ξ (see [`kernel_matrix`]),
+/// then the products turned back into images of `to` channels (`from_tiles`).
 fn through_tiles<V: Variant>(
     g: &Geometry,
     src: &[f32],
@@ -350,11 +347,11 @@ fn through_tiles<V: Variant>(
         let tiles = Tiles::new(&t);
         let mut a = vec![0f32; V::XI * tiles.rows * from.channels];
         let mut b = vec![0f32; V::XI * tiles.rows * to.channels];
-        let (mut src_px, mut dst_px) = (from.buffer(&t), to.buffer(&t));
+        let (mut src_px, mut dst_px) = (from.buffer::<V>(&t), to.buffer::<V>(&t));
         for start in (0..images).step_by(t.group) {
             let count = t.group.min(images - start);
             for gi in 0..count {
-                src_px.fill(g, &src[(first + start + gi) * in_len..][..in_len], from.border);
+                src_px.fill(g, &src[(first + start + gi) * in_len..][..in_len]);
                 to_tiles(&t, &src_px, &tiles, gi * t.tiles(), &mut a);
             }
             for xi in 0..V::XI {
@@ -364,7 +361,7 @@ fn through_tiles<V: Variant>(
             }
             for gi in 0..count {
                 from_tiles(&t, &b, &tiles, gi * t.tiles(), &mut dst_px);
-                dst_px.drain(g, &mut dst_task[(start + gi) * out_len..][..out_len], to.border);
+                dst_px.drain(g, &mut dst_task[(start + gi) * out_len..][..out_len]);
             }
         }
         Ok::<(), ConvError>(())
@@ -426,15 +423,15 @@ fn kernel_grad_by<V: Variant>(g: &Geometry, x: &[f32], dy: &[f32]) -> Result<Vec
             let mut du = vec![0f32; V::XI * g.o * g.c];
             let mut v = vec![0f32; V::XI * tiles.rows * g.c];
             let mut dm = vec![0f32; V::XI * tiles.rows * g.o];
-            let mut pad = Side { channels: g.c, border: 1 }.buffer(&t);
-            let mut grad = Side { channels: g.o, border: 0 }.buffer(&t);
+            let mut pad = Side { channels: g.c, border: 1 }.buffer::<V>(&t);
+            let mut grad = Side { channels: g.o, border: 0 }.buffer::<V>(&t);
             for start in (0..images).step_by(t.group) {
                 let count = t.group.min(images - start);
                 for gi in 0..count {
                     let n = first + start + gi;
-                    pad.fill(g, &x[n * in_len..][..in_len], 1);
+                    pad.fill(g, &x[n * in_len..][..in_len]);
                     transform_input::<V>(&t, &pad, &tiles, gi * t.tiles(), &mut v);
-                    grad.fill(g, &dy[n * out_len..][..out_len], 0);
+                    grad.fill(g, &dy[n * out_len..][..out_len]);
                     transform_output_grad::<V>(&t, &grad, &tiles, gi * t.tiles(), &mut dm);
                 }
                 for xi in 0..V::XI {

@@ -14,12 +14,13 @@ pub(super) struct PixelMajor {
     /// Pixels per row, borders included.
     pw: usize,
     pub(super) channels: usize,
+    border: usize,
 }
 
 impl PixelMajor {
-    /// `(rows, cols)` pixels, zeroed.
-    pub(super) fn new(rows: usize, cols: usize, channels: usize) -> Self {
-        Self { data: vec![0f32; rows * cols * channels], pw: cols, channels }
+    /// `(rows, cols)` pixels, borders included, zeroed.
+    pub(super) fn new(rows: usize, cols: usize, channels: usize, border: usize) -> Self {
+        Self { data: vec![0f32; rows * cols * channels], pw: cols, channels, border }
     }
 
     /// Where pixel (y, x) begins.
@@ -28,8 +29,8 @@ impl PixelMajor {
     }
 
     /// Copies `planes` ((channels, h, w), one image) in, its pixel (y, x) at (y + border, x + border).
-    pub(super) fn fill(&mut self, g: &Geometry, planes: &[f32], border: usize) {
-        let hw = g.h * g.w;
+    pub(super) fn fill(&mut self, g: &Geometry, planes: &[f32]) {
+        let (hw, border) = (g.h * g.w, self.border);
         each_block(
             hw,
             self.channels,
@@ -48,8 +49,8 @@ impl PixelMajor {
     }
 
     /// Copies pixels (y + border, x + border) out into `planes` ((channels, h, w)).
-    pub(super) fn drain(&self, g: &Geometry, planes: &mut [f32], border: usize) {
-        let hw = g.h * g.w;
+    pub(super) fn drain(&self, g: &Geometry, planes: &mut [f32]) {
+        let (hw, border) = (g.h * g.w, self.border);
         each_block(
             hw,
             self.channels,
