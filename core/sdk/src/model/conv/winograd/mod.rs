@@ -42,7 +42,12 @@ use pixels::PixelMajor;
 use variant::{F2, F4, MAX_PATCH, Variant};
 
 /// Images per group until a group's tiles reach this many: the products' column count.
-const GROUP_TILES: usize = 256;
+/// `gemm` copies the kernel matrix into its packed layout on every call with more than 48
+/// columns (8 of its 6-column AVX-512 micro-tiles) and reads it in place below that. At 48
+/// the 128- and 256-channel layers ran 2 ms faster each than at 256 (three passes, best of
+/// 15), the 512-channel ones the same, and a ResNet-18 step 3% faster (docs/benchmarks.md,
+/// 2026-12-08).
+const GROUP_TILES: usize = 48;
 
 /// Both channel counts must reach this. The transforms cost the same per tile and channel
 /// whatever the layer, while the products' work per tile grows with C·O. With F(2×2) alone,
