@@ -35,8 +35,8 @@ mod variant;
 use super::cpu::{ConvError, Geometry, sum_partials};
 use crate::model::kernels::{MatRef, gemm_f32, vectorized, zeroed};
 use lanes::{
-    L, Lane, MAX_XI, Tile, add_to, g_lanes, gt_lanes, input_grad_tile, input_tile, load_into, output_grad_tile,
-    output_tile, store,
+    L, MAX_XI, Tile, add_to, g_lanes, gt_lanes, input_grad_tile, input_tile, load_into, output_grad_tile, output_tile,
+    store,
 };
 use pixels::PixelMajor;
 use variant::{F2, F4, MAX_PATCH, Variant};
@@ -108,7 +108,13 @@ fn transform_kernel<V: Variant>(g: &Geometry, w: &[f32], c_major: bool) -> Vec<f
                             taps[t][i] = *v;
                         }
                     }
-                    let rows_g = [0, 1, 2].map(|y| g_lanes::<V>(&taps[3 * y], &taps[3 * y + 1], &taps[3 * y + 2]));
+                    // Spelled out: under `array::map` (or `from_fn`) the lane arithmetic
+                    // went into an out-of-line closure compiled without the wide vectors.
+                    let rows_g = [
+                        g_lanes::<V>(&taps[0], &taps[1], &taps[2]),
+                        g_lanes::<V>(&taps[3], &taps[4], &taps[5]),
+                        g_lanes::<V>(&taps[6], &taps[7], &taps[8]),
+                    ];
                     for a in 0..V::PATCH {
                         let col = g_lanes::<V>(&rows_g[0][a], &rows_g[1][a], &rows_g[2][a]);
                         for (b, lane) in col.iter().take(V::PATCH).enumerate() {
@@ -145,8 +151,11 @@ fn untransform_kernel<V: Variant>(g: &Geometry, du: &[f32]) -> Vec<f32> {
                     for (b, row) in rows.iter_mut().take(V::PATCH).enumerate() {
                         *row = gt_lanes::<V>(std::array::from_fn(|a| &d[V::PATCH * b + a]));
                     }
-                    let taps: [[Lane; 3]; 3] =
-                        std::array::from_fn(|x| gt_lanes::<V>(std::array::from_fn(|b| &rows[b][x])));
+                    // A loop, as in `transform_kernel`: not the lane arithmetic under `from_fn`.
+                    let mut taps = [[[0f32; L]; 3]; 3];
+                    for (x, tap) in taps.iter_mut().enumerate() {
+                        *tap = gt_lanes::<V>(std::array::from_fn(|b| &rows[b][x]));
+                    }
                     for (i, k) in dw_o[k0 * 9..(k0 + len) * 9].chunks_exact_mut(9).enumerate() {
                         for y in 0..3 {
                             for x in 0..3 {
