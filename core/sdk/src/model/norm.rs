@@ -212,9 +212,19 @@ mod tests {
             let len = dims.iter().product::<usize>();
             Tensor::from_vec((0..len).map(|_| rng.random_range(lo..hi)).collect::<Vec<f32>>(), dims, &dev).unwrap()
         };
-        // Feature maps (BatchNorm2d) and rows (BatchNorm1d, the heads' hidden layers).
-        let cases: [(bool, &[usize]); 5] =
-            [(false, &[3, 4, 5, 6]), (true, &[5, 3, 2, 2]), (true, &[2, 6, 7, 3]), (true, &[8, 37]), (false, &[5, 9])];
+        // Feature maps (BatchNorm2d) and rows (BatchNorm1d, the heads' hidden layers). Maps
+        // under 64 pixels go through the row kernels too (`norm_op::ROW_PLANE`), larger ones
+        // plane by plane; more than 64 images cross a block of the rows' f32 sums.
+        let cases: [(bool, &[usize]); 8] = [
+            (false, &[3, 4, 5, 6]),
+            (true, &[5, 3, 2, 2]),
+            (true, &[2, 6, 7, 3]),
+            (true, &[8, 37]),
+            (false, &[5, 9]),
+            (true, &[2, 3, 9, 8]),
+            (false, &[3, 2, 8, 8]),
+            (true, &[70, 3, 2, 2]),
+        ];
         for (relu, dims) in cases {
             let x0 = (random(dims, -2.0, 2.0) + 0.7).unwrap();
             let r = random(dims, -1.0, 1.0);

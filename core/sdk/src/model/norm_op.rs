@@ -43,10 +43,11 @@ type Inputs<'a> = [&'a [f32]; 3];
 /// Per channel, Σ over the batch and pixels of two sums of the `inputs` and the channel's
 /// `coef` (its mean). Large planes go through `plane(x, dy, y, coef)`, which gives both
 /// for one plane (summed in f32: at most a feature map), accumulated in f64 across planes.
-/// One-pixel planes ((N, C) rows: batch norm over features, as in the projection heads)
-/// go through `value` instead, the same for one value, accumulated per channel in f64 down
-/// the rows in a loop across the channels of a row; one call per plane there was one call
-/// per value.
+/// Planes under [`ROW_PLANE`] pixels, one-pixel ones included ((N, C) rows: batch norm over
+/// features, as in the projection heads), go through `value` instead, the same for one
+/// value, summed per value down the rows of C·H·W values in a loop along each row, then
+/// per channel; one call per plane there was one call per value, or a loop too short for
+/// the vectors.
 ///
 /// Either runs inside one [`vectorized`] call per rayon task, so `plane` and `value` must be
 /// `#[inline(always)]` (closures or functions) over the `_in` kernels: dispatching per plane
@@ -62,8 +63,9 @@ where
     P: Fn(&[f32], &[f32], &[f32], f32) -> [f32; 2] + Sync,
     V: Fn(f32, f32, f32, f32) -> [f32; 2] + Sync,
 {
-    if hw == 1 {
-        return row_sums(n, c, inputs, coef, &value);
+    if as_rows(hw) {
+        let sums = row_sums(n, c * hw, inputs, &per_value(coef, hw), &value);
+        return sums.chunks_exact(hw).map(|ch| ch.iter().fold([0.0; 2], |a, v| [a[0] + v[0], a[1] + v[1]])).collect();
     }
     let [x, g, y] = inputs;
     in_blocks(c, |channels| {
@@ -85,6 +87,27 @@ where
     })
 }
 
+/// Planes smaller than this go through the row kernels as rows of C·H·W values, each
+/// channel's coefficients repeated over its pixels. One loop per plane of a 7×7, 4×4 or 2×2
+/// map (Jigsaw's tiles, a ConvNet's last layers) is a few dozen values: too short for
+/// sixteen-wide vectors unrolled four times, so the compiler ran it as scalar code.
+const ROW_PLANE: usize = 64;
+
+/// Whether planes of `hw` pixels go through the row kernels (see [`ROW_PLANE`]).
+fn as_rows(hw: usize) -> bool {
+    hw < ROW_PLANE
+}
+
+/// Each channel's value repeated for its `hw` pixels: one coefficient per value of a row.
+fn per_value<T: Copy>(per_channel: &[T], hw: usize) -> Vec<T> {
+    per_channel.iter().flat_map(|&v| std::iter::repeat_n(v, hw)).collect()
+}
+
+/// Rows [`row_sums`] adds in f32 before adding them to its f64 totals: as many values as a
+/// plane of 64 pixels, which the plane kernels sum in f32; converting every value to f64
+/// cost twice the additions.
+const ROW_BLOCK: usize = 64;
+
 /// Per column of `n` rows of `cols` values ((N, C) data), the two sums of
 /// `value(x, dy, y, coef)` down the rows; blocks of columns run as rayon tasks, each row's
 /// block as one loop over slices.
@@ -98,15 +121,22 @@ where
             #[inline(always)]
             || {
                 let (mut s0, mut s1) = (vec![0f64; span.len()], vec![0f64; span.len()]);
+                let (mut t0, mut t1) = (vec![0f32; span.len()], vec![0f32; span.len()]);
                 let m = &coef[span.clone()];
-                for row in 0..n {
-                    let r = row * cols + span.start..row * cols + span.end;
-                    let (x, g, y) = (&x[r.clone()], &g[r.clone()], &y[r]);
-                    let sums = s0.iter_mut().zip(s1.iter_mut());
-                    for ((((a0, a1), &xv), (&gv, &yv)), &mv) in sums.zip(x).zip(g.iter().zip(y)).zip(m) {
-                        let [v0, v1] = value(xv, gv, yv, mv);
-                        *a0 += f64::from(v0);
-                        *a1 += f64::from(v1);
+                for block in (0..n).step_by(ROW_BLOCK) {
+                    for row in block..(block + ROW_BLOCK).min(n) {
+                        let r = row * cols + span.start..row * cols + span.end;
+                        let (x, g, y) = (&x[r.clone()], &g[r.clone()], &y[r]);
+                        let sums = t0.iter_mut().zip(t1.iter_mut());
+                        for ((((a0, a1), &xv), (&gv, &yv)), &mv) in sums.zip(x).zip(g.iter().zip(y)).zip(m) {
+                            let [v0, v1] = value(xv, gv, yv, mv);
+                            *a0 += v0;
+                            *a1 += v1;
+                        }
+                    }
+                    for ((a0, a1), (b0, b1)) in s0.iter_mut().zip(s1.iter_mut()).zip(t0.iter_mut().zip(t1.iter_mut())) {
+                        *a0 += f64::from(std::mem::take(b0));
+                        *a1 += f64::from(std::mem::take(b1));
                     }
                 }
                 s0.into_iter().zip(s1).map(|(a, b)| [a, b]).collect::<Vec<_>>()
@@ -267,10 +297,10 @@ impl CustomOp3 for BatchNormTrain {
         let mut y = zeroed(x.len());
         let relu = self.relu;
         let act = |t: f32| if relu { t.max(0.0) } else { t };
-        if hw == 1 {
-            // (N, C) rows: one loop along each row, over channel-wise coefficients.
-            let (scale, shift): (Vec<f32>, Vec<f32>) = coef.iter().map(|&(a, b, _)| (a, b)).unzip();
-            y.par_chunks_mut(c).zip(x.par_chunks(c)).for_each(|(yi, xi)| {
+        if as_rows(hw) {
+            // (N, C·H·W) rows: one loop along each row, over per-value coefficients.
+            let (scale, shift): (Vec<f32>, Vec<f32>) = per_value(&coef, hw).iter().map(|&(a, b, _)| (a, b)).unzip();
+            y.par_chunks_mut(c * hw).zip(x.par_chunks(c * hw)).for_each(|(yi, xi)| {
                 vectorized(
                     #[inline(always)]
                     || {
@@ -421,12 +451,14 @@ impl CustomOp3 for InputGrad {
         let (g, ..) = planes(gs, gl)?;
         let (y, ..) = planes(ys, yl)?;
         let mut dx = zeroed(x.len());
-        if hw == 1 {
-            // (N, C) rows: the plane kernel run along each row, one channel per value.
-            let column = |f: fn(&(f32, f32, f32, f32)) -> f32| self.k.iter().map(f).collect::<Vec<f32>>();
+        if as_rows(hw) {
+            // (N, C·H·W) rows: the plane kernel run along each row, with per-value coefficients.
+            let k = per_value(&self.k, hw);
+            let column = |f: fn(&(f32, f32, f32, f32)) -> f32| k.iter().map(f).collect::<Vec<f32>>();
             let (scale, kx, k0, mean) = (column(|t| t.0), column(|t| t.1), column(|t| t.2), column(|t| t.3));
-            dx.par_chunks_mut(c).enumerate().for_each(|(row, di)| {
-                let r = row * c..(row + 1) * c;
+            let len = c * hw;
+            dx.par_chunks_mut(len).enumerate().for_each(|(row, di)| {
+                let r = row * len..(row + 1) * len;
                 let (x, g, y) = (&x[r.clone()], &g[r.clone()], &y[r]);
                 if self.relu {
                     input_grad_row::<true>(di, (x, g, y), (&scale, &kx, &k0, &mean));
