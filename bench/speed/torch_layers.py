@@ -13,26 +13,17 @@ import sys
 from collections import defaultdict
 
 import torch
-import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_step import cifar_resnet18  # noqa: E402
+from torch_step import timed_step  # noqa: E402
 
 
 def main():
     steps = int(sys.argv[1]) if len(sys.argv) > 1 else 3
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     torch.manual_seed(0)
-    net, x = cifar_resnet18(), torch.randn(64, 3, 32, 32)
-    y = torch.arange(64) % 10
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
-
-    def step():
-        loss = F.cross_entropy(net(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    step = timed_step("resnet18")
 
     for _ in range(2):
         step()
@@ -46,8 +37,9 @@ def main():
         ms = e.self_cpu_time_total / 1000 / steps
         shapes = e.input_shapes
         if e.key == "aten::mkldnn_convolution":
-            layers[(tuple(shapes[0]), tuple(shapes[1]))]["forward"] += ms
-            layers[(tuple(shapes[0]), tuple(shapes[1]))]["layers"] += e.count / steps
+            layer = layers[(tuple(shapes[0]), tuple(shapes[1]))]
+            layer["forward"] += ms
+            layer["layers"] += e.count / steps
         elif e.key == "aten::convolution_backward":
             # Inputs: grad_output, input, weight.
             layers[(tuple(shapes[1]), tuple(shapes[2]))]["backward"] += ms
